@@ -1,0 +1,69 @@
+# DeepSeek-V3 from the inside — two commands a learner needs:
+#   make lab    set up .venv, prepare the corpus, open JupyterLab on notebooks/
+#   make test   set up .venv with test extras, run pytest and strict nbval on every notebook
+# Only Python >= 3.10 and make are required on the machine.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+PORT   ?= 8888
+NBVAL_FLAGS := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 600
+
+.PHONY: lab test test-unit test-notebooks notebooks corpus bench install install-test clean help
+
+help:
+	@echo "make lab          set up and open JupyterLab on notebooks/ (prints the URL; works headless)"
+	@echo "make test         set up and run every test: pytest tests/ + strict nbval on notebooks/"
+	@echo "make notebooks    re-execute every notebook in place (after changing a chapter)"
+	@echo "make bench        run the benchmarks in bench/"
+
+$(VENV)/bin/python:
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python >= 3.10 is required, found " + sys.version.split()[0]'
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# Stamp files make the install idempotent and re-run it when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install --quiet "torch==2.13.0"
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(PIP) install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+corpus: install
+	$(PY) data/prepare.py
+
+lab: corpus
+	$(VENV)/bin/jupyter lab --no-browser --ServerApp.ip=127.0.0.1 --port=$(PORT) \
+		--ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root,) \
+		--LabApp.default_url=/lab/tree/00_tour.ipynb
+
+test: install-test corpus
+	OMP_NUM_THREADS=2 $(PY) -m pytest -q tests
+	OMP_NUM_THREADS=2 $(PY) -m pytest -q $(NBVAL_FLAGS) notebooks
+
+test-unit: install-test
+	$(PY) -m pytest -q tests
+
+test-notebooks: install-test corpus
+	$(PY) -m pytest -q $(NBVAL_FLAGS) notebooks
+
+notebooks: install-test corpus
+	for nb in notebooks/*.ipynb; do \
+		echo "executing $$nb"; \
+		$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+			--ExecutePreprocessor.kernel_name=python3 --ExecutePreprocessor.timeout=600 "$$nb" || exit 1; \
+	done
+
+bench: install-test corpus
+	$(PY) bench/train_cpu.py
+	$(PY) bench/mla_decode.py
+
+clean:
+	rm -rf $(VENV) data/cache .pytest_cache

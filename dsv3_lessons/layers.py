@@ -1,0 +1,49 @@
+"""Small building blocks shared by every block: RMSNorm and the SwiGLU feed-forward network.
+
+Both match the released checkpoint's names (``weight``; ``gate_proj``/``up_proj``/``down_proj``) so a
+state dict maps 1:1, and both are written from the formulas:
+
+* RMSNorm (Zhang & Sennrich 2019): y = x / sqrt(mean(x²) + ε) · w, computed in float32, cast back.
+* SwiGLU (Shazeer 2020): FFN(x) = W_down (SiLU(W_gate x) ⊙ W_up x). DeepSeek-V3 uses it for the dense
+  layers (width ``intermediate_size``), for every routed expert and for the shared expert
+  (width ``moe_intermediate_size`` · N_s).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["RMSNorm", "SwiGLU"]
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square layer norm. Input ``[..., dim]`` -> same shape; statistics in float32."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.weight.shape[0]:
+            raise ValueError(f"RMSNorm expects last dim {self.weight.shape[0]}, got {tuple(x.shape)}")
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps}"
+
+
+class SwiGLU(nn.Module):
+    """SwiGLU FFN ``[..., hidden] -> [..., hidden]`` with ``gate_proj``, ``up_proj``, ``down_proj``."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
