@@ -149,7 +149,8 @@ class DeepSeekV3(nn.Module):
                        for k, lg in enumerate(out.mtp_logits, start=1)]
                 out.mtp_loss = torch.stack(ces).mean()
                 loss = loss + self.mtp_loss_weight * out.mtp_loss
-            moes = [m for m in self.modules() if isinstance(m, DeepseekMoE)]
+            ran = list(self.layers) + (list(self.mtp)[:len(out.mtp_logits)])
+            moes = [layer.mlp for layer in ran if layer.is_moe]  # only MoE layers that ran in this forward
             if moes:
                 out.aux_loss = torch.stack([m.aux_loss.to(loss.device) for m in moes]).sum()
                 loss = loss + out.aux_loss

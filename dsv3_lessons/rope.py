@@ -13,7 +13,8 @@ Conventions pinned here (SPEC §3; V3 report §2.1.1 and §4.3):
   for a model trained with YaRN on, the two agree.
 * **mscale² on the logits, not on cos/sin.** The attention logit is multiplied by
   mscale(s, mscale_all_dim)² (for V3, s = 40: 1.3688879² = 1.8738542). cos/sin are multiplied by
-  mscale(s, mscale)/mscale(s, mscale_all_dim), which is exactly 1 for V3.
+  mscale(s, mscale)/mscale(s, mscale_all_dim), which is exactly 1 for V3. A YaRN config without the
+  two DeepSeek keys follows the YaRN paper (and transformers): no logit factor, cos/sin × mscale(s).
 * YaRN's blend range uses ``original_max_position_embeddings`` (4096 for V3), never the extended
   length: low = 10, high = 23 for V3's 64 rope channels.
 """
@@ -110,6 +111,7 @@ def apply_rope_interleaved(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
     Args:
         x: ``[..., seq, d_rope]`` (any leading dims; heads may sit before ``seq``).
         cos, sin: ``[seq, d_rope/2]`` for the positions of ``x`` (broadcast over leading dims).
+    The rotation is computed in float32 (also for float64 input) and cast back to ``x.dtype``.
     Returns: a tensor shaped like ``x``; pair (x_{2i}, x_{2i+1}) -> (x_{2i}c - x_{2i+1}s, x_{2i}s + x_{2i+1}c).
     """
     if x.shape[-1] != 2 * cos.shape[-1]:
@@ -121,6 +123,8 @@ def apply_rope_interleaved(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
 
 def apply_rope_half(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate (x_i, x_{i+d/2}) pairs -- the "rotate_half" (GPT-NeoX/LLaMA) layout. Same shapes as above."""
+    if x.shape[-1] != 2 * cos.shape[-1]:
+        raise ValueError(f"x has {x.shape[-1]} rope channels but cos has {cos.shape[-1]} pairs")
     half = x.shape[-1] // 2
     x1, x2 = x[..., :half].float(), x[..., half:].float()
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).to(x.dtype)
@@ -151,8 +155,11 @@ class RotaryEmbedding(nn.Module):
         self.cos_sin_factor = 1.0
         if rope_scaling is not None:
             s = float(rope_scaling["factor"])
-            self.cos_sin_factor = yarn_mscale(s, rope_scaling.get("mscale", 1.0)) / yarn_mscale(
-                s, rope_scaling.get("mscale_all_dim", 1.0) or 1.0)
+            m, m_all = rope_scaling.get("mscale"), rope_scaling.get("mscale_all_dim")
+            if m and m_all:  # V3: both 1.0 -> factor exactly 1; the temperature goes into the logits
+                self.cos_sin_factor = yarn_mscale(s, m) / yarn_mscale(s, m_all)
+            else:  # plain YaRN (no DeepSeek keys): the YaRN paper's temperature rides on cos/sin
+                self.cos_sin_factor = yarn_mscale(s)
 
     def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         angles = positions.to(torch.float32)[:, None] * self.inv_freq[None, :]

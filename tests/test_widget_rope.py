@@ -1,0 +1,83 @@
+"""Chapter 3 widget driven headless: set a control's ``.value``, assert the recomputed numbers and figure.
+
+Oracles: closed-form angles (m − n)·θ_i, θ_i = 10000^(-2i/64) blended by YaRN's ramp ((i − 10)/13 for V3),
+and the identity that plain RoPE (factor 1) leaves the frequencies unchanged.
+"""
+import math
+
+import matplotlib
+import pytest
+import torch
+
+matplotlib.use("Agg")
+
+from dsv3_lessons.widgets.rope import rope_widget  # noqa: E402
+
+
+def theta(i, s=40.0):
+    base = 10000.0 ** (-2 * i / 64)
+    if s == 1:
+        return base
+    r = min(max((i - 10) / 13, 0.0), 1.0)
+    return base * (1 - r) + base / s * r
+
+
+@pytest.fixture()
+def w():
+    return rope_widget(query_pos=12, key_pos=4, freq_index=16, yarn_factor=40.0)
+
+
+def test_initial_state(w):
+    r = w.last_result
+    assert (r.query_pos, r.key_pos, r.freq_index, r.yarn_factor) == (12, 4, 16, 40.0)
+    assert r.theta_yarn == pytest.approx(theta(16), rel=1e-5)
+    assert w.freq_index.max == 31 and w.yarn_factor.min == 1.0
+    assert len(w.last_figure.axes) == 3
+
+
+def test_moving_the_query_updates_angle_score_and_figure(w):
+    before = w.last_result
+    w.query_pos.value = 300
+    r = w.last_result
+    assert r is not before and r.query_pos == 300
+    assert r.angle_between == pytest.approx(math.remainder(296 * theta(16), 2 * math.pi), abs=1e-4)
+    assert r.score == pytest.approx(r.score_shifted, abs=2e-3)
+    assert r.score != pytest.approx(before.score, abs=1e-3)
+    assert "m − n = 296" in w.summary.value
+    marks = [ln for ln in w.last_figure.axes[1].get_lines() if ln.get_label().startswith("|m−n|")]
+    assert len(marks) == 1 and marks[0].get_xdata()[0] == 296
+
+
+def test_key_after_query_and_equal_positions(w):
+    w.key_pos.value = 20
+    r = w.last_result
+    assert r.angle_between == pytest.approx(math.remainder(-8 * theta(16), 2 * math.pi), abs=1e-5)
+    assert r.score == pytest.approx(r.score_shifted, abs=1e-3)
+    w.key_pos.value = 12                                   # m = n: the pairs keep their relative angle
+    assert w.last_result.angle_between == pytest.approx(0.0, abs=1e-9)
+
+
+def test_yarn_factor_one_is_plain_rope(w):
+    w.yarn_factor.value = 1.0
+    r = w.last_result
+    assert torch.equal(r.inv_freq_yarn, r.inv_freq_rope)
+    assert r.theta_yarn == pytest.approx(theta(16, 1.0), rel=1e-6) and r.mscale == 1.0
+    labels = [ln.get_label() for ln in w.last_figure.axes[1].get_lines()]
+    assert "RoPE" in labels and not any(lb.startswith("YaRN") for lb in labels)
+    w.yarn_factor.value = 8.0
+    assert w.last_result.theta_yarn == pytest.approx(theta(16, 8.0), rel=1e-5)
+    assert w.last_result.mscale == pytest.approx(0.1 * math.log(8) + 1)
+
+
+def test_frequency_index_picks_the_pair(w):
+    w.freq_index.value = 0                     # fastest pair: untouched by YaRN
+    r = w.last_result
+    assert r.theta_yarn == pytest.approx(1.0) and r.theta_rope == pytest.approx(1.0)
+    a = 12 * r.theta_yarn
+    rot = torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    torch.testing.assert_close(r.q_pair_rot, rot @ r.q_pair, rtol=0, atol=1e-5)
+    w.freq_index.value = 31                    # slowest: divided by the factor
+    assert w.last_result.theta_yarn == pytest.approx(theta(31) , rel=1e-5)
+    assert w.last_result.theta_yarn == pytest.approx(10000.0 ** (-62 / 64) / 40, rel=1e-5)
+    highlight = [ln for ln in w.last_figure.axes[2].get_lines() if ln.get_label() == "pair 31"]
+    assert len(highlight) == 1
