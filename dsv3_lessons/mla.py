@@ -73,7 +73,8 @@ class LatentCache:
     def append(self, c_kv: torch.Tensor, k_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store ``c_kv [b, s, d_c]`` and rotated ``k_pe [b, s, d_h^R]``; return the valid prefix views."""
         b, s, _ = c_kv.shape
-        if b != self.kv.shape[0] or c_kv.shape[-1] != self.kv.shape[-1] or k_pe.shape[-1] != self.k_pe.shape[-1]:
+        if (b != self.kv.shape[0] or c_kv.shape[-1] != self.kv.shape[-1] or k_pe.shape[-1] != self.k_pe.shape[-1]
+                or k_pe.shape[:2] != c_kv.shape[:2]):
             raise ValueError(f"cache holds [{self.kv.shape[0]}, *, {self.kv.shape[-1]}]/[*, {self.k_pe.shape[-1]}], "
                              f"got c_kv {tuple(c_kv.shape)} and k_pe {tuple(k_pe.shape)}")
         end = self.length + s

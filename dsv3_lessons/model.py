@@ -3,8 +3,8 @@
 Source: V3 report §2 (architecture), §2.2 (MTP), §4.2 (hyper-parameters). Read top to bottom:
 
     ids ──embed_tokens──► h ──layers[0 … first_k_dense_replace-1] (dense SwiGLU)
-                            ──layers[first_k_dense_replace …] (DeepSeekMoE) ──► h^0
-    h^0 ──norm──lm_head──► logits                      (next token, t_{i+1})
+                            ──layers[first_k_dense_replace …] (DeepSeekMoE) ──norm──► h^0
+    h^0 ──lm_head──► logits                            (next token, t_{i+1})
     h^0 ──mtp[0] (with Emb(t_{i+1}))──► h^1 ──shared_head.norm──lm_head──► t_{i+2}  …
 
 State-dict names follow the released checkpoint with the ``model.`` prefix dropped
@@ -38,7 +38,8 @@ class ModelOutput:
     """What :meth:`DeepSeekV3.forward` returns.
 
     logits ``[b, T, V]``; mtp_logits: list of D tensors ``[b, T−k, V]`` (empty when not computed);
-    losses are scalars (nats/token) or None when no targets were given; hidden = h^0 ``[b, T, d]``.
+    losses are scalars (nats/token) or None when no targets were given; hidden = h^0 ``[b, T, d]``
+    (after the final norm).
     """
 
     logits: torch.Tensor
@@ -125,7 +126,8 @@ class DeepSeekV3(nn.Module):
         h = self.embed_tokens(input_ids)
         for i, layer in enumerate(self.layers):
             h = layer(h, start, cache[i] if cache else None)
-        logits = self.lm_head(self.norm(h))
+        h = self.norm(h)  # h^0: also what the MTP modules receive (see mtp.py)
+        logits = self.lm_head(h)
         out = ModelOutput(logits=logits, hidden=h)
         if compute_mtp is None:
             compute_mtp = targets is not None and len(self.mtp) > 0

@@ -66,6 +66,14 @@ class Gate(nn.Module):
         self.register_buffer("e_score_correction_bias", torch.zeros(cfg.n_routed_experts, dtype=torch.float32))
         nn.init.normal_(self.weight, std=cfg.initializer_range)
 
+    def _apply(self, fn, recurse=True):
+        """Keep the router in float32 whatever ``model.to(dtype)`` asks (SPEC §4: gate weight and bias
+        stay fp32 in a bf16 model); device moves still apply."""
+        super()._apply(fn, recurse)
+        self.weight.data = self.weight.data.float()
+        self.e_score_correction_bias = self.e_score_correction_bias.float()
+        return self
+
     def group_mask(self, biased: torch.Tensor) -> torch.Tensor:
         """Boolean ``[n_tokens, N_r]``: True for experts in the ``topk_group`` best groups (top-2-sum score)."""
         n = biased.shape[0]

@@ -15,8 +15,10 @@ Conventions pinned here:
 * **Shared embedding and head.** Emb and OutHead are the main model's (not copies); the released
   checkpoint stores duplicates under ``model.layers.61.embed_tokens`` / ``shared_head.head``. A
   ``shared_head.norm`` RMSNorm sits before the head.
-* **Sequential, not parallel.** Depth k feeds on depth k−1 (h^0 = the main model's last block
-  output, before the final norm), keeping the causal chain.
+* **Sequential, not parallel.** Depth k feeds on depth k−1, keeping the causal chain.
+* **h^0 is the main model's output after its final norm** (``model.norm``), then ``hnorm`` again --
+  what transformers' MTP layer and vLLM's DeepSeek MTP receive; the paper's Figure 3 does not say
+  which side of the final norm h^0 is taken from.
 * **Labels.** With ``targets[:, i] = t_{i+1}``, depth k's target at position i is ``targets[:, i+k]``;
   positions i ≥ T−k are dropped (never wrapped), and the ignore index (−100) is respected.
 * **Loss.** L_MTP = (λ/D)·Σ_k CE_k (eq. 25); λ is the caller's ``mtp_loss_weight``.
