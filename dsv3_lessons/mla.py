@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import causal_mask
 from .config import DeepseekV3Config
 from .layers import RMSNorm
 from .rope import RotaryEmbedding, apply_rope_interleaved, softmax_scale
@@ -101,13 +102,6 @@ def split_kv_b(kv_b_weight: torch.Tensor, n_heads: int, qk_nope_head_dim: int,
                          f"n_heads*(qk_nope_head_dim+v_head_dim) = {n_heads * (qk_nope_head_dim + v_head_dim)}")
     w = kv_b_weight.view(n_heads, qk_nope_head_dim + v_head_dim, d_c)
     return w[:, :qk_nope_head_dim], w[:, qk_nope_head_dim:]
-
-
-def causal_mask(q_len: int, kv_len: int, device=None) -> torch.Tensor:
-    """Boolean ``[q_len, kv_len]``: True where query i (at absolute position kv_len-q_len+i) may see key j."""
-    offset = kv_len - q_len
-    q_pos = torch.arange(q_len, device=device)[:, None] + offset
-    return torch.arange(kv_len, device=device)[None, :] <= q_pos
 
 
 class MultiHeadLatentAttention(nn.Module):

@@ -1,0 +1,121 @@
+"""KV-cache widget (chapter 1): pick a model, a context, a batch and a dtype; see the cache grow.
+
+All numbers come from :func:`dsv3_lessons.kv_cache.kv_cache_report` and the figure from
+:func:`dsv3_lessons.plots.plot_kv_cache_vs_context`; the notebook calls both directly once before
+building the widget, so an error surfaces in the cell instead of inside a callback.
+
+The figure is rendered to PNG bytes and shown in an ``ipywidgets.Image``: that works the same in
+JupyterLab and headless (tests), with no ``Output``-widget capture involved.
+
+Driving it headless (what ``tests/test_widget_kv_cache.py`` does)::
+
+    w = kv_cache_widget()
+    w.model.value = "LLaMA-3.1-405B"; w.context.value = 131072
+    w.last_result.total_gb        # 67.65 (GB, BF16, batch 1)
+"""
+from __future__ import annotations
+
+import html
+import io
+from typing import Mapping
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+
+from ..kv_cache import AttentionSpec, KVCacheReport, format_report, kv_cache_report, load_model_configs
+from ..plots import KV_CONTEXTS, plot_kv_cache_vs_context
+
+__all__ = ["KVCacheWidget", "kv_cache_widget"]
+
+_DTYPES = (("BF16", "bf16"), ("FP8", "fp8"))
+
+
+def _label(n: int) -> str:
+    return f"{n // 1024}K"
+
+
+class KVCacheWidget(widgets.VBox):
+    """The KV-cache explorer. Controls are attributes so code and tests can drive them:
+
+    ``model`` (Dropdown of published configs), ``context`` (SelectionSlider over powers of two,
+    1K..512K tokens, i.e. a log scale), ``batch`` (BoundedIntText, 1..1024), ``dtype``
+    (ToggleButtons BF16/FP8), ``kv_lora_rank`` and ``rope_dim`` (IntSliders: d_c and d_h^R of the
+    MLA what-if); outputs ``readout`` (HTML text), ``image`` (PNG of the figure), ``figure`` (the
+    latest matplotlib Figure, closed) and ``last_result`` (the latest :class:`KVCacheReport`).
+
+    Any ``.value`` change recomputes everything synchronously. A value the arithmetic rejects is
+    shown in red in the readout *and* re-raised, so it is never silently swallowed.
+    """
+
+    def __init__(self, configs: Mapping[str, AttentionSpec] | None = None, model: str = "DeepSeek-V3",
+                 context: int = 131072, batch: int = 1, dtype: str = "bf16", kv_lora_rank: int = 512,
+                 rope_dim: int = 64, budget_gb: float = 80.0):
+        self.configs = dict(load_model_configs() if configs is None else configs)
+        if model not in self.configs:
+            raise ValueError(f"unknown model {model!r}; model must be one of {list(self.configs)}")
+        if context not in KV_CONTEXTS:
+            raise ValueError(f"context must be one of {list(KV_CONTEXTS)} (powers of two, 1K..512K), got {context!r}")
+        if dtype not in dict(_DTYPES).values():
+            raise ValueError(f"dtype must be one of {[v for _, v in _DTYPES]}, got {dtype!r}")
+        self.budget_gb = budget_gb
+        style = {"description_width": "130px"}
+        wide = widgets.Layout(width="460px")
+        lazy = {"style": style, "continuous_update": False}  # recompute on release, not on every drag tick
+        self.model = widgets.Dropdown(options=list(self.configs), value=model, description="model", style=style)
+        self.context = widgets.SelectionSlider(options=[(_label(c), c) for c in KV_CONTEXTS], value=context,
+                                               description="context (tokens)", layout=wide, **lazy)
+        self.batch = widgets.BoundedIntText(value=batch, min=1, max=1024, description="batch", **lazy)
+        self.dtype = widgets.ToggleButtons(options=list(_DTYPES), value=dtype, description="cache dtype",
+                                           style=style)
+        self.kv_lora_rank = widgets.IntSlider(value=kv_lora_rank, min=32, max=2048, step=32, layout=wide,
+                                              description="MLA d_c (kv_lora_rank)", **lazy)
+        self.rope_dim = widgets.IntSlider(value=rope_dim, min=0, max=256, step=16, layout=wide,
+                                          description="MLA d_h^R (rope dim)", **lazy)
+        self.readout = widgets.HTML()
+        self.image = widgets.Image(format="png")
+        self.figure = None
+        self.last_result: KVCacheReport | None = None
+        self.last_error: Exception | None = None
+        controls = (self.model, self.context, self.batch, self.dtype, self.kv_lora_rank, self.rope_dim)
+        super().__init__(children=[*controls, self.readout, self.image])
+        self.update()
+        for control in controls:
+            control.observe(self._on_change, names="value")
+
+    def _on_change(self, change) -> None:
+        self.update()
+
+    def compute(self) -> KVCacheReport:
+        """The report for the current control values (no drawing)."""
+        return kv_cache_report(self.model.value, self.context.value, self.batch.value, self.dtype.value,
+                               self.kv_lora_rank.value, self.rope_dim.value, self.budget_gb, self.configs)
+
+    def update(self) -> KVCacheReport:
+        """Recompute the numbers, the readout and the figure from the current values."""
+        try:
+            report = self.compute()
+        except ValueError as exc:
+            self.last_error = exc
+            self.readout.value = f"<pre style='color:#b00'>error: {html.escape(str(exc))}</pre>"
+            raise
+        self.last_error = None
+        fig = plot_kv_cache_vs_context(self.configs, KV_CONTEXTS, report.batch, self.dtype.value,
+                                       self.budget_gb, highlight=report.model, what_if=report.mla,
+                                       context_marker=report.context)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=80)
+        plt.close(fig)  # keep pyplot's inline backend from showing it a second time
+        self.figure = fig
+        self.image.value = buf.getvalue()
+        self.readout.value = f"<pre>{html.escape(format_report(report))}</pre>"
+        self.last_result = report
+        return report
+
+
+def kv_cache_widget(configs: Mapping[str, AttentionSpec] | None = None, **initial) -> KVCacheWidget:
+    """Build the KV-cache widget (see :class:`KVCacheWidget`); ``initial`` sets starting values.
+
+    Raises ValueError for an unknown model, a context that is not a power of two in 1K..512K, or an
+    unknown dtype.
+    """
+    return KVCacheWidget(configs, **initial)
