@@ -217,12 +217,21 @@ def plot_decode_times(contexts, times: dict, cache_bytes: dict | None = None, ti
     for name, ys in {**times, **(cache_bytes or {})}.items():
         if len(ys) != len(contexts):
             raise ValueError(f"{name!r} has {len(ys)} values for {len(contexts)} contexts")
+    from matplotlib.ticker import NullFormatter
+
+    def context_axis(axis):
+        axis.set_xscale("log")
+        axis.set_xticks(contexts)
+        axis.set_xticklabels([f"{c:,}" for c in contexts])
+        axis.xaxis.set_minor_formatter(NullFormatter())
+        axis.set_xlabel("context length T (tokens)")
+
     n = 2 if cache_bytes else 1
     fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 3.8), dpi=80, squeeze=False)
     ax = axes[0, 0]
     for name, ys in times.items():
         ax.loglog(contexts, [1e3 * y for y in ys], marker="o", label=name)
-    ax.set_xlabel("context length T (tokens)")
+    context_axis(ax)
     ax.set_ylabel("one decode step (ms)")
     ax.set_title(title or "decode-step time")
     ax.grid(True, which="both", alpha=0.3)
@@ -231,7 +240,7 @@ def plot_decode_times(contexts, times: dict, cache_bytes: dict | None = None, ti
         ax2 = axes[0, 1]
         for name, ys in cache_bytes.items():
             ax2.loglog(contexts, [y / 2**20 for y in ys], marker="s", label=name)
-        ax2.set_xlabel("context length T (tokens)")
+        context_axis(ax2)
         ax2.set_ylabel("cache of one layer (MiB)")
         ax2.set_title("KV cache held")
         ax2.grid(True, which="both", alpha=0.3)
@@ -271,7 +280,7 @@ def plot_training_history(hist, references: dict | None = None, smooth: int = 10
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy (nats / character)")
     ax.set_title(title or "Tiny DeepSeek-V3 on Shakespeare")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="center right", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -315,14 +324,15 @@ def plot_mla_rank_costs(report):
     return fig
 
 
-def plot_singular_spectra(panels, shares=(0.9, 0.99), mark_rank: dict | None = None):
+def plot_singular_spectra(panels, shares=(0.9, 0.99), mark_rank: dict | None = None, floor: float = 1e-6):
     """Normalised singular-value spectra, one panel per matrix family (log y axis).
 
     Args:
         panels: ``{panel title: {curve label: singular values [k] (descending)}}``.
         shares: energy shares whose rank is appended to each curve's label (e.g. ``"r90=4"``).
         mark_rank: optional ``{panel title: rank}`` drawn as a dotted vertical line (e.g. d_c).
-    Returns: the ``Figure``; each curve's x data are 1..k and y data s_i / s_1.
+        floor: lower end of the y axis; ratios below it (numerically zero directions) are drawn at it.
+    Returns: the ``Figure``; each curve's x data are 1..k and y data max(s_i / s_1, floor).
     Raises ValueError for an empty ``panels`` (and the SVD helpers' errors for bad spectra).
     """
     from .mla_steps import rank_for_energy
@@ -334,11 +344,12 @@ def plot_singular_spectra(panels, shares=(0.9, 0.99), mark_rank: dict | None = N
         for label, s in curves.items():
             s = s.double()
             ranks = ", ".join(f"r{round(100 * x)}={rank_for_energy(s, x)}" for x in shares)
-            y = (s / s[0]).clamp_min(1e-12)
+            y = (s / s[0]).clamp_min(floor)
             ax.plot(range(1, len(s) + 1), y.tolist(), marker="o", ms=2.5, lw=1.3, label=f"{label} ({ranks})")
         if mark_rank and title in mark_rank:
             ax.axvline(mark_rank[title], color="black", ls=":", lw=1.0, label=f"rank {mark_rank[title]}")
         ax.set_yscale("log")
+        ax.set_ylim(floor / 2, 2.0)
         ax.set_xlabel("index i of singular value")
         ax.set_ylabel("s_i / s_1")
         ax.set_title(title, fontsize=10)

@@ -256,8 +256,9 @@ def test_latent_cache_shape_mismatch(c_shape, k_shape):
 
 @pytest.mark.parametrize("c_shape,k_shape", [((1, 3, 32), (1, 1, 8)), ((2, 3, 32), (1, 3, 8))])
 def test_latent_cache_k_pe_batch_or_length_mismatch(c_shape, k_shape):
+    """k_pe whose batch or token count differs from c_kv's must not be broadcast silently."""
     cache = LatentCache(2 if c_shape[0] == 2 else 1, 4, 32, 8)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="cache holds"):
         cache.append(torch.zeros(c_shape), torch.zeros(k_shape))
 
 

@@ -1,0 +1,223 @@
+"""Tests of dsv3_lessons.mla_decode (the four decode variants, cache bytes, closed-form FLOPs).
+
+Oracles: absorbed/naive MLA and transformers' ``DeepseekV3Attention`` for the outputs; the cache
+tensors themselves for byte counts, compared with the closed forms of SPEC §2 (576 and 40,960 elements
+per token per layer at V3 sizes; 70,272 BF16 bytes per token over 61 layers, SPEC §1); torch's
+``FlopCounterMode`` (counts every matmul actually executed) for :func:`decode_flops`.
+No timing is asserted here -- ratios are measured in ``bench/mla_decode.py``.
+"""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from dsv3_lessons.config import deepseek_v3_671b, tiny
+from dsv3_lessons.mla import LatentCache
+from dsv3_lessons.mla_decode import (VARIANTS, PerHeadKVCache, build_mla, cache_elements_per_token,
+                                     context_latents, decode_flops, decode_weight_bytes, expand_latent,
+                                     flop_ratio, make_variants, max_output_difference, per_head_forward,
+                                     time_decode_step, time_variants, v3_attention_config)
+
+SLICE = dict(num_attention_heads=4, hidden_size=256)  # V3 per-head and latent widths, 4 heads
+
+
+@pytest.fixture(scope="module", params=["tiny", "v3_slice"])
+def setup(request):
+    cfg = tiny() if request.param == "tiny" else v3_attention_config(**SLICE)
+    mla = build_mla(cfg, seed=0)
+    c_kv, k_pe = context_latents(mla, 37, batch=2, seed=1)
+    x = torch.randn(2, 1, cfg.hidden_size, generator=torch.Generator().manual_seed(2))
+    return cfg, mla, c_kv, k_pe, x
+
+
+def test_variants_agree(setup):
+    cfg, mla, c_kv, k_pe, x = setup
+    variants = make_variants(mla, c_kv, k_pe)
+    assert list(variants) == list(VARIANTS)
+    with torch.inference_mode():
+        ref = variants["absorb"].step(x)
+    variants["absorb"].reset()
+    assert ref.abs().max() > 1e-2  # non-trivial output
+    diffs = max_output_difference(variants, x)
+    assert set(diffs) == set(VARIANTS)
+    assert max(diffs.values()) <= 1e-5, diffs
+
+
+def test_cache_bytes_match_formula(setup):
+    cfg, mla, c_kv, k_pe, x = setup
+    variants = make_variants(mla, c_kv, k_pe)
+    t = c_kv.shape[1]
+    latent = cfg.kv_lora_rank + cfg.qk_rope_head_dim
+    per_head = cfg.num_attention_heads * (cfg.qk_nope_head_dim + cfg.qk_rope_head_dim + cfg.v_head_dim)
+    for name, var in variants.items():
+        expected = per_head if name == "per_head" else latent
+        assert var.cache_elements_per_token() == expected == cache_elements_per_token(cfg, name)
+        assert var.cache_bytes == 2 * t * expected * 4  # batch 2, float32
+    # reset really restores the context: a step appends one token, reset drops it
+    with torch.inference_mode():
+        variants["naive"].step(x)
+    variants["naive"].reset()
+    assert variants["naive"].cache_bytes == 2 * t * latent * 4
+
+
+def test_v3_cache_elements_from_real_caches():
+    """At V3 sizes (no weights needed): 576 vs 40,960 elements per token per layer, ratio 71.1."""
+    cfg = deepseek_v3_671b()
+    t = 3
+    lat = LatentCache(1, t, cfg.kv_lora_rank, cfg.qk_rope_head_dim, dtype=torch.bfloat16)
+    lat.append(torch.randn(1, t, cfg.kv_lora_rank), torch.randn(1, t, cfg.qk_rope_head_dim))
+    ph = PerHeadKVCache(1, t, cfg.num_attention_heads, cfg.qk_head_dim, cfg.v_head_dim, dtype=torch.bfloat16)
+    ph.append(torch.randn(1, cfg.num_attention_heads, t, cfg.qk_head_dim),
+              torch.randn(1, cfg.num_attention_heads, t, cfg.v_head_dim))
+    assert lat.nbytes_used // t == 576 * 2 == cache_elements_per_token(cfg, "absorb") * 2
+    assert ph.nbytes_used // t == 40_960 * 2 == cache_elements_per_token(cfg, "per_head") * 2
+    assert (lat.kv.numel() + lat.k_pe.numel()) // t == 576
+    assert (ph.k.numel() + ph.v.numel()) // t == 40_960
+    assert cfg.num_hidden_layers * lat.nbytes_used // t == 70_272  # SPEC §1: BF16, all 61 layers
+    assert round(40_960 / 576, 2) == 71.11
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_decode_flops_equal_counted_matmuls(variant):
+    """The closed form equals the matmul FLOPs torch actually executes in one decode step."""
+    cfg = v3_attention_config(**SLICE)
+    mla = build_mla(cfg)
+    t = 29
+    c_kv, k_pe = context_latents(mla, t)
+    var = make_variants(mla, c_kv, k_pe, names=(variant,))[variant]
+    x = torch.randn(1, 1, cfg.hidden_size)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        var.step(x)
+    assert counter.get_total_flops() == decode_flops(cfg, t, variant)["total"]
+
+
+def test_v3_flop_ratio_about_90_at_4k():
+    cfg = deepseek_v3_671b()
+    naive, absorb = decode_flops(cfg, 4096, "naive"), decode_flops(cfg, 4096, "absorb")
+    # hand count of the dominant terms: re-expanding 4097 latents vs attending over them in d_c space
+    assert naive["expand"] == 2 * 512 * 128 * 256 * 4097
+    assert absorb["attention"] == 2 * 128 * 4097 * (512 + 64 + 512)
+    assert 88 < flop_ratio(cfg, 4096, "transformers") < 94
+    assert flop_ratio(cfg, 4096, "transformers") == flop_ratio(cfg, 4096, "naive")
+    assert decode_weight_bytes(cfg) == 187_107_328 * 4  # SPEC §1 attention parameters per layer
+
+
+def test_per_head_prefill_decode_equals_full_forward():
+    mla = build_mla(tiny(), seed=3)
+    x = torch.randn(1, 9, 64, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        full = mla(x, start_pos=0)
+        cache = PerHeadKVCache(1, 9, 4, 24, 16)
+        parts = [per_head_forward(mla, x[:, :5], 0, cache)]
+        parts += [per_head_forward(mla, x[:, t:t + 1], t, cache) for t in range(5, 9)]
+    assert (torch.cat(parts, 1) - full).abs().max() <= 1e-5
+    with pytest.raises(ValueError, match="start_pos=2 but the per-head cache holds 9"):
+        per_head_forward(mla, x[:, :1], 2, cache)
+
+
+def test_expand_latent_layout():
+    mla = build_mla(tiny(), seed=5)
+    c_kv, k_pe = context_latents(mla, 3)
+    k, v = expand_latent(mla, c_kv, k_pe)
+    w = mla.kv_b_proj.weight.view(4, 32, 32)  # per head: 16 key rows then 16 value rows
+    assert torch.allclose(k[0, 2, 1, :16], w[2, :16] @ c_kv[0, 1], atol=1e-6)
+    assert torch.allclose(v[0, 2, 1], w[2, 16:] @ c_kv[0, 1], atol=1e-6)
+    assert torch.equal(k[0, 3, 1, 16:], k_pe[0, 1])  # the shared rope key, copied to every head
+
+
+def test_context_latents_are_the_layer_latents_at_true_positions():
+    mla = build_mla(tiny(), seed=6)
+    c_kv, k_pe = context_latents(mla, 10, seed=7, chunk=4)
+    gen = torch.Generator().manual_seed(7)
+    for start in (0, 4, 8):
+        n = min(4, 10 - start)
+        h = torch.randn(1, n, 64, generator=gen)
+        c, k = mla.latent(h, torch.arange(start, start + n))
+        assert torch.equal(c_kv[:, start:start + n], c) and torch.equal(k_pe[:, start:start + n], k)
+
+
+def test_time_variants_runs_and_restores(setup):
+    cfg, mla, c_kv, k_pe, x = setup
+    variants = make_variants(mla, c_kv, k_pe, names=("naive", "absorb"))
+    calls, outs = [], {}
+    times = time_variants(variants, x, repeats=2, warmup=1, on_step=calls.append, outputs=outs)
+    assert calls == ["naive", "absorb"] * 3
+    assert set(times) == {"naive", "absorb"} and all(v > 0 for v in times.values())
+    assert (outs["naive"] - outs["absorb"]).abs().max() <= 1e-5
+    assert all(v.cache_elements_per_token() * v.context * 2 == sum(t.numel() for t in v.cache_tensors())
+               for v in variants.values())
+    with pytest.raises(ValueError, match="repeats"):
+        time_variants(variants, x, repeats=0)
+    before = torch.get_num_threads()
+    assert time_decode_step(variants["absorb"], x, repeats=1, warmup=0, threads=1) > 0
+    assert torch.get_num_threads() == before  # the fixed thread count is restored
+    with pytest.raises(ValueError, match="threads"):
+        time_decode_step(variants["absorb"], x, threads=0)
+
+
+def test_errors():
+    mla = build_mla(tiny())
+    c_kv, k_pe = context_latents(mla, 4)
+    with pytest.raises(ValueError, match="unknown variant"):
+        make_variants(mla, c_kv, k_pe, names=("flash",))
+    with pytest.raises(ValueError, match="c_kv must be"):
+        make_variants(mla, c_kv[..., :-1], k_pe)
+    with pytest.raises(ValueError, match="length must be a positive integer"):
+        context_latents(mla, 0)
+    with pytest.raises(ValueError, match="variant must be one of"):
+        decode_flops(tiny(), 4, "mha")
+    cache = PerHeadKVCache(1, 2, 4, 24, 16)
+    with pytest.raises(ValueError, match="cache full"):
+        cache.append(torch.zeros(1, 4, 3, 24), torch.zeros(1, 4, 3, 16))
+    with pytest.raises(ValueError, match="k must be"):
+        cache.append(torch.zeros(1, 4, 1, 24), torch.zeros(1, 4, 2, 16))
+
+
+def test_chapter04_exercise_checkers():
+    from dsv3_lessons.exercises import ExerciseError, check_absorb_flop_ratio, check_mla_cache_elements
+
+    # 16 heads, V3 widths: latent d_c + d_h^R; per head 16·(128+64+128)
+    assert check_mla_cache_elements(512 + 64, 16 * (128 + 64 + 128))
+    assert check_mla_cache_elements(576, 128 * 320, num_attention_heads=128)
+    with pytest.raises(ExerciseError, match="rope key"):
+        check_mla_cache_elements(512, 5120)
+    with pytest.raises(ExerciseError, match="values"):
+        check_mla_cache_elements(576, 16 * 192)
+    with pytest.raises(ExerciseError, match="number"):
+        check_mla_cache_elements("576", 5120)
+    per_token = (2 * 512 * 128 * 256 + 2 * 128 * 320) / (2 * 128 * 1088)  # hand count, ≈ 120.77
+    assert check_absorb_flop_ratio(per_token)
+    assert check_absorb_flop_ratio(round(per_token))  # within 1 %
+    with pytest.raises(ExerciseError, match="whole-step"):
+        check_absorb_flop_ratio(91.2)
+    with pytest.raises(ExerciseError, match="not right"):
+        check_absorb_flop_ratio(71.1)
+
+
+def test_plot_decode_times():
+    from dsv3_lessons.plots import plot_decode_times
+
+    fig = plot_decode_times([1, 2], {"a": [1e-3, 2e-3]}, {"a": [10, 20]})
+    assert len(fig.axes) == 2
+    assert list(fig.axes[0].lines[0].get_ydata()) == [1.0, 2.0]  # milliseconds
+    with pytest.raises(ValueError, match="2 contexts"):
+        plot_decode_times([1, 2], {"a": [1e-3]})
+
+
+def test_bench_script_smoke(capsys):
+    """bench/mla_decode.py runs end to end at a toy size and prints the measured cache sizes."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "mla_decode.py"
+    spec = importlib.util.spec_from_file_location("bench_mla_decode", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--contexts", "8", "16", "--repeats", "1", "--heads", "2", "--hidden", "64"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"per_head\s+640\s+2,560\s", out)      # 2 heads · (192 + 128) elements, 4 B each
+    assert re.search(r"absorb\s+576\s+2,304\s", out)        # 512 + 64
+    assert "per-head / MLA cache ratio: 1.11x" in out
