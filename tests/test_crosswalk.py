@@ -1,0 +1,148 @@
+"""The paper ↔ code ↔ checkpoint ↔ official crosswalk (dsv3_lessons.crosswalk) checked against three oracles:
+
+* our model's state dict (every "our attribute" exists);
+* transformers' ``DeepseekV3ForCausalLM`` state dict and its checkpoint conversion mapping (every
+  checkpoint name of the main model is what transformers loads);
+* the official ``inference/convert.py`` renaming rule (strip ``model.``; ``self_attn``→``attn``,
+  ``mlp``→``ffn``, ``e_score_correction_bias``→``bias``, ``weight_scale_inv``→``scale``; then the leaf
+  module renamed by its table), transcribed below from deepseek-ai/DeepSeek-V3.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+
+import pytest
+import torch
+
+from dsv3_lessons import tiny
+from dsv3_lessons.config import OFFICIAL_NAMES
+from dsv3_lessons.crosswalk import CONFIG_CROSSWALK, CROSSWALK, crosswalk_html, crosswalk_markdown
+from dsv3_lessons.model import DeepSeekV3
+
+# convert.py's leaf table (HF module name -> official module name)
+OFFICIAL_LEAF = {"embed_tokens": "embed", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+                 "q_proj": "wq", "q_a_proj": "wq_a", "q_a_layernorm": "q_norm", "q_b_proj": "wq_b",
+                 "kv_a_proj_with_mqa": "wkv_a", "kv_a_layernorm": "kv_norm", "kv_b_proj": "wkv_b",
+                 "o_proj": "wo", "gate": "gate", "gate_proj": "w1", "down_proj": "w2", "up_proj": "w3",
+                 "norm": "norm", "lm_head": "head", "scale": "scale"}
+
+CFG = tiny(vocab_size=16)   # 3 layers: 0 dense, 1-2 MoE; MTP depth 1 = checkpoint layer 3
+L_DENSE, L_MOE, EXPERT = 0, 1, 5
+
+
+def official_name(ckpt: str) -> str:
+    name = ckpt[len("model."):] if ckpt.startswith("model.") else ckpt
+    for a, b in (("self_attn", "attn"), ("mlp", "ffn"), ("weight_scale_inv", "scale"),
+                 ("e_score_correction_bias", "bias")):
+        name = name.replace(a, b)
+    key = name.split(".")[-2]
+    return name.replace(key, OFFICIAL_LEAF[key])
+
+
+def expand(pattern: str, layer: int) -> list[str]:
+    """Fill placeholders and expand ``{a,b,c}`` alternatives (kept in order, zipped across the name)."""
+    s = (pattern.replace("{l}", str(layer)).replace("{i}", str(EXPERT)).replace("{k-1}", "0")
+         .replace("{L+k-1}", str(CFG.num_hidden_layers)))
+    groups = re.findall(r"\{([^}]*)\}", s)
+    if not groups:
+        return [s]
+    options = [g.split(",") for g in groups]
+    assert len({len(o) for o in options}) == 1, pattern
+    out = []
+    for choice in zip(*options):
+        t = s
+        for c in choice:
+            t = re.sub(r"\{[^}]*\}", c, t, count=1)
+        out.append(t)
+    return out
+
+
+def layer_for(row) -> int:
+    return L_DENSE if row.component == "dense FFN" else L_MOE
+
+
+TENSOR_ROWS = [r for r in CROSSWALK if r.component != "FP8"]
+
+
+@pytest.fixture(scope="module")
+def ours() -> set[str]:
+    torch.manual_seed(0)
+    return set(DeepSeekV3(CFG).state_dict())
+
+
+@pytest.fixture(scope="module")
+def hf_keys() -> set[str]:
+    transformers = pytest.importorskip("transformers")
+    hf_cfg = transformers.DeepseekV3Config(**{k: v for k, v in CFG.to_dict().items()
+                                              if k not in ("architectures", "model_type", "rope_scaling")})
+    return set(transformers.DeepseekV3ForCausalLM(hf_cfg).state_dict())
+
+
+@pytest.mark.parametrize("row", TENSOR_ROWS, ids=lambda r: f"{r.component}:{r.paper}")
+def test_our_attribute_exists(row, ours):
+    for name in expand(row.ours, layer_for(row)):
+        if name.endswith(".*"):
+            assert any(k.startswith(name[:-1]) for k in ours), name
+        else:
+            assert name in ours, name
+
+
+@pytest.mark.parametrize("row", [r for r in TENSOR_ROWS if r.component != "MTP"],
+                         ids=lambda r: f"{r.component}:{r.paper}")
+def test_checkpoint_name_is_what_transformers_loads(row, hf_keys):
+    from transformers.conversion_mapping import get_checkpoint_conversion_mapping
+    sources = [p for conv in get_checkpoint_conversion_mapping("deepseek_v3") for p in conv.source_patterns]
+    for ckpt in expand(row.checkpoint, layer_for(row)):
+        if ckpt in hf_keys:
+            continue
+        # routed experts are stored one tensor per expert and fused by transformers on load
+        generic = re.sub(r"experts\.\d+\.", "experts.*.", ckpt)
+        assert any(generic.endswith(src) for src in sources), ckpt
+
+
+@pytest.mark.parametrize("row", TENSOR_ROWS, ids=lambda r: f"{r.component}:{r.paper}")
+def test_official_name_follows_convert_rule(row):
+    ckpts = expand(row.checkpoint, layer_for(row))
+    if row.component == "MTP":
+        assert row.official == "—"        # convert.py skips model.layers.61
+        return
+    assert expand(row.official, layer_for(row)) == [official_name(c) for c in ckpts]
+
+
+def test_main_checkpoint_names_are_ours_with_model_prefix():
+    for row in TENSOR_ROWS:
+        if row.component in ("MTP",) or row.ours == "lm_head.weight":
+            continue
+        assert row.checkpoint == "model." + row.ours, row
+
+
+def test_key_rows_named_in_the_brief():
+    by_paper = {r.paper: r for r in CROSSWALK}
+    assert by_paper["W^DKV ; W^KR"].ours.endswith("kv_a_proj_with_mqa.weight")
+    assert by_paper["b_i"].ours.endswith("e_score_correction_bias")
+    assert by_paper["M_k"].ours.endswith("eh_proj.weight")
+    assert by_paper["block scale s"].checkpoint.endswith("weight_scale_inv")
+
+
+def test_config_rows_match_config_and_official_names():
+    fields = set(CFG.to_dict())
+    for row in CONFIG_CROSSWALK:
+        assert row.config.split(".")[0] in fields, row
+        assert row.official == OFFICIAL_NAMES.get(row.config, "—")
+    assert {r.config: r.official for r in CONFIG_CROSSWALK}["num_experts_per_tok"] == "n_activated_experts"
+
+
+def test_renderers():
+    html = crosswalk_html()
+    assert html.count("<tr>") == len(CROSSWALK) + 1
+    assert "layers.{l}.self_attn.kv_a_proj_with_mqa.weight" in html
+    assert crosswalk_html("config").count("<tr>") == len(CONFIG_CROSSWALK) + 1
+    assert crosswalk_html(component="MTP").count("<tr>") == sum(r.component == "MTP" for r in CROSSWALK) + 1
+    md = crosswalk_markdown()
+    assert len(md.splitlines()) == len(CROSSWALK) + 2
+    with pytest.raises(ValueError, match="kind"):
+        crosswalk_html("weights")
+    with pytest.raises(ValueError, match="component"):
+        crosswalk_html(component="nothing")
+    assert list(itertools.chain(expand("a.{gate,up}_proj", 0))) == ["a.gate_proj", "a.up_proj"]
