@@ -60,7 +60,7 @@ class TrainConfig:
         eval_batches, eval_batch_size: validation batches per evaluation and their size
             (``eval_batch_size`` None = ``batch_size``).
         seed: seeds the batch sampler.
-        num_threads: if set, ``torch.set_num_threads(num_threads)`` at the start.
+        num_threads: if set, ``torch.set_num_threads(num_threads)`` while training (restored after).
     """
 
     steps: int | None = 200
@@ -266,8 +266,6 @@ def train(model: nn.Module, data: TextData, cfg: TrainConfig | None = None, prog
         if cfg.seq_len > model_cfg.max_position_embeddings:
             raise ValueError(f"seq_len {cfg.seq_len} exceeds max_position_embeddings "
                              f"{model_cfg.max_position_embeddings}")
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = build_optimizer(model, cfg)
     moes = _named_moe(model)
@@ -282,11 +280,14 @@ def train(model: nn.Module, data: TextData, cfg: TrainConfig | None = None, prog
     model.train()
     for _, m in moes:  # counts from earlier forwards must not leak into the first bias update
         m.counts_since_update.zero_()
-    run_eval(0)
+    previous_threads = torch.get_num_threads()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
     bar = tqdm(total=cfg.steps, desc="train", disable=not progress, leave=True)
-    t_start = time.perf_counter()
     step = 0
     try:
+        run_eval(0)
+        t_start = time.perf_counter()
         while cfg.steps is None or step < cfg.steps:
             elapsed = time.perf_counter() - t_start
             if cfg.time_budget_s is not None and elapsed >= cfg.time_budget_s:
@@ -326,8 +327,9 @@ def train(model: nn.Module, data: TextData, cfg: TrainConfig | None = None, prog
             bar.set_postfix(loss=f"{hist.main_loss[-1]:.3f}", refresh=False)
             if cfg.eval_interval and step % cfg.eval_interval == 0:
                 run_eval(step)
+        if not hist.val_step or hist.val_step[-1] != step:
+            run_eval(step)
     finally:
         bar.close()
-    if not hist.val_step or hist.val_step[-1] != step:
-        run_eval(step)
+        torch.set_num_threads(previous_threads)
     return hist

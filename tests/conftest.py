@@ -1,4 +1,4 @@
-"""Shared test settings: fixed threads and seeds, a CI-friendly hypothesis profile."""
+"""Shared test settings: one torch thread (tiny tensors), fixed seeds, a CI-friendly hypothesis profile."""
 import random
 
 import pytest

@@ -12,7 +12,6 @@ from dsv3_lessons.attention import (GroupedQueryAttention, KVCache, as_mha, atte
 from dsv3_lessons.kv_cache import AttentionSpec, bytes_per_token
 from dsv3_lessons.rope import apply_rope_interleaved, interleaved_to_half_permutation, rope_inv_freq
 
-torch.set_num_threads(2)
 HID, HEADS, HDIM = 64, 4, 16
 
 

@@ -20,14 +20,6 @@ from dsv3_lessons.model import DeepSeekV3
 V = 20
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def model() -> DeepSeekV3:
     torch.manual_seed(0)

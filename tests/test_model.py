@@ -22,14 +22,6 @@ V, D = 96, 64
 SETTINGS = settings(max_examples=25, deadline=None)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def build(seed: int = 0, **kwargs) -> DeepSeekV3:
     torch.manual_seed(seed)
     model = DeepSeekV3(tiny(vocab_size=V), **kwargs)

@@ -23,14 +23,6 @@ SETTINGS = settings(max_examples=25, deadline=None)
 ROUTINGS = [(8, 4, 2, 2), (16, 4, 2, 4), (16, 8, 3, 5), (12, 1, 1, 3), (32, 8, 4, 8)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_gate(routing, seed: int, bias_scale: float = 0.1, d: int = 32) -> Gate:
     n_e, n_g, k_g, k = routing
     cfg = tiny(hidden_size=d, n_routed_experts=n_e, n_group=n_g, topk_group=k_g, num_experts_per_tok=k)

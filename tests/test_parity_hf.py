@@ -32,15 +32,6 @@ V = 96
 MEASURED: dict[str, float] = {}  # filled by the tests; printed with `pytest -s` for the report
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these tensors are tiny, and on a shared 2-core machine extra threads only spin."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def perturb_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Give every tensor a non-trivial value (works for our model and for transformers')."""
     g = torch.Generator().manual_seed(seed)

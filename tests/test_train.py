@@ -18,14 +18,6 @@ from dsv3_lessons.moe import max_violation
 from dsv3_lessons.train import History, TrainConfig, build_optimizer, clip_gradients, evaluate, lr_at, train
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def small_model(vocab: int = 8, seed: int = 0) -> DeepSeekV3:
     torch.manual_seed(seed)
     cfg = tiny(vocab_size=vocab, hidden_size=32, intermediate_size=64, moe_intermediate_size=32,

@@ -15,15 +15,13 @@ Driving it headless (what ``tests/test_widget_kv_cache.py`` does)::
 """
 from __future__ import annotations
 
-import html
-import io
 from typing import Mapping
 
 import ipywidgets as widgets
-import matplotlib.pyplot as plt
 
 from ..kv_cache import AttentionSpec, KVCacheReport, format_report, kv_cache_report, load_model_configs
 from ..plots import KV_CONTEXTS, plot_kv_cache_vs_context
+from .base import ReportWidget
 
 __all__ = ["KVCacheWidget", "kv_cache_widget"]
 
@@ -34,7 +32,7 @@ def _label(n: int) -> str:
     return f"{n // 1024}K"
 
 
-class KVCacheWidget(widgets.VBox):
+class KVCacheWidget(ReportWidget):
     """The KV-cache explorer. Controls are attributes so code and tests can drive them:
 
     ``model`` (Dropdown of published configs), ``context`` (SelectionSlider over powers of two,
@@ -71,45 +69,20 @@ class KVCacheWidget(widgets.VBox):
                                               description="MLA d_c (kv_lora_rank)", **lazy)
         self.rope_dim = widgets.IntSlider(value=rope_dim, min=0, max=256, step=16, layout=wide,
                                           description="MLA d_h^R (rope dim)", **lazy)
-        self.readout = widgets.HTML()
-        self.image = widgets.Image(format="png")
-        self.figure = None
-        self.last_result: KVCacheReport | None = None
-        self.last_error: Exception | None = None
-        controls = (self.model, self.context, self.batch, self.dtype, self.kv_lora_rank, self.rope_dim)
-        super().__init__(children=[*controls, self.readout, self.image])
-        self.update()
-        for control in controls:
-            control.observe(self._on_change, names="value")
-
-    def _on_change(self, change) -> None:
-        self.update()
+        self._build([self.model, self.context, self.batch, self.dtype, self.kv_lora_rank, self.rope_dim])
 
     def compute(self) -> KVCacheReport:
         """The report for the current control values (no drawing)."""
         return kv_cache_report(self.model.value, self.context.value, self.batch.value, self.dtype.value,
                                self.kv_lora_rank.value, self.rope_dim.value, self.budget_gb, self.configs)
 
-    def update(self) -> KVCacheReport:
-        """Recompute the numbers, the readout and the figure from the current values."""
-        try:
-            report = self.compute()
-        except ValueError as exc:
-            self.last_error = exc
-            self.readout.value = f"<pre style='color:#b00'>error: {html.escape(str(exc))}</pre>"
-            raise
-        self.last_error = None
-        fig = plot_kv_cache_vs_context(self.configs, KV_CONTEXTS, report.batch, self.dtype.value,
-                                       self.budget_gb, highlight=report.model, what_if=report.mla,
-                                       context_marker=report.context)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=80)
-        plt.close(fig)  # keep pyplot's inline backend from showing it a second time
-        self.figure = fig
-        self.image.value = buf.getvalue()
-        self.readout.value = f"<pre>{html.escape(format_report(report))}</pre>"
-        self.last_result = report
-        return report
+    def draw(self, report: KVCacheReport):
+        return plot_kv_cache_vs_context(self.configs, KV_CONTEXTS, report.batch, self.dtype.value,
+                                        self.budget_gb, highlight=report.model, what_if=report.mla,
+                                        context_marker=report.context)
+
+    def describe(self, report: KVCacheReport) -> str:
+        return format_report(report)
 
 
 def kv_cache_widget(configs: Mapping[str, AttentionSpec] | None = None, **initial) -> KVCacheWidget:

@@ -13,14 +13,11 @@ Driving it headless (what ``tests/test_widget_mla_ranks.py`` does)::
 """
 from __future__ import annotations
 
-import html
-import io
-
 import ipywidgets as widgets
-import matplotlib.pyplot as plt
 
 from ..mla_steps import MLARankReport, format_mla_rank_report, mla_rank_report
 from ..plots import plot_mla_rank_costs
+from .base import ReportWidget
 
 __all__ = ["MLARankWidget", "mla_rank_widget"]
 
@@ -33,7 +30,7 @@ def _slider(name: str) -> dict:
     return {"min": lo, "max": hi, "step": step}
 
 
-class MLARankWidget(widgets.VBox):
+class MLARankWidget(ReportWidget):
     """Controls as attributes: ``q_lora_rank`` (IntSlider 64..7168, step 64), ``kv_lora_rank``
     (IntSlider 32..2048, step 32), ``num_attention_heads`` (IntSlider 8..256, step 8). Outputs:
     ``readout`` (HTML table), ``image`` (PNG), ``figure`` (latest Figure, closed), ``last_result``
@@ -58,42 +55,17 @@ class MLARankWidget(widgets.VBox):
         self.num_attention_heads = widgets.IntSlider(value=num_attention_heads, **_slider("num_attention_heads"),
                                                      style=style, layout=wide,
                                                      description="n_h (num_attention_heads)")
-        self.readout = widgets.HTML()
-        self.image = widgets.Image(format="png")
-        self.figure = None
-        self.last_result: MLARankReport | None = None
-        self.last_error: Exception | None = None
-        controls = (self.q_lora_rank, self.kv_lora_rank, self.num_attention_heads)
-        super().__init__(children=[*controls, self.readout, self.image])
-        self.update()
-        for control in controls:
-            control.observe(self._on_change, names="value")
-
-    def _on_change(self, change) -> None:
-        self.update()
+        self._build([self.q_lora_rank, self.kv_lora_rank, self.num_attention_heads])
 
     def compute(self) -> MLARankReport:
         """The report for the current slider values (no drawing)."""
         return mla_rank_report(self.q_lora_rank.value, self.kv_lora_rank.value, self.num_attention_heads.value)
 
-    def update(self) -> MLARankReport:
-        """Recompute numbers, readout and figure from the current values."""
-        try:
-            report = self.compute()
-        except ValueError as exc:
-            self.last_error = exc
-            self.readout.value = f"<pre style='color:#b00'>error: {html.escape(str(exc))}</pre>"
-            raise
-        self.last_error = None
-        fig = plot_mla_rank_costs(report)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=80)
-        plt.close(fig)
-        self.figure = fig
-        self.image.value = buf.getvalue()
-        self.readout.value = f"<pre>{html.escape(format_mla_rank_report(report))}</pre>"
-        self.last_result = report
-        return report
+    def draw(self, report: MLARankReport):
+        return plot_mla_rank_costs(report)
+
+    def describe(self, report: MLARankReport) -> str:
+        return format_mla_rank_report(report)
 
 
 def mla_rank_widget(**initial) -> MLARankWidget:
