@@ -95,29 +95,8 @@ def generate(model: nn.Module, prompt: Sequence[int] | torch.Tensor, max_new_tok
     Raises:
         ValueError: empty prompt, too long a generation, bad temperature/top_k, seed and generator both given.
     """
-    ids = _as_prompt(prompt)
-    _check(model, ids, max_new_tokens, temperature, top_k)
-    gen = _generator(seed, generator)
-    was_training = model.training
-    model.eval()
-    try:
-        cache = model.new_cache(ids.shape[0], ids.shape[1] + max_new_tokens)
-        steps_logits = []
-        out = ids
-        logits = model(ids, cache=cache).logits[:, -1]            # prefill
-        for i in range(max_new_tokens):
-            steps_logits.append(logits)
-            nxt = sample_next(logits, temperature, top_k, gen)
-            out = torch.cat([out, nxt[:, None]], dim=1)
-            if i + 1 < max_new_tokens:
-                logits = model(nxt[:, None], cache=cache).logits[:, -1]  # one token, cached past
-    finally:
-        model.train(was_training)
-    if return_logits:
-        vocab = model.cfg.vocab_size
-        stacked = torch.stack(steps_logits, 1) if steps_logits else torch.zeros(ids.shape[0], 0, vocab)
-        return out, stacked
-    return out
+    return _decode(model, prompt, max_new_tokens, temperature, top_k, seed, generator, return_logits,
+                   use_cache=True)
 
 
 @torch.no_grad()
@@ -130,6 +109,12 @@ def generate_no_cache(model: nn.Module, prompt: Sequence[int] | torch.Tensor, ma
     Same arguments, returns and errors as :func:`generate`; O(T²) work per token, used to prove
     :func:`generate` right.
     """
+    return _decode(model, prompt, max_new_tokens, temperature, top_k, seed, generator, return_logits,
+                   use_cache=False)
+
+
+def _decode(model, prompt, max_new_tokens, temperature, top_k, seed, generator, return_logits, use_cache):
+    """The decoding loop shared by both paths; they differ only in what each step feeds the model."""
     ids = _as_prompt(prompt)
     _check(model, ids, max_new_tokens, temperature, top_k)
     gen = _generator(seed, generator)
@@ -138,10 +123,16 @@ def generate_no_cache(model: nn.Module, prompt: Sequence[int] | torch.Tensor, ma
     steps_logits = []
     out = ids
     try:
-        for _ in range(max_new_tokens):
-            logits = model(out).logits[:, -1]
+        cache = model.new_cache(ids.shape[0], ids.shape[1] + max_new_tokens) if use_cache else None
+        logits = model(ids, cache=cache).logits[:, -1]  # prefill (fills the latent cache when used)
+        for i in range(max_new_tokens):
             steps_logits.append(logits)
-            out = torch.cat([out, sample_next(logits, temperature, top_k, gen)[:, None]], dim=1)
+            nxt = sample_next(logits, temperature, top_k, gen)
+            out = torch.cat([out, nxt[:, None]], dim=1)
+            if i + 1 < max_new_tokens:
+                # cached: only the new token goes in; reference: the whole sequence is recomputed
+                step = model(nxt[:, None], cache=cache) if use_cache else model(out)
+                logits = step.logits[:, -1]
     finally:
         model.train(was_training)
     if return_logits:
