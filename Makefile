@@ -39,7 +39,9 @@ install-test: $(VENV)/.installed-test
 corpus: install
 	$(PY) data/prepare.py
 
-lab: corpus
+# The corpus is prepared first; if that fails (offline, say) Lab still opens, with the reason printed.
+lab: install
+	@$(PY) data/prepare.py || echo "WARNING: corpus not prepared (see above); chapters that train need it or DSV3_CORPUS=/path/to/text.txt"
 	$(VENV)/bin/jupyter lab --no-browser --ServerApp.ip=127.0.0.1 --port=$(PORT) \
 		--ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root,) \
 		--LabApp.default_url=/lab/tree/00_tour.ipynb

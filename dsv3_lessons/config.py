@@ -7,7 +7,7 @@ Field names follow the Hugging Face ``config.json`` that ships with DeepSeek-V3 
 
 Presets
 -------
-* :func:`deepseek_v3_671b` -- the released 671B configuration (SPEC §1; V3 report Table/§4.2).
+* :func:`deepseek_v3_671b` -- the released 671B configuration (V3 report §4.2; the released ``config.json``).
 * :func:`tiny` -- a CPU-sized model with every mechanism switched on (MLA with both latents, decoupled
   RoPE with YaRN, group-limited sigmoid routing with shared experts, one MTP module).
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,7 +139,8 @@ class DeepseekV3Config:
 
     @property
     def num_moe_layers(self) -> int:
-        return self.num_hidden_layers - self.first_k_dense_replace
+        """Main-model layers that use DeepSeekMoE (MTP modules not included)."""
+        return sum(self.is_moe_layer(i) for i in range(self.num_hidden_layers))
 
     def is_moe_layer(self, layer_idx: int) -> bool:
         """True for layers that use DeepSeekMoE (all layers from ``first_k_dense_replace`` on)."""
@@ -155,33 +157,44 @@ class DeepseekV3Config:
             if not cond:
                 raise ConfigError(msg)
 
+        def is_int(value: Any) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        def is_num(value: Any) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
         for name in ("vocab_size", "hidden_size", "intermediate_size", "moe_intermediate_size",
                      "num_hidden_layers", "num_attention_heads", "kv_lora_rank", "qk_nope_head_dim",
-                     "qk_rope_head_dim", "v_head_dim", "max_position_embeddings"):
+                     "qk_rope_head_dim", "v_head_dim", "max_position_embeddings", "moe_layer_freq"):
             value = getattr(self, name)
-            need(isinstance(value, int) and not isinstance(value, bool) and value > 0,
-                 f"{name} must be a positive integer, got {value!r}")
-        need(self.q_lora_rank is None or (isinstance(self.q_lora_rank, int) and self.q_lora_rank > 0),
+            need(is_int(value) and value > 0, f"{name} must be a positive integer, got {value!r}")
+        for name in ("first_k_dense_replace", "num_nextn_predict_layers", "n_routed_experts", "n_shared_experts",
+                     "num_experts_per_tok", "n_group", "topk_group"):
+            value = getattr(self, name)
+            need(is_int(value) and value >= 0, f"{name} must be a non-negative integer, got {value!r}")
+        need(self.q_lora_rank is None or (is_int(self.q_lora_rank) and self.q_lora_rank > 0),
              f"q_lora_rank must be a positive integer or None (no query latent), got {self.q_lora_rank!r}")
         need(self.qk_rope_head_dim % 2 == 0,
              f"qk_rope_head_dim must be even (RoPE rotates pairs of channels), got {self.qk_rope_head_dim}")
         need(self.num_key_value_heads == self.num_attention_heads,
              f"num_key_value_heads must equal num_attention_heads for MLA (every head has its own k^C/v^C "
              f"from the shared latent), got {self.num_key_value_heads} vs {self.num_attention_heads}")
-        need(0 <= self.first_k_dense_replace <= self.num_hidden_layers,
+        need(self.first_k_dense_replace <= self.num_hidden_layers,
              f"first_k_dense_replace must be in [0, num_hidden_layers={self.num_hidden_layers}], "
              f"got {self.first_k_dense_replace}")
-        need(self.moe_layer_freq >= 1, f"moe_layer_freq must be >= 1, got {self.moe_layer_freq}")
-        need(self.num_nextn_predict_layers >= 0,
-             f"num_nextn_predict_layers (MTP depth D) must be >= 0, got {self.num_nextn_predict_layers}")
-        need(self.rms_norm_eps > 0, f"rms_norm_eps must be > 0, got {self.rms_norm_eps}")
-        need(self.rope_theta > 1, f"rope_theta must be > 1, got {self.rope_theta}")
+        need(is_num(self.rms_norm_eps) and self.rms_norm_eps > 0,
+             f"rms_norm_eps must be a finite number > 0, got {self.rms_norm_eps!r}")
+        need(is_num(self.rope_theta) and self.rope_theta > 1,
+             f"rope_theta must be a finite number > 1, got {self.rope_theta!r}")
+        need(is_num(self.initializer_range) and self.initializer_range >= 0,
+             f"initializer_range must be a finite number >= 0 (a standard deviation), got {self.initializer_range!r}")
+        need(isinstance(self.attention_bias, bool), f"attention_bias must be True or False, got {self.attention_bias!r}")
         need(self.hidden_act == "silu", f"hidden_act must be 'silu' (SwiGLU experts), got {self.hidden_act!r}")
         need(self.scoring_func == "sigmoid",
              f"scoring_func must be 'sigmoid' (DeepSeek-V3 gate, V3 eq. 15), got {self.scoring_func!r}")
-        if self.num_moe_layers > 0:
+        # the MoE fields matter as soon as any block -- main model or MTP module -- is an MoE block
+        if any(self.is_moe_layer(i) for i in range(self.num_hidden_layers + self.num_nextn_predict_layers)):
             need(self.n_routed_experts >= 1, f"n_routed_experts must be >= 1, got {self.n_routed_experts}")
-            need(self.n_shared_experts >= 0, f"n_shared_experts must be >= 0, got {self.n_shared_experts}")
             need(self.n_group >= 1, f"n_group must be >= 1, got {self.n_group}")
             need(self.n_routed_experts % self.n_group == 0,
                  f"n_routed_experts ({self.n_routed_experts}) must be divisible by n_group ({self.n_group}) "
@@ -196,19 +209,25 @@ class DeepseekV3Config:
             need(1 <= self.num_experts_per_tok <= reachable,
                  f"num_experts_per_tok ({self.num_experts_per_tok}) must be between 1 and the experts left after "
                  f"group limiting, topk_group*experts_per_group = {self.topk_group}*{per_group} = {reachable}")
-            need(self.routed_scaling_factor > 0,
-                 f"routed_scaling_factor must be > 0, got {self.routed_scaling_factor}")
+            need(is_num(self.routed_scaling_factor) and self.routed_scaling_factor > 0,
+                 f"routed_scaling_factor must be a finite number > 0, got {self.routed_scaling_factor!r}")
         if self.rope_scaling is not None:
             rs = self.rope_scaling
+            need(isinstance(rs, dict), f"rope_scaling must be a dict or None, got {type(rs).__name__}")
             kind = rs.get("type", rs.get("rope_type"))
             need(kind == "yarn", f"rope_scaling.type must be 'yarn' (or rope_scaling None), got {kind!r}")
             for key in ("factor", "original_max_position_embeddings"):
                 need(key in rs, f"rope_scaling needs '{key}' for YaRN")
-            need(rs["factor"] >= 1, f"rope_scaling.factor must be >= 1, got {rs['factor']}")
+            need(is_num(rs["factor"]) and rs["factor"] >= 1,
+                 f"rope_scaling.factor must be a finite number >= 1, got {rs['factor']!r}")
+            need(is_int(rs["original_max_position_embeddings"]) and rs["original_max_position_embeddings"] > 0,
+                 f"rope_scaling.original_max_position_embeddings must be a positive integer, "
+                 f"got {rs['original_max_position_embeddings']!r}")
+            for key in ("beta_fast", "beta_slow", "mscale", "mscale_all_dim"):
+                need(key not in rs or is_num(rs[key]),
+                     f"rope_scaling.{key} must be a finite number, got {rs.get(key)!r}")
             need(rs.get("beta_fast", 32) > rs.get("beta_slow", 1),
                  f"rope_scaling.beta_fast must exceed beta_slow, got {rs.get('beta_fast')} <= {rs.get('beta_slow')}")
-            need(rs["original_max_position_embeddings"] > 0,
-                 "rope_scaling.original_max_position_embeddings must be > 0")
         return self
 
     # ------------------------------------------------------------------ (de)serialisation
@@ -272,7 +291,7 @@ class DeepseekV3Config:
 
 
 def deepseek_v3_671b() -> DeepseekV3Config:
-    """The released DeepSeek-V3 configuration (SPEC §1; HF ``deepseek-ai/DeepSeek-V3/config.json``)."""
+    """The released DeepSeek-V3 configuration (V3 report §4.2; HF ``deepseek-ai/DeepSeek-V3/config.json``)."""
     return DeepseekV3Config(
         quantization_config={"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
                              "weight_block_size": [128, 128]},
@@ -341,7 +360,7 @@ class ParameterCount:
 
 
 def count_parameters(cfg: DeepseekV3Config) -> ParameterCount:
-    """Count parameters from the config alone (SPEC §1). Source of each term: V3 report §2.1.
+    """Count parameters from the config alone; checked against the V3 report's 671B / 37B. Source of each term: V3 report §2.1.
 
     Attention per layer: q path (``q_a_proj`` d·d_c' + norm d_c' + ``q_b_proj`` d_c'·n_h·(d_h+d_h^R)),
     ``kv_a_proj_with_mqa`` d·(d_c+d_h^R) + norm d_c, ``kv_b_proj`` d_c·n_h·(d_h+d_v), ``o_proj`` n_h·d_v·d.
@@ -356,6 +375,8 @@ def count_parameters(cfg: DeepseekV3Config) -> ParameterCount:
     kv = d * (cfg.kv_lora_rank + cfg.qk_rope_head_dim) + cfg.kv_lora_rank
     kv += cfg.kv_lora_rank * h * (cfg.qk_nope_head_dim + cfg.v_head_dim)
     attn = q + kv + h * cfg.v_head_dim * d
+    if cfg.attention_bias:  # biases of q_a_proj, kv_a_proj_with_mqa and o_proj (as in transformers)
+        attn += (cfg.q_lora_rank or 0) + cfg.kv_lora_rank + cfg.qk_rope_head_dim + d
     norms = 2 * d
     expert = 3 * d * cfg.moe_intermediate_size
     dense_mlp = 3 * d * cfg.intermediate_size
@@ -370,9 +391,12 @@ def count_parameters(cfg: DeepseekV3Config) -> ParameterCount:
     layers_active = n_dense * (attn + dense_mlp + norms) + n_moe * (attn + moe_active + norms)
     total = layers_total + emb + head + d
     activated = layers_active + emb + head + d
-    mtp_block = attn + norms + (moe if cfg.num_moe_layers > 0 else dense_mlp)
+    # MTP depth k is block number num_hidden_layers + k - 1: MoE or dense by the same rule as the main layers
+    mtp_blocks = [attn + norms + (moe if cfg.is_moe_layer(cfg.num_hidden_layers + k) else dense_mlp)
+                  for k in range(cfg.num_nextn_predict_layers)]
+    mtp_block = mtp_blocks[0] if mtp_blocks else 0
     # enorm, hnorm, shared_head.norm (3·d) + eh_proj (2d -> d)
-    mtp = cfg.num_nextn_predict_layers * (mtp_block + 3 * d + 2 * d * d)
+    mtp = sum(block + 3 * d + 2 * d * d for block in mtp_blocks)
     return ParameterCount(
         total=total,
         activated=activated,

@@ -16,6 +16,7 @@ seed reproduces the text. ``temperature = 0`` means greedy (argmax; ties go to t
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -25,7 +26,17 @@ __all__ = ["generate", "generate_no_cache", "generate_text", "sample_next"]
 
 
 def _as_prompt(prompt: Sequence[int] | torch.Tensor) -> torch.Tensor:
-    ids = torch.as_tensor(prompt, dtype=torch.long)
+    if isinstance(prompt, (str, bytes)):
+        raise ValueError("prompt must be token ids, not text; encode it first (or use generate_text)")
+    try:
+        ids = torch.as_tensor(prompt)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"prompt must be a sequence or tensor of integer token ids: {exc}") from exc
+    if ids.numel() == 0:
+        raise ValueError("prompt is empty: give at least one token to condition on")
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise ValueError(f"prompt must hold integer token ids, got dtype {ids.dtype}")
+    ids = ids.long()
     if ids.dim() == 1:
         ids = ids[None]
     if ids.dim() != 2:
@@ -37,15 +48,21 @@ def _as_prompt(prompt: Sequence[int] | torch.Tensor) -> torch.Tensor:
 
 def _check(model: nn.Module, ids: torch.Tensor, max_new_tokens: int, temperature: float,
            top_k: int | None) -> None:
-    if not (isinstance(max_new_tokens, int) and max_new_tokens >= 0):
+    if not (hasattr(model, "cfg") and hasattr(model, "new_cache")):
+        raise ValueError(f"model must be a dsv3_lessons DeepSeekV3 (with .cfg and .new_cache), got "
+                         f"{type(model).__name__}")
+    if not (isinstance(max_new_tokens, int) and not isinstance(max_new_tokens, bool) and max_new_tokens >= 0):
         raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
+    if int(ids.min()) < 0 or int(ids.max()) >= model.cfg.vocab_size:
+        raise ValueError(f"prompt ids must lie in [0, {model.cfg.vocab_size}), got [{int(ids.min())}, {int(ids.max())}]")
     limit = model.cfg.max_position_embeddings
     if ids.shape[1] + max_new_tokens > limit:
         raise ValueError(f"prompt length {ids.shape[1]} + max_new_tokens {max_new_tokens} = "
                          f"{ids.shape[1] + max_new_tokens} exceeds max_position_embeddings {limit}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    if top_k is not None and not (1 <= top_k <= model.cfg.vocab_size):
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
+    if top_k is not None and not (isinstance(top_k, int) and not isinstance(top_k, bool)
+                                  and 1 <= top_k <= model.cfg.vocab_size):
         raise ValueError(f"top_k must be in [1, vocab_size={model.cfg.vocab_size}] or None, got {top_k}")
 
 
@@ -69,6 +86,8 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int | Non
 def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator | None:
     if generator is not None and seed is not None:
         raise ValueError("give either seed or generator, not both")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
     if seed is not None:
         return torch.Generator().manual_seed(seed)
     return generator

@@ -37,7 +37,7 @@ checkpoint tensor                                      ``DeepSeekV3`` state dict
 ``rope_theta`` at top level). transformers 5 reads the legacy ``rope_scaling`` key and converts it to its
 ``rope_parameters`` (checked in ``tests/test_parity_hf.py``), so only the released key is written;
 ``rope_interleave`` is left to transformers' default (True), which is the layout of the released weights
-(SPEC §3). ``quantization_config`` is dropped on export because the exported weights are not quantized.
+(V3 report §4.3). ``quantization_config`` is dropped on export because the exported weights are not quantized.
 Reading accepts both ``rope_scaling`` and transformers' ``rope_parameters`` (via ``DeepseekV3Config``).
 
 Limits: transformers decides dense vs MoE by ``layer_idx >= first_k_dense_replace`` only, so parity with it
@@ -53,7 +53,7 @@ from pathlib import Path
 
 import torch
 
-from .config import DeepseekV3Config
+from .config import ConfigError, DeepseekV3Config
 from .model import DeepSeekV3
 
 __all__ = [
@@ -72,7 +72,7 @@ _SCALE_SUFFIX = "_scale_inv"          # "<name>.weight" + "_scale_inv" = "<name>
 _SHARED_DUPLICATES = ("embed_tokens.weight", "shared_head.head.weight")
 _FP8_DTYPES = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
                     if hasattr(torch, n))
-_KEEP_FP32 = ("mlp.gate.weight", "mlp.gate.e_score_correction_bias")  # router stays fp32 (SPEC §4)
+_KEEP_FP32 = ("mlp.gate.weight", "mlp.gate.e_score_correction_bias")  # router stays fp32 (V3 report §3.3: gate kept in higher precision)
 
 
 class CheckpointError(ValueError):
@@ -147,7 +147,7 @@ def to_hf_state_dict(model: DeepSeekV3, dtype: torch.dtype | None = None) -> dic
     (``embed_tokens.weight``, ``shared_head.head.weight``), as in the released file. With
     ``tie_word_embeddings`` the main ``lm_head.weight`` is omitted (HF convention for tied weights).
     ``dtype`` casts floating tensors except the router's ``gate.weight`` and ``e_score_correction_bias``,
-    which stay float32 (SPEC §4). All tensors are contiguous copies (safetensors refuses shared storage).
+    which stay float32 (V3 report §3.3). All tensors are contiguous copies (safetensors refuses shared storage).
     """
     cfg = model.cfg
     n_layers = cfg.num_hidden_layers
@@ -256,6 +256,9 @@ def load_hf_tensors(folder: str | Path) -> dict[str, torch.Tensor]:
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise CheckpointError(f"{index_path} is not a valid safetensors index (needs a 'weight_map'): {exc}") \
                 from exc
+        if not (isinstance(weight_map, dict) and all(isinstance(v, str) for v in weight_map.values())):
+            raise CheckpointError(f"{index_path}: 'weight_map' must map tensor names to file names, got "
+                                  f"{type(weight_map).__name__}")
         files = sorted(set(weight_map.values()))
         absent = [f for f in files if not (folder / f).is_file()]
         if absent:
@@ -266,11 +269,17 @@ def load_hf_tensors(folder: str | Path) -> dict[str, torch.Tensor]:
             raise FileNotFoundError(f"no *.safetensors file in {folder}")
     tensors: dict[str, torch.Tensor] = {}
     for fname in files:
-        with safe_open(str(folder / fname), framework="pt", device="cpu") as f:
-            for key in f.keys():
-                if key in tensors:
-                    raise CheckpointError(f"tensor {key} appears in more than one file of {folder}")
-                tensors[key] = f.get_tensor(key)
+        try:
+            with safe_open(str(folder / fname), framework="pt", device="cpu") as f:
+                for key in f.keys():
+                    if key in tensors:
+                        raise CheckpointError(f"tensor {key} appears in more than one file of {folder}")
+                    tensors[key] = f.get_tensor(key)
+        except CheckpointError:
+            raise
+        except Exception as exc:  # safetensors raises its own error type for truncated/corrupt files
+            raise CheckpointError(f"{folder / fname} is not a readable safetensors file (truncated or corrupt?): "
+                                  f"{exc}") from exc
     return tensors
 
 
@@ -320,6 +329,20 @@ def _split_fused_experts(tensors: dict[str, torch.Tensor], moe_intermediate_size
     return out
 
 
+#: Sizes a checkpoint's config.json must state (a missing one would silently take the 671B default).
+_REQUIRED_CONFIG_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "moe_intermediate_size",
+                         "num_hidden_layers", "num_attention_heads", "kv_lora_rank", "qk_nope_head_dim",
+                         "qk_rope_head_dim", "v_head_dim", "n_routed_experts", "num_experts_per_tok")
+
+
+def _is_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+        return True
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+
+
 def import_hf(folder: str | Path, load_mtp: bool | None = None, **model_kwargs) -> DeepSeekV3:
     """Build a float32 :class:`DeepSeekV3` from an HF checkpoint folder (ours, transformers' or the released one).
 
@@ -341,11 +364,20 @@ def import_hf(folder: str | Path, load_mtp: bool | None = None, **model_kwargs) 
             NaN/Inf values, FP8 weights without scales -- each message names the tensors (checkpoint names).
     """
     folder = Path(folder)
+    if folder.is_file():
+        raise FileNotFoundError(f"{folder} is a file; import_hf needs the checkpoint FOLDER (config.json + "
+                                f"*.safetensors)")
     if not folder.is_dir():
         raise FileNotFoundError(f"checkpoint folder {folder} does not exist")
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"no config.json in {folder}: an HF checkpoint folder needs config.json next to "
                                 f"its *.safetensors files")
+    raw = json.loads((folder / "config.json").read_text()) if _is_json(folder / "config.json") else None
+    if isinstance(raw, dict):
+        absent = [k for k in _REQUIRED_CONFIG_KEYS if k not in raw]
+        if absent:  # never fill a checkpoint's sizes with the 671B defaults
+            raise ConfigError(f"{folder / 'config.json'} lacks required field(s) {absent}; a DeepSeek-V3 config.json "
+                              f"names every size explicitly")
     cfg = DeepseekV3Config.load(folder)
     n_layers = cfg.num_hidden_layers
     tensors = _dequantize_all(load_hf_tensors(folder), cfg)
@@ -379,8 +411,8 @@ def import_hf(folder: str | Path, load_mtp: bool | None = None, **model_kwargs) 
         duplicates.clear()
         cfg = cfg.replace(num_nextn_predict_layers=0)
 
-    model = DeepSeekV3(cfg, **model_kwargs)
-    expected = model.state_dict()
+    with torch.device("meta"):  # shapes first, without allocating (a wrong config could ask for terabytes)
+        expected = DeepSeekV3(cfg, **model_kwargs).state_dict()
     if cfg.tie_word_embeddings and "lm_head.weight" not in ours and "embed_tokens.weight" in ours:
         ours["lm_head.weight"] = ours["embed_tokens.weight"]  # tied: HF files omit the head
     missing = [hf_name(n, n_layers) for n in expected if n not in ours]
@@ -401,6 +433,10 @@ def import_hf(folder: str | Path, load_mtp: bool | None = None, **model_kwargs) 
         raise CheckpointError(f"checkpoint {folder} does not match its config.json: " + "; ".join(problems))
 
     state = {o: tensors[ours[o]] for o in expected}
+    not_float = [f"{ours[o]} ({t.dtype})" for o, t in state.items() if not t.is_floating_point()]
+    if not_float:
+        raise CheckpointError(f"integer/bool tensors where weights must be floating point in {folder}: "
+                              f"{_few(not_float, 3)}")
     bad = []
     for o, t in state.items():
         if t.is_floating_point():
@@ -409,11 +445,12 @@ def import_hf(folder: str | Path, load_mtp: bool | None = None, **model_kwargs) 
                 bad.append(f"{ours[o]} ({n_bad} of {t.numel()} values)")
     if bad:
         raise CheckpointError(f"non-finite values (NaN/Inf) in checkpoint {folder}: {_few(bad, 3)}")
+    model = DeepSeekV3(cfg, **model_kwargs)
     state = {o: t.to(expected[o].dtype) for o, t in state.items()}
     model.load_state_dict(state, strict=True)
 
     for name, (main, t) in duplicates.items():
-        ref = expected[main] if main not in state else state[main]
+        ref = state[main]
         if not torch.equal(t.to(ref.dtype), ref):
             diff = (t.float() - ref.float()).abs().max().item()
             warnings.warn(f"{name} differs from {hf_name(main, n_layers)} (max abs diff {diff:.3g}); the MTP "

@@ -94,7 +94,7 @@ def split_kv_b(kv_b_weight: torch.Tensor, n_heads: int, qk_nope_head_dim: int,
 
     Returns ``W_UK [n_h, d_h, d_c]`` and ``W_UV [n_h, d_v, d_c]``. The rows are grouped by head
     first -- head i owns rows ``i·(d_h+d_v) … (i+1)·(d_h+d_v)-1``, keys then values -- never
-    "the first n_h·d_h rows are all keys" (SPEC §9 pitfall).
+    "the first n_h·d_h rows are all keys" (a mistake seen in public implementations).
     """
     d_c = kv_b_weight.shape[-1]
     if kv_b_weight.shape[0] != n_heads * (qk_nope_head_dim + v_head_dim):

@@ -17,6 +17,7 @@ The sequence-wise balance loss L_bal (α = ``aux_loss_alpha``, V3: 1e-4) is comp
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -63,9 +64,9 @@ class DeepSeekV3(nn.Module):
     def __init__(self, cfg: DeepseekV3Config, aux_loss_alpha: float = 1e-4, mtp_loss_weight: float = 0.3):
         super().__init__()
         cfg.validate()
-        if aux_loss_alpha < 0 or mtp_loss_weight < 0:
-            raise ValueError(f"aux_loss_alpha and mtp_loss_weight must be >= 0, got {aux_loss_alpha}, "
-                             f"{mtp_loss_weight}")
+        for name, value in (("aux_loss_alpha", aux_loss_alpha), ("mtp_loss_weight", mtp_loss_weight)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         self.cfg = cfg
         self.mtp_loss_weight = mtp_loss_weight
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
@@ -90,6 +91,9 @@ class DeepSeekV3(nn.Module):
     # ------------------------------------------------------------------ caches
     def new_cache(self, batch: int, max_len: int) -> list[LatentCache]:
         """One empty :class:`LatentCache` per main-model layer (MTP modules are not cached)."""
+        for name, value in (("batch", batch), ("max_len", max_len)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if max_len > self.cfg.max_position_embeddings:
             raise ValueError(f"max_len {max_len} exceeds max_position_embeddings "
                              f"{self.cfg.max_position_embeddings}")
@@ -112,20 +116,31 @@ class DeepSeekV3(nn.Module):
         Raises:
             ValueError: ids out of range, wrong shapes, or a sequence longer than the model allows.
         """
-        if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
+        if not isinstance(input_ids, torch.Tensor) or input_ids.is_floating_point() or input_ids.is_complex() \
+                or input_ids.dtype == torch.bool:
+            raise ValueError("input_ids must be an integer torch.Tensor of token ids [batch, seq], got "
+                             f"{type(input_ids).__name__}{'' if not isinstance(input_ids, torch.Tensor) else ' of ' + str(input_ids.dtype)}")
+        if input_ids.dim() != 2 or input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
+            raise ValueError(f"input_ids must be [batch, seq] with batch, seq >= 1, got shape {tuple(input_ids.shape)}")
         if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.cfg.vocab_size):
             raise ValueError(f"input_ids must lie in [0, {self.cfg.vocab_size}), got "
                              f"[{int(input_ids.min())}, {int(input_ids.max())}]")
-        if targets is not None and targets.shape != input_ids.shape:
-            raise ValueError(f"targets {tuple(targets.shape)} must match input_ids {tuple(input_ids.shape)}")
-        start = cache[0].length if cache else 0
+        if targets is not None:
+            if not isinstance(targets, torch.Tensor) or targets.shape != input_ids.shape:
+                raise ValueError(f"targets must be a tensor shaped like input_ids {tuple(input_ids.shape)}, got "
+                                 f"{tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__}")
+            if not bool((targets != IGNORE_INDEX).any()):
+                raise ValueError(f"every target is the ignore index ({IGNORE_INDEX}): there is nothing to score")
+        if cache is not None and len(cache) != len(self.layers):
+            raise ValueError(f"cache must hold one LatentCache per layer ({len(self.layers)}), got {len(cache)}; "
+                             f"make one with model.new_cache(batch, max_len)")
+        start = cache[0].length if cache is not None else 0
         if start + input_ids.shape[1] > self.cfg.max_position_embeddings:
             raise ValueError(f"positions up to {start + input_ids.shape[1]} exceed max_position_embeddings "
                              f"{self.cfg.max_position_embeddings}")
         h = self.embed_tokens(input_ids)
         for i, layer in enumerate(self.layers):
-            h = layer(h, start, cache[i] if cache else None)
+            h = layer(h, start, cache[i] if cache is not None else None)
         h = self.norm(h)  # h^0: also what the MTP modules receive (see mtp.py)
         logits = self.lm_head(h)
         out = ModelOutput(logits=logits, hidden=h)

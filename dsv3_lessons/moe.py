@@ -67,8 +67,10 @@ class Gate(nn.Module):
         nn.init.normal_(self.weight, std=cfg.initializer_range)
 
     def _apply(self, fn, recurse=True):
-        """Keep the router in float32 whatever ``model.to(dtype)`` asks (SPEC §4: gate weight and bias
-        stay fp32 in a bf16 model); device moves still apply."""
+        """Keep the router in float32 whatever ``model.to(dtype)`` asks; device moves still apply.
+
+        V3 report §3.3 keeps the MoE gate in higher precision: weight and bias stay fp32 in a bf16 model.
+        """
         super()._apply(fn, recurse)
         self.weight.data = self.weight.data.float()
         self.e_score_correction_bias = self.e_score_correction_bias.float()

@@ -1,6 +1,6 @@
 """Rotary position embedding (RoPE) with YaRN frequencies, as DeepSeek-V3 uses it.
 
-Conventions pinned here (SPEC §3; V3 report §2.1.1 and §4.3):
+Conventions pinned here (V3 report §2.1.1 and §4.3; YaRN paper arXiv 2309.00071):
 
 * **Layout: interleaved pairs.** Channels (x_{2i}, x_{2i+1}) are rotated together by the angle
   pos·θ_i, θ_i = base^(-2i/d) -- the layout of the official inference code and of the released
