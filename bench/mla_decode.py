@@ -20,7 +20,7 @@ Usage::
     .venv/bin/python bench/mla_decode.py                       # contexts 512 … 8192, 3 repeats
     .venv/bin/python bench/mla_decode.py --contexts 1024 4096 --repeats 5
 
-Targets (issue 3): absorbed ≥ 20× faster per decode step than transformers at T = 4096 (FLOP ratio ≈ 91×),
+The course's targets: absorbed ≥ 20× faster per decode step than transformers at T = 4096 (FLOP ratio ≈ 91×),
 per-head / MLA cache bytes ≥ 70×. Memory: peak ≈ 5.7 GB resident with T = 8192 (measured); run time ≈ 2–4 min on 2 cores.
 """
 from __future__ import annotations

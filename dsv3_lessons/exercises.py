@@ -112,7 +112,7 @@ def check_yarn_range(answer, config: dict | None = None) -> bool:
 
     ``answer``: a pair of ints ``(low, high)``. Graded against
     :func:`dsv3_lessons.rope.yarn_correction_range` (checked in the tests against V3's (10, 23) and
-    transformers' YaRN frequencies). Source: YaRN paper §3.2; V3 report §4.3; SPEC §3.
+    transformers' YaRN frequencies). Source: YaRN paper (arXiv 2309.00071) §3.2; V3 report §4.3.
     """
     import math as _m
 
@@ -187,11 +187,17 @@ POSITION_ZERO_MISTAKES = ("wrong_yarn_factor", "yarn_range_from_extended_length"
 
 
 def check_position_zero(answer: dict) -> bool:
-    """Exercise 3.3: which mistakes would a test that compares only position 0 catch?
+    """Exercise 3.3: which mistakes would a test that compares only the attention logits at query position 0 catch?
 
-    ``answer``: dict mapping each of :data:`POSITION_ZERO_MISTAKES` to True (position 0 catches it) or False.
-    Graded by measuring at position 0 with :func:`dsv3_lessons.rope_lessons.position_zero_probe` and
-    :func:`dsv3_lessons.rope_lessons.convention_scores`. Source: SPEC §3 and §9.
+    With causal attention the query at position 0 sees only the key at position 0, so the test compares one
+    logit, scale·q·k, with both vectors at position 0. (A test of the layer's *output* at position 0 catches
+    none of these mistakes: that query's softmax runs over a single key and gives it weight 1 whatever the
+    logit.)
+
+    ``answer``: dict mapping each of :data:`POSITION_ZERO_MISTAKES` to True (that logit comparison catches it)
+    or False. Graded by measuring the logit at query and key position 0 with :func:`dsv3_lessons.rope_lessons.position_zero_probe` and
+    :func:`dsv3_lessons.rope_lessons.convention_scores`. Source: YaRN paper (arXiv 2309.00071) §3.2–3.4;
+    V3 report §4.3; the official inference code (``inference/model.py``: mscale² in the softmax scale).
     """
     import torch as _t
 
@@ -214,9 +220,11 @@ def check_position_zero(answer: dict) -> bool:
              "yarn_range_from_extended_length": p_range.logit_diff_freq[0].item() > 1e-6,
              "missing_mscale_squared": p_factor.logit_diff_mscale[0].item() > 1e-6,
              "rotate_half_without_permutation": conv > 1e-6}
-    hints = {True: "this one changes the logit by a constant factor at every position, 0 included.",
+    hints = {True: "this one multiplies the logit by a constant factor at every position, 0 included, so a "
+                   "logit comparison at position 0 sees it (the layer's output at position 0 would not: a "
+                   "softmax over one key is 1 whatever the logit).",
              False: "at position 0 every rotation is the identity (angle 0·θ = 0), so any frequency table "
-                    "or channel pairing gives the same output there; probe positions ≥ 1."}
+                    "or channel pairing gives the same logit there; probe positions ≥ 1."}
     wrong = [f"{m}: {hints[truth[m]]}" for m in POSITION_ZERO_MISTAKES if answer[m] != truth[m]]
     if wrong:
         raise ExerciseError("Not yet:\n  " + "\n  ".join(wrong))

@@ -10,7 +10,8 @@ During decoding every layer keeps, for every past token, what attention needs fr
 
 Everything here multiplies those numbers out: × layers (per token), × element size (bytes:
 BF16 2, FP8 1, FP32 4), × context × batch (total). Units: KB = 10³ B and GB = 10⁹ B (decimal, the
-units of the published table and of accelerator memory specs). Reproduced exactly (SPEC §8):
+units of the published table and of accelerator memory specs). Reproduced exactly ("Insights into
+DeepSeek-V3", arXiv 2505.09343):
 DeepSeek-V3 70.272 KB, Qwen2.5-72B 327.680 KB, LLaMA-3.1-405B 516.096 KB per token in BF16.
 
 "Equivalent GQA groups" (V2 report §2.1.4, Table 1): MLA's cache per layer divided by the
@@ -53,7 +54,7 @@ __all__ = [
     "format_report",
 ]
 
-KB = 10**3  #: bytes in a kilobyte, as in the published table (SPEC §8)
+KB = 10**3  #: bytes in a kilobyte, as in the published table (arXiv 2505.09343)
 GB = 10**9  #: bytes in a gigabyte (accelerator memory is quoted in these: "80 GB")
 
 #: Bytes per cached element. BF16/FP16 are what serving stacks usually store; FP8 (E4M3) caches
@@ -302,7 +303,7 @@ def naive_mla_elements_per_token_per_layer(spec: AttentionSpec | str) -> int:
     """What an MLA layer would cache if it stored the decompressed per-head keys and values.
 
     n_h·(d_h + d_h^R + d_v): keys [k^C ; k^R] of 192 and values of 128 per head for V3, i.e.
-    128·320 = 40,960 elements -- 71× the 576 it actually caches (SPEC §2).
+    128·320 = 40,960 elements -- 71× the 576 it actually caches (V3 report §2.1.1).
     Raises ValueError if ``spec`` is not MLA or lacks the per-head dims.
     """
     spec = _spec(spec)
@@ -392,6 +393,6 @@ def format_report(r: KVCacheReport) -> str:
         f"({fits} {r.budget_gb:g} GB; max context there {r.max_context_in_budget:,} tokens)",
         f"  MLA what-if (d_c {r.mla.kv_lora_rank} + d_h^R {r.mla.qk_rope_head_dim}, "
         f"{r.mla.num_hidden_layers} layers): {r.mla_bytes_per_token / KB:.3f} KB/token, "
-        f"{r.mla_total_gb:.2f} GB = GQA with {r.mla_equivalent_gqa_groups:.2f} groups of 128",
+        f"{r.mla_total_gb:.2f} GB = GQA with {r.mla_equivalent_gqa_groups:g} groups of 128",
         f"  ratio     : {r.ratio_to_mla:.2f}x the what-if MLA, {r.ratio_to_deepseek_v3:.2f}x DeepSeek-V3",
     ])

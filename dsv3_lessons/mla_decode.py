@@ -81,7 +81,8 @@ VARIANTS: tuple[str, ...] = ("per_head", "naive", "transformers", "absorb")
 
 # ---------------------------------------------------------------------------------------------- models
 def v3_attention_config(num_attention_heads: int = 128, hidden_size: int = 7168) -> DeepseekV3Config:
-    """DeepSeek-V3's attention sizes (SPEC §1), optionally with fewer heads / a narrower hidden size.
+    """DeepSeek-V3's attention sizes (released HF ``config.json``), optionally with fewer heads / a narrower
+    hidden size.
 
     Per-head and latent widths stay the real ones (d_c' = 1536, d_c = 512, d_h = 128, d_h^R = 64,
     d_v = 128, YaRN s = 40), so per-token cache sizes and per-context-token FLOPs per head are V3's.
@@ -482,7 +483,8 @@ def _time_round_robin(variants, x, repeats, warmup, on_step, outputs) -> dict[st
 # ---------------------------------------------------------------------------------------------- closed forms
 def cache_elements_per_token(cfg: DeepseekV3Config, variant: str) -> int:
     """Cached elements per token per layer (closed form): d_c + d_h^R for the latent variants,
-    n_h·(d_h + d_h^R + d_v) for ``per_head``. V3: 576 and 40,960 (SPEC §2)."""
+    n_h·(d_h + d_h^R + d_v) for ``per_head``. V3: 576 and 40,960 (V3 report §2.1.1
+    eqs. 1–5 with the released config's widths)."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     if variant == "per_head":

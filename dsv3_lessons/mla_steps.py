@@ -130,7 +130,8 @@ def paper_matrices(mla) -> MLAMatrices:
     Raises:
         ValueError: the layer has no query latent (``q_lora_rank=None``) or uses biases; the paper's
             V3 equations (and the released V3 weights) have neither.
-    Source: V3 report §2.1.1 eqs. (1)–(11); checkpoint layout as in SPEC §2 (per-head row groups).
+    Source: V3 report §2.1.1 eqs. (1)–(11); checkpoint layout as in the released
+    DeepSeek-V3 weights and the official inference code (``inference/model.py`` views ``wkv_b`` per head).
     """
     cfg = mla.cfg
     if cfg.q_lora_rank is None:
@@ -183,7 +184,7 @@ def fuse_paper_matrices(m: MLAMatrices) -> dict[str, torch.Tensor]:
 
 def split_kv_b_keys_first(kv_b_weight: torch.Tensor, n_heads: int, qk_nope_head_dim: int,
                           v_head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The WRONG split of ``kv_b_proj.weight`` (a pitfall seen in public code; SPEC §9), for contrast.
+    """The WRONG split of ``kv_b_proj.weight`` (a mistake seen in public implementations), for contrast.
 
     Treats the first n_h·d_h rows as all heads' keys and the remaining n_h·d_v rows as values. The
     checkpoint groups rows by head instead ([W^UK_1 ; W^UV_1 ; W^UK_2 ; W^UV_2 ; …]), so this mixes

@@ -10,7 +10,7 @@ notebook 03 calls to demonstrate it (and that the chapter's widget wraps):
   W^UK into the query works without RoPE, fails once RoPE sits on the content keys, works again with the
   decoupled rope key k^R; and RoPE on the latents (the source transcript's claim) keeps the fold but
   loses the relative-position property;
-* layout conventions -- :func:`convention_scores`: interleaved pairs vs "rotate_half" (SPEC §3);
+* layout conventions -- :func:`convention_scores`: interleaved pairs (official inference code) vs "rotate_half";
 * YaRN -- :func:`yarn_table` (V3 report §4.3; YaRN paper, Peng et al. 2023, §3.2–3.4) and
   :func:`position_zero_probe` (why a check at position 0 cannot see a wrong frequency);
 * the widget's pure function -- :func:`rope_explorer`.
@@ -57,7 +57,8 @@ __all__ = [
     "rope_explorer",
 ]
 
-#: DeepSeek-V3's released ``rope_scaling`` (SPEC §1); rope dim 64, rope_theta 10000.
+#: DeepSeek-V3's released ``rope_scaling`` (HF ``config.json`` of deepseek-ai/DeepSeek-V3); rope dim 64,
+#: rope_theta 10000.
 V3_ROPE_SCALING: dict = {"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096,
                          "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0}
 
@@ -290,7 +291,8 @@ def convention_scores(q: torch.Tensor, k: torch.Tensor, q_pos, k_pos, inv_freq: 
     * ``"interleaved"`` -- rotate pairs (x_{2i}, x_{2i+1}) (official code);
     * ``"half_permuted"`` -- permute channels to [evens | odds] first, then rotate (x_i, x_{i+d/2})
       (what transformers' interleave path amounts to; the same scores);
-    * ``"half_unpermuted"`` -- the SPEC §9 pitfall: rotate_half applied to interleaved weights. Pairs the
+    * ``"half_unpermuted"`` -- a mistake seen in public implementations: rotate_half applied to
+      interleaved weights. Pairs the
       wrong channels, so scores differ at every position except 0.
 
     Raises: ValueError for an unknown convention or mismatched shapes.
@@ -393,7 +395,7 @@ class ProbeResult:
 
 def position_zero_probe(positions, wrong_scaling: dict, dim: int = 64, base: float = 10000.0,
                         right_scaling: dict | None = None, qk_head_dim: int = 192, seed: int = 0) -> ProbeResult:
-    """Why a check at position 0 cannot catch a wrong YaRN frequency (SPEC §3, §9).
+    """Why a check at position 0 cannot catch a wrong YaRN frequency (YaRN paper §3.2; V3 report §4.3).
 
     At position 0 every rotation is the identity, so any frequency table -- right or wrong -- returns its
     input unchanged; a parity test that only feeds one token (or compares the first position) passes.

@@ -1,7 +1,9 @@
-"""Config: published parameter counts (SPEC §1), count_parameters vs the built model, config.json I/O, validation.
+"""Config: published parameter counts (V3 report; released HF config.json), count_parameters vs the built model,
+config.json I/O, validation.
 
 Oracles: the numbers published for DeepSeek-V3 (V3 report §4.2 / model card: 671B total, 37B activated,
-SPEC §1 exact values), re-derived here from a tensor-by-tensor inventory of the released checkpoint's
+exact values that follow from the released config.json), re-derived here from a tensor-by-tensor inventory of the
+released checkpoint's
 shapes (written independently of ``count_parameters``); ``sum(numel)`` of the built tiny model; and
 transformers' own ``DeepseekV3Config`` for the config.json dialect it writes.
 """
@@ -19,7 +21,8 @@ from dsv3_lessons.model import DeepSeekV3
 
 # ------------------------------------------------------------------------------------------ 671B
 def released_layer_shapes(moe: bool) -> dict[str, tuple[int, ...]]:
-    """Shapes of one layer's tensors in the released checkpoint (names after ``model.layers.{i}.``), SPEC §1."""
+    """Shapes of one layer's tensors in the released checkpoint (names after ``model.layers.{i}.``), sizes from the
+    released config.json."""
     d, h, dq, dc, dn, dr, dv = 7168, 128, 1536, 512, 128, 64, 128
     shapes = {
         "input_layernorm.weight": (d,),
@@ -54,7 +57,7 @@ def test_671b_counts_match_published_numbers():
     dense, moe = numel(released_layer_shapes(False)), numel(released_layer_shapes(True))
     emb = head = 129280 * 7168
     total = 3 * dense + 58 * moe + emb + head + 7168          # + model.norm
-    assert total == 671_026_419_200                          # SPEC §1, published
+    assert total == 671_026_419_200                          # V3 report: 671B total
     assert c.total == total
     attn = numel({k: v for k, v in released_layer_shapes(False).items() if k.startswith("self_attn.")})
     assert attn == 187_107_328 and c.attention_per_layer == attn

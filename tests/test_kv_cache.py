@@ -1,6 +1,7 @@
 """KV-cache arithmetic (dsv3_lessons.kv_cache) against published numbers and independent configs.
 
-Oracles: the published per-token table (SPEC §8, KB = 1000 B), the 2.25-group statement of the
+Oracles: the published per-token table ("Insights into DeepSeek-V3",
+arXiv 2505.09343; KB = 1000 B), the 2.25-group statement of the
 DeepSeek-V2 report (Table 1), transformers' default configs (LlamaConfig() is LLaMA-2-7B,
 FalconConfig() is Falcon-7B, DeepseekV3Config() is DeepSeek-V3), our 671B preset, the MLA module's
 own LatentCache, and closed-form properties (linearity, floor).
@@ -23,13 +24,13 @@ CONFIGS = load_model_configs()
 
 
 def test_published_table_bf16_exact():
-    # SPEC §8: DeepSeek-V3 70.272 · Qwen-2.5-72B 327.680 · LLaMA-3.1-405B 516.096 KB per token (BF16)
+    # arXiv 2505.09343: DeepSeek-V3 70.272 · Qwen-2.5-72B 327.680 · LLaMA-3.1-405B 516.096 KB per token (BF16)
     assert bytes_per_token("DeepSeek-V3", "bf16") == 70_272
     assert bytes_per_token("Qwen-2.5-72B", "bf16") == 327_680
     assert bytes_per_token("LLaMA-3.1-405B", "bf16") == 516_096
     assert [f"{bytes_per_token(m) / KB:.3f}" for m in ("DeepSeek-V3", "Qwen2.5-72B", "LLaMA-3.1-405B")] == \
         ["70.272", "327.680", "516.096"]
-    # SPEC §1: 61·(512+64) elements
+    # released config.json: 61·(512+64) elements
     assert elements_per_token("DeepSeek-V3") == 61 * (512 + 64)
 
 
@@ -42,7 +43,7 @@ def test_required_models_present_with_sources():
 
 
 def test_configs_match_spec_section_8_facts():
-    facts = {  # (layers, kv heads, head dim) for GQA; (layers, d_c, d_h^R) for MLA -- SPEC §8 / §1
+    facts = {  # (layers, kv heads, head dim) for GQA; (layers, d_c, d_h^R) for MLA -- published configs
         "Qwen2.5-72B": (80, 8, 128), "LLaMA-3.1-405B": (126, 8, 128), "LLaMA-3.1-70B": (80, 8, 128),
     }
     for name, (layers, n_kv, d_h) in facts.items():
@@ -103,7 +104,7 @@ def test_ratios_and_naive_mla():
     assert cache_ratio("DeepSeek-V3") == 1.0
     assert cache_ratio("Qwen2.5-72B", "LLaMA-3.1-405B") == 327_680 / 516_096
     naive = naive_mla_elements_per_token_per_layer("DeepSeek-V3")
-    assert naive == 128 * (128 + 64 + 128) == 40_960  # SPEC §2
+    assert naive == 128 * (128 + 64 + 128) == 40_960  # V3 report §2.1.1 widths
     assert naive / elements_per_token("DeepSeek-V3", per_layer=True) > 71
     with pytest.raises(ValueError, match="not an MLA spec"):
         naive_mla_elements_per_token_per_layer("LLaMA-2-7B")
@@ -165,6 +166,9 @@ def test_report_numbers():
     assert v3.ratio_to_mla == 1.0 and v3.bytes_per_token == 35_136 and v3.fits_budget
     text = format_report(kv_cache_report("deepseek-v3", 1024))
     assert "70.272 KB in BF16" in text and "2.25 groups" in text
+    # (256 + 32) / 256 = 1.125 exactly: the readout must not round it to 1.12
+    what_if = format_report(kv_cache_report("Qwen2.5-72B", 32768, kv_lora_rank=256, rope_dim=32))
+    assert "GQA with 1.125 groups" in what_if
 
 
 def test_lookup_is_lenient_but_unknown_names_fail():

@@ -3,9 +3,10 @@
 Oracle: transformers' ``DeepseekV3Attention`` (transformers/models/deepseek_v3/modeling_deepseek_v3.py)
 holding a *copy* of our weights, with YaRN configured (tiny config: factor 4 over 64 positions) and
 inputs at positions >= 1 (position 0 cannot reveal a wrong rotation or scale). Closed-form values come
-from SPEC §2–3 (V3 report §2.1.1, §4.3).
+from the V3 report (§2.1.1, §4.3), the YaRN paper and the released config.
 
-Each SPEC §9 attention pitfall has a test that checks the right behaviour AND a mutation that shows the
+Each attention mistake seen in public implementations has a test that checks the right behaviour AND a mutation
+that shows the
 check would fail if the pitfall were present (so no test here passes vacuously).
 """
 from __future__ import annotations
@@ -126,13 +127,13 @@ def test_prefill_then_decode_equals_full_forward(layer, impl):
     assert max_diff(torch.cat(parts, 1), full) <= TOL32
 
 
-# ---------------------------------------------------------------------------------------------- SPEC §9 pitfalls
+# ------------------------------------------------------------------- mistakes seen in public implementations
 def test_softmax_scale_is_192_and_mscale_squared():
     from dsv3_lessons.rope import softmax_scale
 
     cfg = deepseek_v3_671b()
     mscale = 0.1 * 1.0 * math.log(40) + 1.0
-    assert abs(mscale - 1.3688879) < 1e-7  # SPEC §3
+    assert abs(mscale - 1.3688879) < 1e-7  # YaRN §3.4: 0.1·ln 40 + 1
     assert abs(softmax_scale(cfg.qk_head_dim, cfg.rope_scaling) - 192 ** -0.5 * mscale ** 2) < 1e-12
     assert abs(softmax_scale(cfg.qk_head_dim, cfg.rope_scaling) - 0.1352338) < 1e-7
 
@@ -145,7 +146,8 @@ def test_layer_scale_matches_oracle(layer, oracle):
 
 @pytest.mark.parametrize("wrong", ["hidden_over_heads", "latent_576_analogue", "missing_mscale2", "mscale_once"])
 def test_wrong_softmax_scale_is_caught_by_oracle(wrong):
-    """Mutations of the scale (SPEC §9: from hidden/heads, from 576, missing mscale²) break parity."""
+    """Mutations of the scale (mistakes seen in public implementations: from hidden/heads, from 576, missing
+    mscale²) break parity."""
     mla = sharp_mla()
     oracle = build_hf_attention(mla)
     cfg = mla.cfg

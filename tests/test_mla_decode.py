@@ -1,8 +1,8 @@
 """Tests of dsv3_lessons.mla_decode (the four decode variants, cache bytes, closed-form FLOPs).
 
 Oracles: absorbed/naive MLA and transformers' ``DeepseekV3Attention`` for the outputs; the cache
-tensors themselves for byte counts, compared with the closed forms of SPEC §2 (576 and 40,960 elements
-per token per layer at V3 sizes; 70,272 BF16 bytes per token over 61 layers, SPEC §1); torch's
+tensors themselves for byte counts, compared with the closed forms of V3 report §2.1.1 (576 and 40,960 elements
+per token per layer at V3 sizes; 70,272 BF16 bytes per token over 61 layers, arXiv 2505.09343); torch's
 ``FlopCounterMode`` (counts every matmul actually executed) for :func:`decode_flops`.
 No timing is asserted here -- ratios are measured in ``bench/mla_decode.py``.
 """
@@ -76,7 +76,7 @@ def test_v3_cache_elements_from_real_caches():
     assert ph.nbytes_used // t == 40_960 * 2 == cache_elements_per_token(cfg, "per_head") * 2
     assert (lat.kv.numel() + lat.k_pe.numel()) // t == 576
     assert (ph.k.numel() + ph.v.numel()) // t == 40_960
-    assert cfg.num_hidden_layers * lat.nbytes_used // t == 70_272  # SPEC §1: BF16, all 61 layers
+    assert cfg.num_hidden_layers * lat.nbytes_used // t == 70_272  # arXiv 2505.09343: BF16, all 61 layers
     assert round(40_960 / 576, 2) == 71.11
 
 
@@ -102,7 +102,7 @@ def test_v3_flop_ratio_about_90_at_4k():
     assert absorb["attention"] == 2 * 128 * 4097 * (512 + 64 + 512)
     assert 88 < flop_ratio(cfg, 4096, "transformers") < 94
     assert flop_ratio(cfg, 4096, "transformers") == flop_ratio(cfg, 4096, "naive")
-    assert decode_weight_bytes(cfg) == 187_107_328 * 4  # SPEC §1 attention parameters per layer
+    assert decode_weight_bytes(cfg) == 187_107_328 * 4  # attention parameters per layer, released config
 
 
 def test_per_head_prefill_decode_equals_full_forward():

@@ -136,7 +136,7 @@ def test_v3_shapes_on_meta_device():
     assert m.shapes()["W_KR"] == (64, 7168)
     st = mla_step_by_step(m, torch.empty(1, 3, 7168, device="meta"))
     assert st["k"].shape == (1, 3, 128, 192) and st["k^R"].shape == (1, 3, 64)
-    assert math.isclose(m.softmax_scale, 0.1352338, rel_tol=1e-6)  # SPEC §3
+    assert math.isclose(m.softmax_scale, 0.1352338, rel_tol=1e-6)  # 192^-0.5·mscale² (YaRN, V3 report §4.3)
 
 
 def test_bad_inputs_raise():
@@ -155,7 +155,7 @@ def test_bad_inputs_raise():
 # ---------------------------------------------------------------------------------- closed forms
 def test_params_match_count_parameters_and_published_v3():
     v3 = deepseek_v3_671b()
-    assert mla_cost(v3).params_per_layer == count_parameters(v3).attention_per_layer == 187_107_328  # SPEC §1
+    assert mla_cost(v3).params_per_layer == count_parameters(v3).attention_per_layer == 187_107_328  # released config
     for cfg in (tiny(), tiny(q_lora_rank=None), CONFIGS["tiny_2heads_no_yarn"]):
         mla = MultiHeadLatentAttention(cfg)
         assert mla_cost(cfg).params_per_layer == sum(p.numel() for p in mla.parameters())
@@ -165,8 +165,8 @@ def test_params_match_count_parameters_and_published_v3():
 def test_cache_bytes_v3_and_mha():
     c = mla_cost()
     assert c.cache_elements_per_token_per_layer == 576
-    assert c.cache_bytes_per_token == 70_272  # SPEC §1 / §8: 61 · 576 · 2 B
-    assert mha_cost().cache_elements_per_token_per_layer == 40_960  # SPEC §2: 128 · (192 + 128)
+    assert c.cache_bytes_per_token == 70_272  # arXiv 2505.09343: 61 · 576 · 2 B
+    assert mha_cost().cache_elements_per_token_per_layer == 40_960  # V3 report §2.1.1: 128 · (192 + 128)
     assert round(mha_cost().cache_bytes_per_token / c.cache_bytes_per_token) == 71
     assert mla_cost(kv_lora_rank=256, bytes_per_element=1).cache_bytes_per_token == 61 * (256 + 64)
 

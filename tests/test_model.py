@@ -3,7 +3,8 @@
 Oracles: properties that hold for any causal LM (changing a later token never changes earlier logits;
 prefill + chunked decoding on the latent cache equals one full forward), hand-computed cross-entropies with the
 shifts written out (V3 §2.2 eqs. 21–25: depth k at position i predicts t_{i+k+1}), and the released weights'
-``eh_proj`` convention (embedding first, SPEC §6). Weights are perturbed to O(1) so that wrong wiring is visible.
+``eh_proj`` convention (embedding first: the order the released checkpoint's weights expect, the opposite of
+the order printed in V3 eq. 21). Weights are perturbed to O(1) so that wrong wiring is visible.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""DeepSeekMoE gate, layer and balancing (V3 §2.1.2 eqs. 12–20; LF paper Alg. 1, §4.1; SPEC §4, §5, §9).
+"""DeepSeekMoE gate, layer and balancing (V3 §2.1.2 eqs. 12–20; LF paper arXiv 2408.15664 Alg. 1, §4.1;
+official inference code ``Gate``).
 
 Oracles: transformers' ``DeepseekV3TopkRouter`` with the same weight and bias; hand-constructed routing cases
 whose answer is known in closed form (gate weight 0 makes every affinity exactly sigmoid(0) = 0.5, so the bias

@@ -1,8 +1,8 @@
 """dsv3_lessons.rope against independent oracles.
 
 Oracles: closed-form arithmetic in float64 (θ_i = base^(-2i/d), 2×2 rotation matrices, the rotated
-dot product (q0k0+q1k1)cos a + (q1k0−q0k1)sin a), SPEC §3's published V3 numbers (low/high = 10/23,
-mscale 1.3688879, softmax scale 0.1352338), and transformers' DeepseekV3 code
+dot product (q0k0+q1k1)cos a + (q1k0−q0k1)sin a), V3's numbers from the YaRN formulas (arXiv 2309.00071) and
+the released config (low/high = 10/23, mscale 1.3688879, softmax scale 0.1352338), and transformers' DeepseekV3 code
 (``apply_rotary_pos_emb_interleave``, ``apply_rotary_pos_emb``, ``ROPE_INIT_FUNCTIONS['yarn']``,
 ``DeepseekV3RotaryEmbedding``, ``DeepseekV3Attention.scaling``).
 """
@@ -128,7 +128,7 @@ def test_permutation_links_the_two_layouts():
 
 
 def test_rotate_half_on_interleaved_weights_is_wrong_except_at_position_0():
-    """SPEC §9 pitfall: without the permutation rotate_half pairs the wrong channels."""
+    """A mistake seen in public implementations: without the permutation rotate_half pairs the wrong channels."""
     d = 64
     q, k = torch.randn(1, d), torch.randn(1, d)
     f = rope_inv_freq(d)
@@ -165,23 +165,24 @@ def test_score_depends_only_on_relative_position(half, m, n, shift, yarn, seed):
 
 # ------------------------------------------------------------------ YaRN: published numbers
 def test_v3_yarn_range_is_10_23():
-    assert yarn_correction_range(64, 10000.0, 4096, 32, 1) == (10, 23)  # SPEC §3
+    assert yarn_correction_range(64, 10000.0, 4096, 32, 1) == (10, 23)  # YaRN §3.2 with V3's config
 
 
 def test_yarn_range_from_extended_length_is_not_v3():
-    """SPEC §9 pitfall: computing the range from 4096·40 instead of 4096 moves it."""
+    """A mistake seen in public implementations: computing the range from 4096·40 instead of 4096 moves it."""
     assert yarn_correction_range(64, 10000.0, 4096 * 40, 32, 1) != (10, 23)
 
 
 def test_v3_mscale_and_softmax_scale():
-    assert yarn_mscale(40, 1.0) == pytest.approx(1.3688879, abs=5e-8)          # SPEC §3
+    assert yarn_mscale(40, 1.0) == pytest.approx(1.3688879, abs=5e-8)          # YaRN §3.4: 0.1·ln 40 + 1
     assert yarn_mscale(40, 1.0) == pytest.approx(0.1 * math.log(40) + 1, rel=1e-15)
     assert yarn_mscale(1.0) == 1.0 and yarn_mscale(0.5) == 1.0
     s = softmax_scale(192, V3)
-    assert s == pytest.approx(0.1352338, abs=5e-8)                              # SPEC §3
+    assert s == pytest.approx(0.1352338, abs=5e-8)                              # 192^-0.5·mscale² (official code)
     assert s == pytest.approx(192 ** -0.5 * 1.8738542, rel=1e-7)
     assert softmax_scale(192, None) == pytest.approx(192 ** -0.5, rel=1e-15)
-    # SPEC §9 pitfalls: not from hidden/heads, not from the 576-wide latent, mscale squared not single
+    # mistakes seen in public implementations: not from hidden/heads, not from the 576-wide latent,
+    # mscale squared not single
     assert abs(s - (7168 / 128) ** -0.5 * 1.8738542) > 1e-3
     assert abs(s - 576 ** -0.5 * 1.8738542) > 1e-3
     assert abs(s - 192 ** -0.5 * 1.3688879) > 1e-3

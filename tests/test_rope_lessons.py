@@ -2,8 +2,8 @@
 
 Oracles: explicit float64 rotation matrices and einsum re-computation of the scores from the weights
 ``fold_check`` used; the closed forms 2Σcos(Δθ_i) (all-ones vectors) and
-(q0k0+q1k1)cos a + (q1k0−q0k1)sin a; SPEC §2–3 numbers (576 cached elements, low/high 10/23, mscale,
-softmax scale); YaRN's definition of β as a number of full turns in the original window.
+(q0k0+q1k1)cos a + (q1k0−q0k1)sin a; V3 numbers from the released config and V3 report §2.1.1 / §4.3
+(576 cached elements, low/high 10/23, mscale, softmax scale); YaRN's definition of β as a number of full turns in the original window.
 """
 import math
 
@@ -70,7 +70,7 @@ def test_decoupled_rope_key_folds_again(v3_folds):
     assert r.fold_error <= 1e-5                        # fp32, V3 head geometry
     assert r.shift_error <= 1e-5
     cfg = deepseek_v3_671b()
-    assert r.cached_per_token == cfg.kv_lora_rank + cfg.qk_rope_head_dim == 576  # SPEC §2
+    assert r.cached_per_token == cfg.kv_lora_rank + cfg.qk_rope_head_dim == 576  # V3 report §2.1.1
 
 
 def test_rope_on_latents_folds_but_loses_relative_position(v3_folds):
@@ -177,7 +177,7 @@ def test_conventions_same_scores_with_permutation_pitfall_without():
 # ------------------------------------------------------------------ YaRN table and position-0 probe
 def test_yarn_table_v3():
     t = yarn_table()
-    assert (t.low, t.high) == (10, 23)                                     # SPEC §3
+    assert (t.low, t.high) == (10, 23)                                     # YaRN §3.2 with V3's config
     assert t.mscale == pytest.approx(1.3688879, abs=5e-8)
     assert t.softmax_scale == pytest.approx(0.1352338, abs=5e-8)
     # β counts full turns in the ORIGINAL window: pair `low` still turns > β_fast times, `high` < β_slow

@@ -1,7 +1,7 @@
 """Chapter 00 helpers: the training-curve figure (plots.plot_training_history) and exercise 0.1's checker.
 
-Oracles: SPEC §1's published per-expert size (44,040,192) for the exercise; moving averages recomputed
-by hand for the figure's data.
+Oracles: the per-expert size that follows from the released config (44,040,192) for the exercise; moving averages
+recomputed by hand for the figure's data.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from dsv3_lessons.exercises import ExerciseError, check_moe_activated_params  # 
 from dsv3_lessons.plots import plot_training_history  # noqa: E402
 from dsv3_lessons.train import History  # noqa: E402
 
-EXPERT = 44_040_192                 # SPEC §1: one V3 expert, 3·7168·2048
+EXPERT = 44_040_192                 # one V3 expert from the released config.json: 3·7168·2048
 GATE = 256 * 7168 + 256             # centroids + biases
 
 

@@ -66,3 +66,9 @@ def test_plot_function_directly():
 def test_bad_start_values_raise(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         mla_rank_widget(**kwargs)
+
+
+def test_sliders_recompute_on_release_only():
+    # one update draws a 3-panel figure; recomputing on every drag tick would lag behind the mouse
+    w = mla_rank_widget()
+    assert all(s.continuous_update is False for s in (w.q_lora_rank, w.kv_lora_rank, w.num_attention_heads))

@@ -81,3 +81,46 @@ def test_frequency_index_picks_the_pair(w):
     assert w.last_result.theta_yarn == pytest.approx(10000.0 ** (-62 / 64) / 40, rel=1e-5)
     highlight = [ln for ln in w.last_figure.axes[2].get_lines() if ln.get_label() == "pair 31"]
     assert len(highlight) == 1
+
+
+def test_summary_image_and_no_stdout(w, capsys):
+    w.freq_index.value = 20
+    assert w.summary is w.readout and "θ_20" in w.summary.value and "mscale = 1.3689" in w.summary.value
+    assert w.image.value[:8] == b"\x89PNG\r\n\x1a\n"       # the figure travels as PNG bytes
+    assert w.last_error is None
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""                  # no Figure(...) repr, no ANSI text
+
+
+def test_error_is_shown_in_red_and_raised(w):
+    good = w.last_result
+    w.yarn_factor.min = 0.5                                 # let the slider reach a factor the maths rejects
+    with pytest.raises(ValueError, match="yarn_factor must be >= 1"):
+        w.yarn_factor.value = 0.5
+    assert "color:#b00" in w.summary.value and "yarn_factor must be &gt;= 1" in w.summary.value
+    assert isinstance(w.last_error, ValueError) and w.last_result is good   # nothing half-updated
+    w.yarn_factor.value = 2.0                               # a valid value clears the error
+    assert w.last_error is None and "color:#b00" not in w.summary.value
+    assert w.last_result.theta_yarn == pytest.approx(theta(16, 2.0), rel=1e-5)
+
+
+def test_geometry_error_is_raised_not_swallowed(w):
+    w.max_distance = 0
+    with pytest.raises(ValueError, match="max_distance must be >= 1"):
+        w.query_pos.value = 50
+    assert "max_distance" in w.summary.value and w.last_error is not None
+
+
+def test_bad_start_values_are_refused():
+    with pytest.raises(ValueError, match=r"query_pos must be an integer in \[0, 8192\]"):
+        rope_widget(query_pos=9000)                          # a slider would clamp it to 8192 silently
+    with pytest.raises(ValueError, match=r"freq_index must be an integer in \[0, 31\]"):
+        rope_widget(freq_index=32)
+    with pytest.raises(ValueError, match="yarn_factor must be a whole number"):
+        rope_widget(yarn_factor=0.5)
+    with pytest.raises(ValueError, match="dim must be a positive even integer"):
+        rope_widget(dim=63)
+
+
+def test_sliders_recompute_on_release_only(w):
+    assert all(s.continuous_update is False for s in (w.query_pos, w.key_pos, w.freq_index, w.yarn_factor))

@@ -35,7 +35,7 @@ class MLARankWidget(ReportWidget):
     (IntSlider 32..2048, step 32), ``num_attention_heads`` (IntSlider 8..256, step 8). Outputs:
     ``readout`` (HTML table), ``image`` (PNG), ``figure`` (latest Figure, closed), ``last_result``
     (latest :class:`~dsv3_lessons.mla_steps.MLARankReport`). Every ``.value`` change recomputes
-    synchronously; an error is shown in red in the readout and re-raised (never swallowed).
+    synchronously (sliders use ``continuous_update=False``: on release, not while dragging); an error is shown in red in the readout and re-raised (never swallowed).
     """
 
     def __init__(self, q_lora_rank: int = 1536, kv_lora_rank: int = 512, num_attention_heads: int = 128):
@@ -46,15 +46,15 @@ class MLARankWidget(ReportWidget):
             # a slider would silently clamp an out-of-range start value: refuse it instead
             if not (isinstance(value, int) and lo <= value <= hi and (value - lo) % step == 0):
                 raise ValueError(f"{name} must be an integer in [{lo}, {hi}] in steps of {step}, got {value!r}")
-        style = {"description_width": "170px"}
-        wide = widgets.Layout(width="520px")
-        self.q_lora_rank = widgets.IntSlider(value=q_lora_rank, **_slider("q_lora_rank"), style=style,
-                                             layout=wide, description="d_c' (q_lora_rank)")
-        self.kv_lora_rank = widgets.IntSlider(value=kv_lora_rank, **_slider("kv_lora_rank"), style=style,
-                                              layout=wide, description="d_c (kv_lora_rank)")
+        # recompute on release, not on every drag tick (one update draws a figure: ~0.5 s)
+        lazy = {"style": {"description_width": "170px"}, "layout": widgets.Layout(width="520px"),
+                "continuous_update": False}
+        self.q_lora_rank = widgets.IntSlider(value=q_lora_rank, **_slider("q_lora_rank"),
+                                             description="d_c' (q_lora_rank)", **lazy)
+        self.kv_lora_rank = widgets.IntSlider(value=kv_lora_rank, **_slider("kv_lora_rank"),
+                                              description="d_c (kv_lora_rank)", **lazy)
         self.num_attention_heads = widgets.IntSlider(value=num_attention_heads, **_slider("num_attention_heads"),
-                                                     style=style, layout=wide,
-                                                     description="n_h (num_attention_heads)")
+                                                     description="n_h (num_attention_heads)", **lazy)
         self._build([self.q_lora_rank, self.kv_lora_rank, self.num_attention_heads])
 
     def compute(self) -> MLARankReport:

@@ -3,69 +3,113 @@ stretch the slow frequencies.
 
 The computation is :func:`dsv3_lessons.rope_lessons.rope_explorer` (pure; notebook 03 calls it directly
 once) and the figure is :func:`dsv3_lessons.plots.plot_rope_explorer`; this module only wires sliders to
-them. Tests drive it headless: set a control's ``.value`` and read ``last_result`` / ``last_figure``.
+them through :class:`~dsv3_lessons.widgets.base.ReportWidget`. The figure is rendered to PNG bytes in an
+``ipywidgets.Image`` (the same in JupyterLab and headless, nothing printed to stdout), and a
+``ValueError`` from the computation is shown in red in the summary *and* re-raised, never swallowed.
+
+Driving it headless (what ``tests/test_widget_rope.py`` does)::
+
+    w = rope_widget()
+    w.query_pos.value = 300
+    w.last_result.angle_between      # (300 − 4)·θ_16 under YaRN, wrapped to (−π, π]
 """
 from __future__ import annotations
 
 import ipywidgets as widgets
-import matplotlib.pyplot as plt
-from IPython.display import display
 
 from ..plots import plot_rope_explorer
-from ..rope_lessons import rope_explorer
+from ..rope_lessons import ExplorerResult, rope_explorer
+from .base import ReportWidget
 
-__all__ = ["rope_widget"]
+__all__ = ["RopeWidget", "rope_widget"]
+
+#: YaRN factor slider range (s = 1 is plain RoPE; V3 uses 40).
+_FACTOR_RANGE = (1.0, 64.0)
+
+
+class RopeWidget(ReportWidget):
+    """The RoPE explorer. Controls are attributes so code and tests can drive them: ``query_pos`` and
+    ``key_pos`` (IntSliders, 0..max_pos, tokens), ``freq_index`` (IntSlider, pair 0..dim/2 − 1),
+    ``yarn_factor`` (FloatSlider 1..64 in steps of 1, YaRN's s; 1 = plain RoPE, V3 = 40).
+
+    Outputs: ``summary`` (HTML with the numbers; the base class's ``readout``), ``image`` (PNG of the
+    figure), ``last_figure`` (the latest matplotlib Figure: rendered to PNG for ``image``, then closed so
+    pyplot never displays it a second time), ``last_result`` (the latest
+    :class:`~dsv3_lessons.rope_lessons.ExplorerResult`), ``last_error`` (the latest ValueError, or None)
+    and ``update()`` (recompute now). The geometry (``dim``, ``base``, ``original_len``,
+    ``max_distance``) is kept as plain attributes.
+
+    Every ``.value`` change recomputes synchronously and with ``continuous_update=False`` (on release,
+    not on every drag tick). A ValueError from :func:`~dsv3_lessons.rope_lessons.rope_explorer` is shown
+    in red in ``summary`` and re-raised.
+    """
+
+    def __init__(self, query_pos: int = 12, key_pos: int = 4, freq_index: int = 16, yarn_factor: float = 40.0,
+                 *, max_pos: int = 8192, dim: int = 64, base: float = 10000.0, original_len: int = 4096,
+                 max_distance: int = 8192):
+        if not (isinstance(max_pos, int) and max_pos >= 1):
+            raise ValueError(f"max_pos must be a positive integer, got {max_pos!r}")
+        if not (isinstance(dim, int) and dim >= 2 and dim % 2 == 0):
+            raise ValueError(f"dim must be a positive even integer, got {dim!r}")
+        # a slider would silently clamp an out-of-range start value: refuse it instead
+        for name, value, hi in (("query_pos", query_pos, max_pos), ("key_pos", key_pos, max_pos),
+                                ("freq_index", freq_index, dim // 2 - 1)):
+            if not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= hi):
+                raise ValueError(f"{name} must be an integer in [0, {hi}], got {value!r}")
+        lo, hi = _FACTOR_RANGE
+        if not (isinstance(yarn_factor, (int, float)) and not isinstance(yarn_factor, bool)
+                and lo <= yarn_factor <= hi and float(yarn_factor).is_integer()):
+            raise ValueError(f"yarn_factor must be a whole number in [{lo:g}, {hi:g}] (the slider's steps), "
+                             f"got {yarn_factor!r}")
+        self.dim, self.base, self.original_len, self.max_distance = dim, base, original_len, max_distance
+        style = {"description_width": "110px"}
+        lazy = {"style": style, "layout": widgets.Layout(width="360px"), "continuous_update": False}
+        self.query_pos = widgets.IntSlider(value=query_pos, min=0, max=max_pos, description="query pos m", **lazy)
+        self.key_pos = widgets.IntSlider(value=key_pos, min=0, max=max_pos, description="key pos n", **lazy)
+        self.freq_index = widgets.IntSlider(value=freq_index, min=0, max=dim // 2 - 1, description="pair index i",
+                                            **lazy)
+        self.yarn_factor = widgets.FloatSlider(value=float(yarn_factor), min=lo, max=hi, step=1.0,
+                                               description="YaRN factor s", readout_format=".0f", **lazy)
+        controls = [self.query_pos, self.key_pos, self.freq_index, self.yarn_factor]
+        grid = widgets.HBox([widgets.VBox([self.query_pos, self.key_pos]),
+                             widgets.VBox([self.freq_index, self.yarn_factor])])
+        self._build(controls, layout=[grid])
+        self.summary = self.readout
+
+    @property
+    def last_figure(self):
+        """The latest matplotlib Figure (closed; what ``image`` shows as PNG), or None before the first draw."""
+        return self.figure
+
+    def compute(self) -> ExplorerResult:
+        """The explorer's numbers for the current control values (no drawing)."""
+        return rope_explorer(self.query_pos.value, self.key_pos.value, self.freq_index.value,
+                             float(self.yarn_factor.value), dim=self.dim, base=self.base,
+                             original_len=self.original_len, max_distance=self.max_distance)
+
+    def draw(self, report: ExplorerResult):
+        return plot_rope_explorer(report)
+
+    def describe(self, report: ExplorerResult) -> str:
+        r = report
+        return (f"m − n = {r.query_pos - r.key_pos}; θ_{r.freq_index}: {r.theta_rope:.4g} → {r.theta_yarn:.4g} "
+                f"rad/token (YaRN s = {r.yarn_factor:g})\n"
+                f"score RoPE(q,m)·RoPE(k,n) = {r.score:.4f}; same pair moved to distance m − n: "
+                f"{r.score_shifted:.4f}\n"
+                f"YaRN ramp low = {r.low}, high = {r.high} (from the original {r.original_len} tokens); "
+                f"mscale = {r.mscale:.4f}")
 
 
 def rope_widget(query_pos: int = 12, key_pos: int = 4, freq_index: int = 16, yarn_factor: float = 40.0, *,
                 max_pos: int = 8192, dim: int = 64, base: float = 10000.0, original_len: int = 4096,
-                max_distance: int = 8192) -> widgets.VBox:
-    """Build the RoPE explorer.
+                max_distance: int = 8192) -> RopeWidget:
+    """Build the RoPE explorer (see :class:`RopeWidget`).
 
-    Controls (also attributes of the returned box): ``query_pos`` and ``key_pos`` (IntSliders,
-    0..max_pos, tokens), ``freq_index`` (IntSlider, pair 0..dim/2-1), ``yarn_factor`` (FloatSlider 1..64,
-    YaRN's s; 1 = plain RoPE, V3 = 40). Other attributes: ``output`` (the Output widget holding the
-    figure), ``summary`` (an HTML line with the numbers), ``last_result`` (the latest
-    :class:`~dsv3_lessons.rope_lessons.ExplorerResult`), ``last_figure`` (the latest ``Figure``, closed
-    after display) and ``update()`` (recompute now).
+    Args: the starting positions m, n (tokens, 0..max_pos), the pair index (0..dim/2 − 1), the YaRN factor
+    (a whole number in 1..64), and the rope geometry (V3 defaults: dim 64, base 10000, original window 4096).
 
-    Raises: ValueError (from :func:`~dsv3_lessons.rope_lessons.rope_explorer`) for out-of-range initial values.
+    Raises: ValueError for a starting value outside its slider's range (a slider would clamp it silently),
+    and any ValueError :func:`~dsv3_lessons.rope_lessons.rope_explorer` raises for the geometry.
     """
-    style = {"description_width": "110px"}
-    layout = widgets.Layout(width="360px")
-    c_q = widgets.IntSlider(value=query_pos, min=0, max=max_pos, description="query pos m", style=style,
-                            layout=layout, continuous_update=False)
-    c_k = widgets.IntSlider(value=key_pos, min=0, max=max_pos, description="key pos n", style=style,
-                            layout=layout, continuous_update=False)
-    c_i = widgets.IntSlider(value=freq_index, min=0, max=dim // 2 - 1, description="pair index i", style=style,
-                            layout=layout, continuous_update=False)
-    c_s = widgets.FloatSlider(value=yarn_factor, min=1.0, max=64.0, step=1.0, description="YaRN factor s",
-                              style=style, layout=layout, continuous_update=False, readout_format=".0f")
-    out = widgets.Output()
-    summary = widgets.HTML()
-    box = widgets.VBox([widgets.HBox([widgets.VBox([c_q, c_k]), widgets.VBox([c_i, c_s])]), summary, out])
-    box.query_pos, box.key_pos, box.freq_index, box.yarn_factor = c_q, c_k, c_i, c_s
-    box.output, box.summary = out, summary
-    box.last_result = None
-    box.last_figure = None
-
-    def update(change=None):
-        res = rope_explorer(c_q.value, c_k.value, c_i.value, float(c_s.value), dim=dim, base=base,
-                            original_len=original_len, max_distance=max_distance)
-        fig = plot_rope_explorer(res)
-        plt.close(fig)  # keep pyplot from showing it a second time; the Output widget holds it
-        box.last_result, box.last_figure = res, fig
-        summary.value = (f"m − n = {res.query_pos - res.key_pos}; θ_{res.freq_index}: {res.theta_rope:.4g} → "
-                         f"{res.theta_yarn:.4g} rad/token (YaRN); score RoPE(q,m)·RoPE(k,n) = {res.score:.4f}, "
-                         f"same pair moved to distance m − n: {res.score_shifted:.4f}; "
-                         f"ramp low = {res.low}, high = {res.high}; mscale = {res.mscale:.4f}")
-        with out:
-            out.clear_output(wait=True)
-            display(fig)
-        return res
-
-    for control in (c_q, c_k, c_i, c_s):
-        control.observe(update, names="value")
-    box.update = update
-    update()
-    return box
+    return RopeWidget(query_pos, key_pos, freq_index, yarn_factor, max_pos=max_pos, dim=dim, base=base,
+                      original_len=original_len, max_distance=max_distance)
