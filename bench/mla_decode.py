@@ -2,7 +2,7 @@
 
 One attention layer with V3's real sizes (d = 7168, n_h = 128, d_c' = 1536, d_c = 512, d_h = 128,
 d_h^R = 64, d_v = 128, YaRN s = 40), float32 on the CPU, batch 1, one thread by default (``--threads``).
-For every context length T the four variants of :mod:`dsv3_lessons.mla_decode` get the same weights
+For every context length T the four variants of :mod:`dsv3_lessons.course.mla_decode` get the same weights
 and equivalent caches (the same latent c^KV / k^R of a random hidden context); their outputs are
 checked to agree, then one decode step of each is timed round-robin (median of ``--repeats``), in the
 same process, so the printed numbers are ratios measured side by side:
@@ -34,7 +34,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from dsv3_lessons.mla_decode import (VARIANTS, build_hf_attention, build_mla, cache_elements_per_token,
+from dsv3_lessons.course.mla_decode import (VARIANTS, build_hf_attention, build_mla, cache_elements_per_token,
                                      context_latents, decode_bytes_read, decode_flops, decode_weight_bytes, expand_latent,
                                      flop_ratio, make_variants, time_variants, v3_attention_config)
 
@@ -47,7 +47,7 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=1, help="untimed decode steps per variant and context")
     p.add_argument("--threads", type=int, default=1,
                    help="torch.set_num_threads (1: on a shared machine, 2 threads mostly measure the scheduler; "
-                        "see dsv3_lessons.mla_decode)")
+                        "see dsv3_lessons.course.mla_decode)")
     p.add_argument("--heads", type=int, default=128, help="num_attention_heads (128 = V3)")
     p.add_argument("--hidden", type=int, default=7168, help="hidden_size (7168 = V3)")
     p.add_argument("--tolerance", type=float, default=1e-4,

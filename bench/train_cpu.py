@@ -26,9 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from dsv3_lessons import count_parameters, tiny  # noqa: E402
-from dsv3_lessons.data import TextData, load_corpus, unigram_entropy  # noqa: E402
-from dsv3_lessons.model import DeepSeekV3  # noqa: E402
-from dsv3_lessons.train import TrainConfig, evaluate, train  # noqa: E402
+from dsv3_lessons.tools.data import TextData, load_corpus, unigram_entropy  # noqa: E402
+from dsv3_lessons.model.deepseek_v3 import DeepSeekV3  # noqa: E402
+from dsv3_lessons.tools.train import TrainConfig, evaluate, train  # noqa: E402
 
 #: name -> builder(vocab_size) of the models to compare.
 MODELS: dict[str, Callable[[int], torch.nn.Module]] = {

@@ -6,7 +6,7 @@ Usage::
     python data/prepare.py --force    # redo it even if the cache is valid
     DSV3_CORPUS=/path/to/file.txt python data/prepare.py   # check a local UTF-8 text instead
 
-All logic lives in :mod:`dsv3_lessons.data`; this is a thin command-line front end. Exit status 1 with a
+All logic lives in :mod:`dsv3_lessons.tools.data`; this is a thin command-line front end. Exit status 1 with a
 message on stderr when the corpus cannot be obtained.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from dsv3_lessons import data  # noqa: E402
+from dsv3_lessons.tools import data  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

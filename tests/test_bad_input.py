@@ -14,10 +14,10 @@ import torch
 from safetensors.torch import save_file
 
 from dsv3_lessons import count_parameters, tiny
-from dsv3_lessons.config import ConfigError
-from dsv3_lessons.generate import generate
-from dsv3_lessons.hf_compat import CheckpointError, export_hf, import_hf
-from dsv3_lessons.model import DeepSeekV3
+from dsv3_lessons.model.config import ConfigError
+from dsv3_lessons.tools.generate import generate
+from dsv3_lessons.tools.hf_compat import CheckpointError, export_hf, import_hf
+from dsv3_lessons.model.deepseek_v3 import DeepSeekV3
 
 
 # ------------------------------------------------------------------ config

@@ -15,8 +15,8 @@ import math
 import pytest
 import torch
 
-from dsv3_lessons.config import ConfigError, DeepseekV3Config, count_parameters, deepseek_v3_671b, tiny
-from dsv3_lessons.model import DeepSeekV3
+from dsv3_lessons.model.config import ConfigError, DeepseekV3Config, count_parameters, deepseek_v3_671b, tiny
+from dsv3_lessons.model.deepseek_v3 import DeepSeekV3
 
 
 # ------------------------------------------------------------------------------------------ 671B

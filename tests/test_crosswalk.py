@@ -1,4 +1,4 @@
-"""The paper ↔ code ↔ checkpoint ↔ official crosswalk (dsv3_lessons.crosswalk) checked against three oracles:
+"""The paper ↔ code ↔ checkpoint ↔ official crosswalk (dsv3_lessons.course.crosswalk) checked against three oracles:
 
 * our model's state dict (every "our attribute" exists);
 * transformers' ``DeepseekV3ForCausalLM`` state dict and its checkpoint conversion mapping (every
@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from dsv3_lessons import tiny
-from dsv3_lessons.config import OFFICIAL_NAMES
-from dsv3_lessons.crosswalk import CONFIG_CROSSWALK, CROSSWALK, crosswalk_html, crosswalk_markdown
-from dsv3_lessons.model import DeepSeekV3
+from dsv3_lessons.model.config import OFFICIAL_NAMES
+from dsv3_lessons.course.crosswalk import CONFIG_CROSSWALK, CROSSWALK, crosswalk_html, crosswalk_markdown
+from dsv3_lessons.model.deepseek_v3 import DeepSeekV3
 
 # convert.py's leaf table (HF module name -> official module name)
 OFFICIAL_LEAF = {"embed_tokens": "embed", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",

@@ -1,4 +1,4 @@
-"""Corpus download/verification, tokenizer, boundary-respecting batches, unigram entropy (dsv3_lessons.data).
+"""Corpus download/verification, tokenizer, boundary-respecting batches, unigram entropy (dsv3_lessons.tools.data).
 
 Oracles: published SHA-256 test vectors, archives we build ourselves (so the expected members are known),
 closed-form entropies, and synthetic documents whose token values reveal where a window came from.
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dsv3_lessons import data as D
+from dsv3_lessons.tools import data as D
 
 
 # ------------------------------------------------------------------------------------------ helpers

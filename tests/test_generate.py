@@ -1,4 +1,4 @@
-"""Decoding on the latent cache (dsv3_lessons.generate).
+"""Decoding on the latent cache (dsv3_lessons.tools.generate).
 
 Oracles: the no-cache reference decoder (full forward at every step) and a single teacher-forced
 forward over the finished sequence, whose logits at positions T−1 … must equal the logits each
@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from dsv3_lessons import tiny
-from dsv3_lessons.data import CharTokenizer
-from dsv3_lessons.generate import generate, generate_no_cache, generate_text, sample_next
-from dsv3_lessons.model import DeepSeekV3
+from dsv3_lessons.tools.data import CharTokenizer
+from dsv3_lessons.tools.generate import generate, generate_no_cache, generate_text, sample_next
+from dsv3_lessons.model.deepseek_v3 import DeepSeekV3
 
 V = 20
 

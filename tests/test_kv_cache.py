@@ -1,4 +1,4 @@
-"""KV-cache arithmetic (dsv3_lessons.kv_cache) against published numbers and independent configs.
+"""KV-cache arithmetic (dsv3_lessons.course.kv_cache) against published numbers and independent configs.
 
 Oracles: the published per-token table ("Insights into DeepSeek-V3",
 arXiv 2505.09343; KB = 1000 B), the 2.25-group statement of the
@@ -14,8 +14,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsv3_lessons import kv_cache as kc
-from dsv3_lessons.kv_cache import (GB, KB, AttentionSpec, bytes_per_token, cache_bytes, cache_ratio,
+from dsv3_lessons.course import kv_cache as kc
+from dsv3_lessons.course.kv_cache import (GB, KB, AttentionSpec, bytes_per_token, cache_bytes, cache_ratio,
                                    dtype_bytes, elements_per_token, equivalent_gqa_groups, format_report,
                                    kv_cache_report, load_model_config, load_model_configs, max_context,
                                    mla_what_if, naive_mla_elements_per_token_per_layer)
@@ -57,7 +57,7 @@ def test_configs_match_spec_section_8_facts():
 def test_configs_match_transformers_defaults_and_our_preset():
     import transformers
 
-    from dsv3_lessons.config import deepseek_v3_671b
+    from dsv3_lessons.model.config import deepseek_v3_671b
 
     llama = transformers.LlamaConfig()  # defaults are LLaMA-2-7B
     s = CONFIGS["LLaMA-2-7B"]
@@ -112,7 +112,7 @@ def test_ratios_and_naive_mla():
 
 def test_mla_latent_cache_module_agrees():
     # the real MLA cache of one layer stores exactly d_c + d_h^R elements per token
-    from dsv3_lessons.mla import LatentCache
+    from dsv3_lessons.model.mla import LatentCache
 
     c = LatentCache(batch=1, max_len=4, kv_lora_rank=512, rope_dim=64, dtype=torch.bfloat16)
     c.append(torch.zeros(1, 3, 512), torch.zeros(1, 3, 64))

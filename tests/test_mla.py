@@ -1,4 +1,4 @@
-"""Tests of dsv3_lessons.mla against independent oracles.
+"""Tests of dsv3_lessons.model.mla against independent oracles.
 
 Oracle: transformers' ``DeepseekV3Attention`` (transformers/models/deepseek_v3/modeling_deepseek_v3.py)
 holding a *copy* of our weights, with YaRN configured (tiny config: factor 4 over 64 positions) and
@@ -16,11 +16,11 @@ import math
 import pytest
 import torch
 
-import dsv3_lessons.mla as mla_module
-from dsv3_lessons.config import deepseek_v3_671b, tiny
-from dsv3_lessons.mla import LatentCache, MultiHeadLatentAttention, causal_mask, split_kv_b
-from dsv3_lessons.mla_decode import build_hf_attention, build_mla, hf_attention_forward, v3_attention_config
-from dsv3_lessons.rope import apply_rope_interleaved, interleaved_to_half_permutation
+import dsv3_lessons.model.mla as mla_module
+from dsv3_lessons.model.config import deepseek_v3_671b, tiny
+from dsv3_lessons.model.mla import LatentCache, MultiHeadLatentAttention, causal_mask, split_kv_b
+from dsv3_lessons.course.mla_decode import build_hf_attention, build_mla, hf_attention_forward, v3_attention_config
+from dsv3_lessons.model.rope import apply_rope_interleaved, interleaved_to_half_permutation
 
 TOL32 = 1e-5
 
@@ -129,7 +129,7 @@ def test_prefill_then_decode_equals_full_forward(layer, impl):
 
 # ------------------------------------------------------------------- mistakes seen in public implementations
 def test_softmax_scale_is_192_and_mscale_squared():
-    from dsv3_lessons.rope import softmax_scale
+    from dsv3_lessons.model.rope import softmax_scale
 
     cfg = deepseek_v3_671b()
     mscale = 0.1 * 1.0 * math.log(40) + 1.0

@@ -1,4 +1,4 @@
-"""Tests of dsv3_lessons.mla_decode (the four decode variants, cache bytes, closed-form FLOPs).
+"""Tests of dsv3_lessons.course.mla_decode (the four decode variants, cache bytes, closed-form FLOPs).
 
 Oracles: absorbed/naive MLA and transformers' ``DeepseekV3Attention`` for the outputs; the cache
 tensors themselves for byte counts, compared with the closed forms of V3 report §2.1.1 (576 and 40,960 elements
@@ -14,9 +14,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from dsv3_lessons.config import deepseek_v3_671b, tiny
-from dsv3_lessons.mla import LatentCache
-from dsv3_lessons.mla_decode import (VARIANTS, PerHeadKVCache, build_mla, cache_elements_per_token,
+from dsv3_lessons.model.config import deepseek_v3_671b, tiny
+from dsv3_lessons.model.mla import LatentCache
+from dsv3_lessons.course.mla_decode import (VARIANTS, PerHeadKVCache, build_mla, cache_elements_per_token,
                                      context_latents, decode_flops, decode_weight_bytes, expand_latent,
                                      flop_ratio, make_variants, max_output_difference, per_head_forward,
                                      time_decode_step, time_variants, v3_attention_config)
@@ -177,7 +177,7 @@ def test_errors():
 
 
 def test_chapter04_exercise_checkers():
-    from dsv3_lessons.exercises import ExerciseError, check_absorb_flop_ratio, check_mla_cache_elements
+    from dsv3_lessons.course.exercises import ExerciseError, check_absorb_flop_ratio, check_mla_cache_elements
 
     # 16 heads, V3 widths: latent d_c + d_h^R; per head 16·(128+64+128)
     assert check_mla_cache_elements(512 + 64, 16 * (128 + 64 + 128))
@@ -198,7 +198,7 @@ def test_chapter04_exercise_checkers():
 
 
 def test_plot_decode_times():
-    from dsv3_lessons.plots import plot_decode_times
+    from dsv3_lessons.course.plots import plot_decode_times
 
     fig = plot_decode_times([1, 2], {"a": [1e-3, 2e-3]}, {"a": [10, 20]})
     assert len(fig.axes) == 2

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsv3_lessons.config import count_parameters, tiny
-from dsv3_lessons.model import DeepSeekV3
+from dsv3_lessons.model.config import count_parameters, tiny
+from dsv3_lessons.model.deepseek_v3 import DeepSeekV3
 
 V, D = 96, 64
 SETTINGS = settings(max_examples=25, deadline=None)

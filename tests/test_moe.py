@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsv3_lessons.config import tiny
-from dsv3_lessons.model import DeepSeekV3
-from dsv3_lessons.moe import DeepseekMoE, Gate, max_violation, sequence_balance_loss, update_bias
+from dsv3_lessons.model.config import tiny
+from dsv3_lessons.model.deepseek_v3 import DeepSeekV3
+from dsv3_lessons.model.moe import DeepseekMoE, Gate, max_violation, sequence_balance_loss, update_bias
 
 SETTINGS = settings(max_examples=25, deadline=None)
 # (n_routed_experts, n_group, topk_group, num_experts_per_tok)

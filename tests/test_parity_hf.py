@@ -21,11 +21,11 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 from transformers import DeepseekV3Config as HFConfig  # noqa: E402
 from transformers import DeepseekV3ForCausalLM  # noqa: E402
 
-from dsv3_lessons.config import ConfigError, tiny  # noqa: E402
-from dsv3_lessons.hf_compat import (CheckpointError, dequantize_block_fp8, export_hf, import_hf,  # noqa: E402
+from dsv3_lessons.model.config import ConfigError, tiny  # noqa: E402
+from dsv3_lessons.tools.hf_compat import (CheckpointError, dequantize_block_fp8, export_hf, import_hf,  # noqa: E402
                                     load_hf_tensors, to_hf_state_dict)
-from dsv3_lessons.model import DeepSeekV3  # noqa: E402
-from dsv3_lessons.rope import rope_inv_freq  # noqa: E402
+from dsv3_lessons.model.deepseek_v3 import DeepSeekV3  # noqa: E402
+from dsv3_lessons.model.rope import rope_inv_freq  # noqa: E402
 
 TOL = 1e-4  # max abs logit difference allowed in fp32
 V = 96

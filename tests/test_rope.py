@@ -1,4 +1,4 @@
-"""dsv3_lessons.rope against independent oracles.
+"""dsv3_lessons.model.rope against independent oracles.
 
 Oracles: closed-form arithmetic in float64 (θ_i = base^(-2i/d), 2×2 rotation matrices, the rotated
 dot product (q0k0+q1k1)cos a + (q1k0−q0k1)sin a), V3's numbers from the YaRN formulas (arXiv 2309.00071) and
@@ -16,7 +16,7 @@ from transformers import DeepseekV3Config as HFConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.models.deepseek_v3 import modeling_deepseek_v3 as hf
 
-from dsv3_lessons.rope import (RotaryEmbedding, apply_rope_half, apply_rope_interleaved,
+from dsv3_lessons.model.rope import (RotaryEmbedding, apply_rope_half, apply_rope_interleaved,
                                interleaved_to_half_permutation, rope_inv_freq, softmax_scale,
                                yarn_correction_range, yarn_inv_freq, yarn_mscale)
 

@@ -1,4 +1,4 @@
-"""Chapter 3 helpers (dsv3_lessons.rope_lessons), its exercises and plots, against independent oracles.
+"""Chapter 3 helpers (dsv3_lessons.course.rope_lessons), its exercises and plots, against independent oracles.
 
 Oracles: explicit float64 rotation matrices and einsum re-computation of the scores from the weights
 ``fold_check`` used; the closed forms 2Σcos(Δθ_i) (all-ones vectors) and
@@ -14,13 +14,13 @@ import torch
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from dsv3_lessons.config import deepseek_v3_671b  # noqa: E402
-from dsv3_lessons.exercises import (ExerciseError, check_fold_prediction, check_position_zero,  # noqa: E402
+from dsv3_lessons.model.config import deepseek_v3_671b  # noqa: E402
+from dsv3_lessons.course.exercises import (ExerciseError, check_fold_prediction, check_position_zero,  # noqa: E402
                                     check_yarn_range)
-from dsv3_lessons.plots import (plot_fold_errors, plot_rope_explorer, plot_score_vs_distance,  # noqa: E402
+from dsv3_lessons.course.plots import (plot_fold_errors, plot_rope_explorer, plot_score_vs_distance,  # noqa: E402
                                 plot_yarn_frequencies)
-from dsv3_lessons.rope import rope_inv_freq  # noqa: E402
-from dsv3_lessons.rope_lessons import (FOLD_CASES, V3_ROPE_SCALING, convention_scores, fold_check,  # noqa: E402
+from dsv3_lessons.model.rope import rope_inv_freq  # noqa: E402
+from dsv3_lessons.course.rope_lessons import (FOLD_CASES, V3_ROPE_SCALING, convention_scores, fold_check,  # noqa: E402
                                        pair_trajectory, position_zero_probe, rope_explorer, rope_rotate,
                                        rope_scores, scores_vs_distance, yarn_table)
 

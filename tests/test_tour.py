@@ -11,9 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from dsv3_lessons.exercises import ExerciseError, check_moe_activated_params  # noqa: E402
-from dsv3_lessons.plots import plot_training_history  # noqa: E402
-from dsv3_lessons.train import History  # noqa: E402
+from dsv3_lessons.course.exercises import ExerciseError, check_moe_activated_params  # noqa: E402
+from dsv3_lessons.course.plots import plot_training_history  # noqa: E402
+from dsv3_lessons.tools.train import History  # noqa: E402
 
 EXPERT = 44_040_192                 # one V3 expert from the released config.json: 3·7168·2048
 GATE = 256 * 7168 + 256             # centroids + biases

@@ -1,4 +1,4 @@
-"""Training loop (dsv3_lessons.train): learning, schedule, optimizer groups, clipping, balancing, history.
+"""Training loop (dsv3_lessons.tools.train): learning, schedule, optimizer groups, clipping, balancing, history.
 
 Oracles: closed-form learning rates; the aux-loss-free rule b_i += γ·sign(mean(c) − c_i) applied by hand
 to the recorded counts; token-count arithmetic (batch·seq·K_r per layer); norms recomputed from the
@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from dsv3_lessons import tiny
-from dsv3_lessons.data import TextData
-from dsv3_lessons.model import DeepSeekV3
-from dsv3_lessons.moe import max_violation
-from dsv3_lessons.train import History, TrainConfig, build_optimizer, clip_gradients, evaluate, lr_at, train
+from dsv3_lessons.tools.data import TextData
+from dsv3_lessons.model.deepseek_v3 import DeepSeekV3
+from dsv3_lessons.model.moe import max_violation
+from dsv3_lessons.tools.train import History, TrainConfig, build_optimizer, clip_gradients, evaluate, lr_at, train
 
 
 def small_model(vocab: int = 8, seed: int = 0) -> DeepSeekV3:

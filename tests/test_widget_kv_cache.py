@@ -6,8 +6,8 @@ not values copied from a run.
 import pytest
 from traitlets import TraitError
 
-from dsv3_lessons.kv_cache import GB, load_model_configs
-from dsv3_lessons.widgets.kv_cache import kv_cache_widget
+from dsv3_lessons.course.kv_cache import GB, load_model_configs
+from dsv3_lessons.course.widgets.kv_cache import kv_cache_widget
 
 CONFIGS = load_model_configs()
 

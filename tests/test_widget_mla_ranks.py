@@ -1,10 +1,10 @@
 """Chapter 2 widget, driven headless: set ``.value`` and check the new numbers and figure data."""
 import pytest
 
-from dsv3_lessons.config import count_parameters, deepseek_v3_671b
-from dsv3_lessons.plots import plot_mla_rank_costs
-from dsv3_lessons.mla_steps import mla_rank_report
-from dsv3_lessons.widgets.mla_ranks import mla_rank_widget
+from dsv3_lessons.model.config import count_parameters, deepseek_v3_671b
+from dsv3_lessons.course.plots import plot_mla_rank_costs
+from dsv3_lessons.course.mla_steps import mla_rank_report
+from dsv3_lessons.course.widgets.mla_ranks import mla_rank_widget
 
 V3 = deepseek_v3_671b()
 

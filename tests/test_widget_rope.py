@@ -11,7 +11,7 @@ import torch
 
 matplotlib.use("Agg")
 
-from dsv3_lessons.widgets.rope import rope_widget  # noqa: E402
+from dsv3_lessons.course.widgets.rope import rope_widget  # noqa: E402
 
 
 def theta(i, s=40.0):

@@ -1,7 +1,7 @@
 """Read and write Hugging Face-format DeepSeek-V3 checkpoints (``config.json`` + ``*.safetensors``).
 
 The released checkpoint (``deepseek-ai/DeepSeek-V3`` on the Hub) and transformers' ``DeepseekV3ForCausalLM``
-use the names below; :class:`~dsv3_lessons.model.DeepSeekV3` uses the same names without the ``model.``
+use the names below; :class:`~dsv3_lessons.model.deepseek_v3.DeepSeekV3` uses the same names without the ``model.``
 prefix, so the mapping is mostly a prefix -- except for three things this module takes care of:
 
 =====================================================  ==========================================
@@ -53,8 +53,8 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError, DeepseekV3Config
-from .model import DeepSeekV3
+from dsv3_lessons.model.config import ConfigError, DeepseekV3Config
+from dsv3_lessons.model.deepseek_v3 import DeepSeekV3
 
 __all__ = [
     "CheckpointError",

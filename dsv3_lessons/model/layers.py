@@ -1,4 +1,4 @@
-"""Small building blocks shared by every block: RMSNorm and the SwiGLU feed-forward network.
+"""Small building blocks shared by every block: RMSNorm, the SwiGLU feed-forward network, the causal mask.
 
 Both match the released checkpoint's names (``weight``; ``gate_proj``/``up_proj``/``down_proj``) so a
 state dict maps 1:1, and both are written from the formulas:
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["RMSNorm", "SwiGLU"]
+__all__ = ["RMSNorm", "SwiGLU", "causal_mask"]
 
 
 class RMSNorm(nn.Module):
@@ -47,3 +47,17 @@ class SwiGLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+def causal_mask(q_len: int, kv_len: int, device=None) -> torch.Tensor:
+    """Boolean ``[q_len, kv_len]``: True where query i may attend to key j.
+
+    The queries are the *last* ``q_len`` of the ``kv_len`` positions (query i sits at absolute
+    position ``kv_len - q_len + i``), so a chunk appended to a cache sees every earlier token and
+    itself, never a later one. Raises ValueError if ``q_len > kv_len``.
+    """
+    if q_len > kv_len:
+        raise ValueError(f"q_len ({q_len}) cannot exceed kv_len ({kv_len}): queries are the newest positions")
+    offset = kv_len - q_len
+    q_pos = torch.arange(q_len, device=device)[:, None] + offset
+    return torch.arange(kv_len, device=device)[None, :] <= q_pos

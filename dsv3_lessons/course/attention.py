@@ -19,7 +19,7 @@ Positions use standard RoPE (Su et al. 2021, RoFormer) on the whole query/key he
 decoupled RoPE of MLA (chapter 3). The default layout rotates adjacent channel pairs, as Meta's
 original LLaMA code and DeepSeek's official code do; ``rope_layout="half"`` gives the
 "rotate_half" layout that transformers' LLaMA uses (same scores once the q/k weights are permuted
-with :func:`dsv3_lessons.rope.interleaved_to_half_permutation`; tested against transformers).
+with :func:`dsv3_lessons.model.rope.interleaved_to_half_permutation`; tested against transformers).
 
 What decoding must keep per token and layer: the rotated keys and the values of every KV head,
 2·n_kv·d_h elements (:class:`KVCache`). That number, times layers, times context, times batch, is
@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .rope import apply_rope_half, apply_rope_interleaved, rope_inv_freq
+from dsv3_lessons.model.layers import causal_mask
+from dsv3_lessons.model.rope import apply_rope_half, apply_rope_interleaved, rope_inv_freq
 
 __all__ = [
     "KVCache",
@@ -71,20 +72,6 @@ def _check_heads(num_attention_heads: int, num_key_value_heads: int) -> None:
                          f"({num_attention_heads}): every key/value head serves the same number of query heads")
 
 
-def causal_mask(q_len: int, kv_len: int, device=None) -> torch.Tensor:
-    """Boolean ``[q_len, kv_len]``: True where query i may attend to key j.
-
-    The queries are the *last* ``q_len`` of the ``kv_len`` positions (query i sits at absolute
-    position ``kv_len - q_len + i``), so a chunk appended to a cache sees every earlier token and
-    itself, never a later one. Raises ValueError if ``q_len > kv_len``.
-    """
-    if q_len > kv_len:
-        raise ValueError(f"q_len ({q_len}) cannot exceed kv_len ({kv_len}): queries are the newest positions")
-    offset = kv_len - q_len
-    q_pos = torch.arange(q_len, device=device)[:, None] + offset
-    return torch.arange(kv_len, device=device)[None, :] <= q_pos
-
-
 class KVCache:
     """Pre-allocated key/value cache for one attention layer.
 
@@ -95,7 +82,7 @@ class KVCache:
 
     Sizes (bytes): ``nbytes_used = batch · length · 2 · n_kv_heads · head_dim · element_size``;
     ``nbytes_allocated`` is the same with ``max_len``. Per token and layer that is
-    2·n_kv·d_h elements, the quantity :mod:`dsv3_lessons.kv_cache` multiplies out for real models.
+    2·n_kv·d_h elements, the quantity :mod:`dsv3_lessons.course.kv_cache` multiplies out for real models.
 
     Raises:
         ValueError: non-positive sizes, appending past ``max_len``, or keys/values whose shape does

@@ -1,7 +1,7 @@
 """Decoding one token with MLA, four ways over the same weights -- and what each one costs.
 
 Chapter 04 and ``bench/mla_decode.py`` use this module. Everything here is built on
-:class:`dsv3_lessons.mla.MultiHeadLatentAttention` (the weights) and compares four *decode steps*
+:class:`dsv3_lessons.model.mla.MultiHeadLatentAttention` (the weights) and compares four *decode steps*
 (one new token attending over a context of T cached tokens, batch b):
 
 ================  ==================================  =====================================  ===========================
@@ -47,9 +47,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .config import DeepseekV3Config, deepseek_v3_671b
-from .mla import MultiHeadLatentAttention, causal_mask
-from .rope import interleaved_to_half_permutation
+from dsv3_lessons.model.config import DeepseekV3Config, deepseek_v3_671b
+from dsv3_lessons.model.mla import MultiHeadLatentAttention, causal_mask
+from dsv3_lessons.model.rope import interleaved_to_half_permutation
 
 __all__ = [
     "VARIANTS",
@@ -539,7 +539,7 @@ def decode_weight_bytes(cfg: DeepseekV3Config, bytes_per_element: int = 4) -> in
     At batch 1 this floor does not shrink with the context, so the *time* ratio between variants stays
     below their FLOP ratio until the context-dependent work dominates.
     """
-    from .config import count_parameters
+    from dsv3_lessons.model.config import count_parameters
 
     return count_parameters(cfg).attention_per_layer * bytes_per_element
 

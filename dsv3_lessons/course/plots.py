@@ -25,9 +25,9 @@ def plot_kv_cache_vs_context(specs, contexts=KV_CONTEXTS, batch: int = 1, dtype:
     """KV-cache size (GB = 10⁹ B) against context length, one line per model, log-log axes.
 
     Args:
-        specs: iterable of :class:`dsv3_lessons.kv_cache.AttentionSpec` (or a dict of them).
+        specs: iterable of :class:`dsv3_lessons.course.kv_cache.AttentionSpec` (or a dict of them).
         contexts: context lengths (tokens, ascending) for the x axis.
-        batch, dtype: as in :func:`dsv3_lessons.kv_cache.cache_bytes`.
+        batch, dtype: as in :func:`dsv3_lessons.course.kv_cache.cache_bytes`.
         budget_gb: accelerator memory, drawn as a horizontal line (label ``"80 GB accelerator"``).
         highlight: name of a model drawn thicker; what_if: an extra spec drawn dashed (the MLA
             what-if); context_marker: a context drawn as a dotted vertical line.
@@ -128,7 +128,7 @@ def _rope_draw_wavelengths(ax, inv_freq_rope, inv_freq_yarn, low: int, high: int
 
 
 def plot_rope_explorer(res):
-    """The RoPE widget's figure from an :class:`dsv3_lessons.rope_lessons.ExplorerResult`.
+    """The RoPE widget's figure from an :class:`dsv3_lessons.course.rope_lessons.ExplorerResult`.
 
     Three panels: the chosen pair of q and k rotated to positions m and n; normalised score of the
     all-ones vector against relative distance (plain RoPE vs YaRN); wavelength per pair before/after YaRN.
@@ -156,7 +156,7 @@ def plot_score_vs_distance(distances, curves: dict, mark: int | None = None, ori
 
 
 def plot_yarn_frequencies(table, highlight: int | None = None):
-    """Wavelengths per pair before/after YaRN from a :class:`dsv3_lessons.rope_lessons.YarnTable`. Returns a Figure."""
+    """Wavelengths per pair before/after YaRN from a :class:`dsv3_lessons.course.rope_lessons.YarnTable`. Returns a Figure."""
     fig, ax = plt.subplots(figsize=(6.5, 3.6), dpi=80)
     _rope_draw_wavelengths(ax, table.inv_freq_rope, table.inv_freq_yarn, table.low, table.high,
                            table.original_len, highlight)
@@ -170,7 +170,7 @@ def plot_yarn_frequencies(table, highlight: int | None = None):
 def plot_fold_errors(results):
     """Fold error and shift error per RoPE placement (bars, log scale), and fold error per key position.
 
-    ``results``: list of :class:`dsv3_lessons.rope_lessons.FoldResult`. Returns a Figure.
+    ``results``: list of :class:`dsv3_lessons.course.rope_lessons.FoldResult`. Returns a Figure.
     """
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.6), dpi=80)
     names = [r.case for r in results]
@@ -256,7 +256,7 @@ __all__ += ["plot_decode_times"]
 # Chapter 00 -- Tour (training curves of the tiny model; reused by later chapters)
 # ==================================================================================================
 def plot_training_history(hist, references: dict | None = None, smooth: int = 10, title: str | None = None):
-    """Loss curves of a :class:`dsv3_lessons.train.History`: training main loss (moving average over
+    """Loss curves of a :class:`dsv3_lessons.tools.train.History`: training main loss (moving average over
     ``smooth`` steps, raw values faint), validation loss (markers), and horizontal reference lines
     ``{label: nats}`` (e.g. the unigram entropy, ln V). Units: nats per token. Returns the Figure.
 
@@ -293,7 +293,7 @@ __all__ += ["plot_training_history"]
 # Chapter 02 -- MLA latent spaces (rank costs widget; singular-value spectra of keys/values)
 # ==================================================================================================
 def plot_mla_rank_costs(report):
-    """Three bar panels for a :class:`dsv3_lessons.mla_steps.MLARankReport`: this MLA, V3's MLA, MHA.
+    """Three bar panels for a :class:`dsv3_lessons.course.mla_steps.MLARankReport`: this MLA, V3's MLA, MHA.
 
     Panels: parameters per layer (millions), FLOPs per token per layer (millions; 2 × multiply-adds
     of the projections), KV cache per token over all layers (KB = 1000 B, log scale because MHA's is

@@ -1,6 +1,6 @@
 """Chapter 3 helpers: why DeepSeek-V3 *decouples* RoPE, shown with numbers.
 
-The RoPE/YaRN mechanism itself lives in :mod:`dsv3_lessons.rope`; this module holds the pure functions
+The RoPE/YaRN mechanism itself lives in :mod:`dsv3_lessons.model.rope`; this module holds the pure functions
 notebook 03 calls to demonstrate it (and that the chapter's widget wraps):
 
 * relative position -- :func:`rope_rotate`, :func:`rope_scores`, :func:`scores_vs_distance`,
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .rope import (
+from dsv3_lessons.model.rope import (
     apply_rope_half,
     apply_rope_interleaved,
     interleaved_to_half_permutation,
@@ -82,7 +82,7 @@ def rope_rotate(x: torch.Tensor, positions: torch.Tensor | int, inv_freq: torch.
     Args:
         x: ``[..., seq, d]`` vectors in the interleaved layout (pairs (x_{2i}, x_{2i+1})).
         positions: ``[seq]`` token positions (or one int used for every row).
-        inv_freq: ``[d/2]`` radians per position, e.g. :func:`~dsv3_lessons.rope.rope_inv_freq`.
+        inv_freq: ``[d/2]`` radians per position, e.g. :func:`~dsv3_lessons.model.rope.rope_inv_freq`.
     Returns: ``[..., seq, d]``; pair i turned by the angle position·inv_freq[i].
     Raises: ValueError if ``inv_freq`` does not have d/2 entries or ``positions`` does not match ``seq``.
     """
@@ -328,7 +328,7 @@ class YarnTable:
         wavelength_rope / wavelength_yarn: 2π/θ_i in tokens.
         rotations_in_original: original_len/wavelength_rope, full turns a pair makes in the pre-training window.
         interpolated: fraction of the way from θ_i (0) to θ_i/s (1), read back from the frequencies.
-        low, high: ints, :func:`~dsv3_lessons.rope.yarn_correction_range`.
+        low, high: ints, :func:`~dsv3_lessons.model.rope.yarn_correction_range`.
         factor, original_len: the config's s and pre-training window (tokens).
         mscale: 0.1·mscale_all_dim·ln s + 1 (mscale_all_dim read as 1 when absent); softmax_scale: the V3 logit multiplier for ``qk_head_dim``.
     """
@@ -352,7 +352,7 @@ def yarn_table(dim: int = 64, base: float = 10000.0, rope_scaling: dict | None =
                qk_head_dim: int = 192) -> YarnTable:
     """Tabulate plain vs YaRN frequencies for ``dim`` rope channels (defaults: V3, :data:`V3_ROPE_SCALING`).
 
-    Raises: ValueError for an odd ``dim`` (from :func:`~dsv3_lessons.rope.rope_inv_freq`) or a
+    Raises: ValueError for an odd ``dim`` (from :func:`~dsv3_lessons.model.rope.rope_inv_freq`) or a
     ``rope_scaling`` without ``factor``/``original_max_position_embeddings``.
     """
     rs = dict(V3_ROPE_SCALING if rope_scaling is None else rope_scaling)

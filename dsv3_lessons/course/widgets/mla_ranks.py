@@ -1,7 +1,7 @@
 """MLA rank widget (chapter 2): move d_c' (q_lora_rank), d_c (kv_lora_rank) and n_h; see what they cost.
 
-Numbers come from :func:`dsv3_lessons.mla_steps.mla_rank_report` (closed-form arithmetic, V3's other
-sizes) and the figure from :func:`dsv3_lessons.plots.plot_mla_rank_costs`; the notebook calls both
+Numbers come from :func:`dsv3_lessons.course.mla_steps.mla_rank_report` (closed-form arithmetic, V3's other
+sizes) and the figure from :func:`dsv3_lessons.course.plots.plot_mla_rank_costs`; the notebook calls both
 directly once before building the widget, so an error surfaces in the cell, not inside a callback.
 The figure is rendered to PNG bytes in an ``ipywidgets.Image`` (works the same headless).
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import ipywidgets as widgets
 
-from ..mla_steps import MLARankReport, format_mla_rank_report, mla_rank_report
-from ..plots import plot_mla_rank_costs
+from dsv3_lessons.course.mla_steps import MLARankReport, format_mla_rank_report, mla_rank_report
+from dsv3_lessons.course.plots import plot_mla_rank_costs
 from .base import ReportWidget
 
 __all__ = ["MLARankWidget", "mla_rank_widget"]
@@ -34,7 +34,7 @@ class MLARankWidget(ReportWidget):
     """Controls as attributes: ``q_lora_rank`` (IntSlider 64..7168, step 64), ``kv_lora_rank``
     (IntSlider 32..2048, step 32), ``num_attention_heads`` (IntSlider 8..256, step 8). Outputs:
     ``readout`` (HTML table), ``image`` (PNG), ``figure`` (latest Figure, closed), ``last_result``
-    (latest :class:`~dsv3_lessons.mla_steps.MLARankReport`). Every ``.value`` change recomputes
+    (latest :class:`~dsv3_lessons.course.mla_steps.MLARankReport`). Every ``.value`` change recomputes
     synchronously (sliders use ``continuous_update=False``: on release, not while dragging); an error is shown in red in the readout and re-raised (never swallowed).
     """
 

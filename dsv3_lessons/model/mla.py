@@ -29,7 +29,7 @@ Two ways to run the same attention (proved equal in tests and notebook 04):
   ``attn_impl="absorb"``). RoPE on the keys would sit between W^UK and the query and forbid this
   fold; that is why the rope key is decoupled.
 
-Logits are scaled by (d_h + d_h^R)^-1/2 · mscale² (:func:`dsv3_lessons.rope.softmax_scale`).
+Logits are scaled by (d_h + d_h^R)^-1/2 · mscale² (:func:`dsv3_lessons.model.rope.softmax_scale`).
 """
 from __future__ import annotations
 
@@ -37,9 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import causal_mask
 from .config import DeepseekV3Config
-from .layers import RMSNorm
+from .layers import RMSNorm, causal_mask
 from .rope import RotaryEmbedding, apply_rope_interleaved, softmax_scale
 
 __all__ = ["LatentCache", "MultiHeadLatentAttention", "split_kv_b", "causal_mask"]

@@ -1,6 +1,6 @@
 """MLA step by step, with the paper's matrices as explicit tensors (notebook 02).
 
-:class:`~dsv3_lessons.mla.MultiHeadLatentAttention` stores the weights the way the released
+:class:`~dsv3_lessons.model.mla.MultiHeadLatentAttention` stores the weights the way the released
 checkpoint does: fused. This module slices those fused matrices into the matrices of the V3 report
 (§2.1.1, eqs. 1–11) and runs the layer one named equation at a time, keeping every intermediate, so a
 learner can print each shape and check that nothing was lost on the way. It also holds closed-form
@@ -30,7 +30,7 @@ applies them (right after the down-projections, before caching / up-projecting).
 Cost conventions (:func:`mla_cost`, :func:`mha_cost`):
 
 * parameters: number of scalars in the attention layer (norm weights included), equal to
-  :func:`dsv3_lessons.config.count_parameters` ``.attention_per_layer`` (187,107,328 for V3);
+  :func:`dsv3_lessons.model.config.count_parameters` ``.attention_per_layer`` (187,107,328 for V3);
 * FLOPs per token: **2 × multiply-adds** of the weight matmuls (projections) for one token in one
   layer. Norms, RoPE, softmax and the score/value products with the context (which grow with the
   context length and do not depend on the latent ranks in the naive layout) are left out;
@@ -45,8 +45,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .config import DeepseekV3Config, deepseek_v3_671b
-from .rope import softmax_scale as _softmax_scale
+from dsv3_lessons.model.config import DeepseekV3Config, deepseek_v3_671b
+from dsv3_lessons.model.rope import softmax_scale as _softmax_scale
 
 __all__ = [
     "CHECKPOINT_SLICES",
@@ -121,7 +121,7 @@ class MLAMatrices:
 
 
 def paper_matrices(mla) -> MLAMatrices:
-    """Slice a :class:`~dsv3_lessons.mla.MultiHeadLatentAttention`'s fused weights into the paper's.
+    """Slice a :class:`~dsv3_lessons.model.mla.MultiHeadLatentAttention`'s fused weights into the paper's.
 
     Args:
         mla: the layer (any size; V3 or the tiny preset).
@@ -338,7 +338,7 @@ def mla_cost(cfg: DeepseekV3Config | None = None, *, bytes_per_element: int = 2,
     """Parameters, projection FLOPs per token and cache size of an MLA layer, in closed form.
 
     Args:
-        cfg: base configuration (default: :func:`~dsv3_lessons.config.deepseek_v3_671b`).
+        cfg: base configuration (default: :func:`~dsv3_lessons.model.config.deepseek_v3_671b`).
         bytes_per_element: cache element size in bytes (2 = BF16).
         **overrides: config fields to change, e.g. ``q_lora_rank=768, kv_lora_rank=256,
             num_attention_heads=64`` (positive integers; ``q_lora_rank=None`` = no query latent).
@@ -514,8 +514,8 @@ class _Block(torch.nn.Module):
     def __init__(self, cfg: DeepseekV3Config, attention: str, layer_idx: int):
         super().__init__()
         from .attention import GroupedQueryAttention
-        from .layers import RMSNorm, SwiGLU
-        from .mla import MultiHeadLatentAttention
+        from dsv3_lessons.model.layers import RMSNorm, SwiGLU
+        from dsv3_lessons.model.mla import MultiHeadLatentAttention
 
         d = cfg.hidden_size
         self.input_layernorm = RMSNorm(d, cfg.rms_norm_eps)
@@ -536,15 +536,15 @@ class TinyAttentionLM(torch.nn.Module):
     """A small dense language model with either MHA or MLA attention (the evidence model of notebook 02).
 
     Layout: ``embed_tokens`` → ``num_layers`` pre-norm blocks (attention + dense SwiGLU) → ``norm`` →
-    ``lm_head``. Sizes come from :func:`~dsv3_lessons.config.tiny` (d = 64, n_h = 4, d_h = 16; MLA adds
+    ``lm_head``. Sizes come from :func:`~dsv3_lessons.model.config.tiny` (d = 64, n_h = 4, d_h = 16; MLA adds
     d_h^R = 8, d_c = 32, d_c' = 48) unless ``cfg`` is given. With ``attention="mha"`` each layer is a
-    :class:`~dsv3_lessons.attention.GroupedQueryAttention` with n_kv = n_h and head_dim = d_h (standard
+    :class:`~dsv3_lessons.course.attention.GroupedQueryAttention` with n_kv = n_h and head_dim = d_h (standard
     RoPE on the whole head); with ``"mla"`` it is the library's
-    :class:`~dsv3_lessons.mla.MultiHeadLatentAttention`. No MoE, no MTP: the only difference between
+    :class:`~dsv3_lessons.model.mla.MultiHeadLatentAttention`. No MoE, no MTP: the only difference between
     the two models is the attention, so their keys/values and losses can be compared.
 
     ``forward(input_ids [b, T], targets [b, T] | None, compute_mtp=None)`` returns a
-    :class:`dsv3_lessons.model.ModelOutput` (``loss == main_loss``), so :func:`dsv3_lessons.train.train`
+    :class:`dsv3_lessons.model.deepseek_v3.ModelOutput` (``loss == main_loss``), so :func:`dsv3_lessons.tools.train.train`
     and ``evaluate`` drive it unchanged.
 
     Raises:
@@ -556,8 +556,8 @@ class TinyAttentionLM(torch.nn.Module):
         super().__init__()
         if attention not in ("mha", "mla"):
             raise ValueError(f"attention must be 'mha' or 'mla', got {attention!r}")
-        from .config import tiny
-        from .layers import RMSNorm
+        from dsv3_lessons.model.config import tiny
+        from dsv3_lessons.model.layers import RMSNorm
 
         self.cfg = (cfg or tiny(vocab_size=vocab_size)).replace(vocab_size=vocab_size,
                                                                num_hidden_layers=num_layers,
@@ -581,7 +581,7 @@ class TinyAttentionLM(torch.nn.Module):
         return per_layer * c.num_hidden_layers
 
     def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None, compute_mtp=None):
-        from .model import ModelOutput
+        from dsv3_lessons.model.deepseek_v3 import ModelOutput
 
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")

@@ -28,7 +28,7 @@ def check_kv_bytes_per_token(answer) -> bool:
     """Exercise 1.1: bytes of KV cache that ONE token of ONE sequence adds to LLaMA-2-7B, all layers, BF16.
 
     The facts are in ``data/model_configs/llama-2-7b.json`` (MHA). The expected value is computed
-    here from that file with :mod:`dsv3_lessons.kv_cache`, not typed in.
+    here from that file with :mod:`dsv3_lessons.course.kv_cache`, not typed in.
     """
     from .kv_cache import bytes_per_token, dtype_bytes, load_model_config
 
@@ -111,12 +111,12 @@ def check_yarn_range(answer, config: dict | None = None) -> bool:
     """Exercise 3.1: YaRN's (low, high) pair indices for ``config`` (default :data:`ROPE_EXERCISE_CONFIG`).
 
     ``answer``: a pair of ints ``(low, high)``. Graded against
-    :func:`dsv3_lessons.rope.yarn_correction_range` (checked in the tests against V3's (10, 23) and
+    :func:`dsv3_lessons.model.rope.yarn_correction_range` (checked in the tests against V3's (10, 23) and
     transformers' YaRN frequencies). Source: YaRN paper (arXiv 2309.00071) §3.2; V3 report §4.3.
     """
     import math as _m
 
-    from .rope import yarn_correction_range
+    from dsv3_lessons.model.rope import yarn_correction_range
 
     c = dict(ROPE_EXERCISE_CONFIG if config is None else config)
     dim, base, orig = int(c["dim"]), float(c["base"]), int(c["original_max_position_embeddings"])
@@ -151,7 +151,7 @@ def check_fold_prediction(answer: dict) -> bool:
     """Exercise 3.2: for each RoPE placement, can W^UK be absorbed into the query exactly?
 
     ``answer``: dict mapping each of ``"no_rope"``, ``"rope_on_keys"``, ``"decoupled"``,
-    ``"rope_on_latents"`` to True/False. Graded by measuring it: :func:`dsv3_lessons.rope_lessons.fold_check`
+    ``"rope_on_latents"`` to True/False. Graded by measuring it: :func:`dsv3_lessons.course.rope_lessons.fold_check`
     at small sizes (fold error ≤ 1e-5 means it folds). Source: V2 report §2.1.3; V3 report §2.1.1.
     """
     from .rope_lessons import FOLD_CASES, fold_check
@@ -195,13 +195,13 @@ def check_position_zero(answer: dict) -> bool:
     logit.)
 
     ``answer``: dict mapping each of :data:`POSITION_ZERO_MISTAKES` to True (that logit comparison catches it)
-    or False. Graded by measuring the logit at query and key position 0 with :func:`dsv3_lessons.rope_lessons.position_zero_probe` and
-    :func:`dsv3_lessons.rope_lessons.convention_scores`. Source: YaRN paper (arXiv 2309.00071) §3.2–3.4;
+    or False. Graded by measuring the logit at query and key position 0 with :func:`dsv3_lessons.course.rope_lessons.position_zero_probe` and
+    :func:`dsv3_lessons.course.rope_lessons.convention_scores`. Source: YaRN paper (arXiv 2309.00071) §3.2–3.4;
     V3 report §4.3; the official inference code (``inference/model.py``: mscale² in the softmax scale).
     """
     import torch as _t
 
-    from .rope import rope_inv_freq
+    from dsv3_lessons.model.rope import rope_inv_freq
     from .rope_lessons import V3_ROPE_SCALING, convention_scores, position_zero_probe
 
     if not isinstance(answer, dict) or set(answer) != set(POSITION_ZERO_MISTAKES):
@@ -286,7 +286,7 @@ def check_absorb_flop_ratio(answer) -> bool:
     latents (2·n_h·(d_c+d_h^R+d_c)). Accepted within 1 % (so dropping the small naive-attention term
     is fine). The whole-step ratio is smaller because both variants share the projections.
     """
-    from .config import deepseek_v3_671b
+    from dsv3_lessons.model.config import deepseek_v3_671b
     from .mla_decode import decode_flops
 
     cfg = deepseek_v3_671b()
@@ -319,9 +319,9 @@ def check_moe_activated_params(answer) -> bool:
 
     That is the shared expert and the K_r = 8 selected routed experts (each a SwiGLU: 3·d·d_moe), plus
     the gate's centroids and balancing biases (N_r·d + N_r), which score every expert for every token.
-    The expected value is computed here from :func:`dsv3_lessons.config.deepseek_v3_671b`.
+    The expected value is computed here from :func:`dsv3_lessons.model.config.deepseek_v3_671b`.
     """
-    from .config import deepseek_v3_671b
+    from dsv3_lessons.model.config import deepseek_v3_671b
 
     cfg = deepseek_v3_671b()
     d, m, n_r = cfg.hidden_size, cfg.moe_intermediate_size, cfg.n_routed_experts
@@ -372,7 +372,7 @@ def check_w_uk_shape(answer) -> bool:
     """Exercise 2.1: the shape (rows, columns) of ONE head's W^UK_i in DeepSeek-V3, in the paper's
     convention k^C_{t,i} = W^UK_i c^KV_t (rows = output size). Expected from ``deepseek_v3_671b()``.
     """
-    from .config import deepseek_v3_671b
+    from dsv3_lessons.model.config import deepseek_v3_671b
 
     c = deepseek_v3_671b()
     rows, cols = _ch02_pair(answer, "answer (rows, columns)")
@@ -397,7 +397,7 @@ def check_kv_b_rows_of_w_uv(answer, head: int = 5) -> bool:
     Answer a Python slice as a pair ``(start, stop)`` (stop exclusive). Expected from the per-head
     layout [W^UK_0 ; W^UV_0 ; W^UK_1 ; W^UV_1 ; …] and ``deepseek_v3_671b()``.
     """
-    from .config import deepseek_v3_671b
+    from dsv3_lessons.model.config import deepseek_v3_671b
 
     c = deepseek_v3_671b()
     if not (isinstance(head, int) and 0 <= head < c.num_attention_heads):
@@ -423,7 +423,7 @@ def check_kv_b_rows_of_w_uv(answer, head: int = 5) -> bool:
 def check_query_latent_savings(answer) -> bool:
     """Exercise 2.3: how many parameters per layer does V3's query latent save, compared with a plain
     W^Q (d → n_h·(d_h + d_h^R)) that makes the same queries? Count q_a_proj, q_a_layernorm and
-    q_b_proj against q_proj. Expected from :func:`dsv3_lessons.mla_steps.mla_cost`.
+    q_b_proj against q_proj. Expected from :func:`dsv3_lessons.course.mla_steps.mla_cost`.
     """
     from .mla_steps import mla_cost
 
@@ -431,7 +431,7 @@ def check_query_latent_savings(answer) -> bool:
     right = mla_cost(q_lora_rank=None).params_per_layer - mla_cost().params_per_layer
     if x == right:
         return True
-    from .config import deepseek_v3_671b
+    from dsv3_lessons.model.config import deepseek_v3_671b
 
     c = mla_cost()
     d_cq = deepseek_v3_671b().q_lora_rank

@@ -4,9 +4,9 @@ What one optimizer step does (V3 report §4.2 for the recipe, §2.1.2 and the lo
 arXiv 2408.15664 Alg. 1, for the bias update):
 
 1. draw a batch of windows (never crossing a work boundary, :meth:`TextData.get_batch`);
-2. loss = CE_main + λ·L_MTP + Σ L_bal (the model computes it, :class:`dsv3_lessons.model.DeepSeekV3`);
+2. loss = CE_main + λ·L_MTP + Σ L_bal (the model computes it, :class:`dsv3_lessons.model.deepseek_v3.DeepSeekV3`);
 3. backward, clip the global gradient norm (V3: 1.0), AdamW step with the scheduled learning rate;
-4. **after** the optimizer step, :func:`dsv3_lessons.moe.update_bias` moves every MoE layer's bias
+4. **after** the optimizer step, :func:`dsv3_lessons.model.moe.update_bias` moves every MoE layer's bias
    b_i by γ·sign(mean(c) − c_i), using the token counts c of this step: overloaded experts go down.
 
 Design decisions
@@ -34,10 +34,10 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from .progress import progress as progress_bar
 
 from .data import TextData
-from .moe import DeepseekMoE, max_violation, update_bias
+from dsv3_lessons.model.moe import DeepseekMoE, max_violation, update_bias
 
 __all__ = ["TrainConfig", "History", "lr_at", "build_optimizer", "clip_gradients", "evaluate", "train"]
 
@@ -248,11 +248,11 @@ def train(model: nn.Module, data: TextData, cfg: TrainConfig | None = None, prog
     """Train ``model`` on ``data`` with ``cfg``; return the :class:`History`.
 
     Args:
-        model: a :class:`dsv3_lessons.model.DeepSeekV3` (anything whose ``forward(x, y)`` returns an
+        model: a :class:`dsv3_lessons.model.deepseek_v3.DeepSeekV3` (anything whose ``forward(x, y)`` returns an
             object with ``loss``/``main_loss``/``mtp_loss``/``aux_loss`` works).
         data: the batches' source; its vocabulary must fit the model's ``vocab_size``.
         cfg: hyper-parameters (default ``TrainConfig()``).
-        progress: show a ``tqdm.auto`` bar (fixed ``desc="train"`` and ``total=cfg.steps``).
+        progress: show a progress bar (:func:`dsv3_lessons.tools.progress.progress`; ``desc="train"``, ``total=cfg.steps``).
     Raises:
         ValueError: vocabulary larger than the model's, or ``seq_len`` above ``max_position_embeddings``.
         FloatingPointError: a non-finite loss or gradient norm (names the step).
@@ -283,7 +283,7 @@ def train(model: nn.Module, data: TextData, cfg: TrainConfig | None = None, prog
     previous_threads = torch.get_num_threads()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    bar = tqdm(total=cfg.steps, desc="train", disable=not progress, leave=True)
+    bar = progress_bar(total=cfg.steps, desc="train", disable=not progress, leave=True)
     step = 0
     try:
         run_eval(0)

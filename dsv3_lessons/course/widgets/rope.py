@@ -1,9 +1,9 @@
 """Chapter 3 widget: turn RoPE's knobs and watch a channel pair rotate, the score follow m − n, and YaRN
 stretch the slow frequencies.
 
-The computation is :func:`dsv3_lessons.rope_lessons.rope_explorer` (pure; notebook 03 calls it directly
-once) and the figure is :func:`dsv3_lessons.plots.plot_rope_explorer`; this module only wires sliders to
-them through :class:`~dsv3_lessons.widgets.base.ReportWidget`. The figure is rendered to PNG bytes in an
+The computation is :func:`dsv3_lessons.course.rope_lessons.rope_explorer` (pure; notebook 03 calls it directly
+once) and the figure is :func:`dsv3_lessons.course.plots.plot_rope_explorer`; this module only wires sliders to
+them through :class:`~dsv3_lessons.course.widgets.base.ReportWidget`. The figure is rendered to PNG bytes in an
 ``ipywidgets.Image`` (the same in JupyterLab and headless, nothing printed to stdout), and a
 ``ValueError`` from the computation is shown in red in the summary *and* re-raised, never swallowed.
 
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import ipywidgets as widgets
 
-from ..plots import plot_rope_explorer
-from ..rope_lessons import ExplorerResult, rope_explorer
+from dsv3_lessons.course.plots import plot_rope_explorer
+from dsv3_lessons.course.rope_lessons import ExplorerResult, rope_explorer
 from .base import ReportWidget
 
 __all__ = ["RopeWidget", "rope_widget"]
@@ -35,12 +35,12 @@ class RopeWidget(ReportWidget):
     Outputs: ``summary`` (HTML with the numbers; the base class's ``readout``), ``image`` (PNG of the
     figure), ``last_figure`` (the latest matplotlib Figure: rendered to PNG for ``image``, then closed so
     pyplot never displays it a second time), ``last_result`` (the latest
-    :class:`~dsv3_lessons.rope_lessons.ExplorerResult`), ``last_error`` (the latest ValueError, or None)
+    :class:`~dsv3_lessons.course.rope_lessons.ExplorerResult`), ``last_error`` (the latest ValueError, or None)
     and ``update()`` (recompute now). The geometry (``dim``, ``base``, ``original_len``,
     ``max_distance``) is kept as plain attributes.
 
     Every ``.value`` change recomputes synchronously and with ``continuous_update=False`` (on release,
-    not on every drag tick). A ValueError from :func:`~dsv3_lessons.rope_lessons.rope_explorer` is shown
+    not on every drag tick). A ValueError from :func:`~dsv3_lessons.course.rope_lessons.rope_explorer` is shown
     in red in ``summary`` and re-raised.
     """
 
@@ -109,7 +109,7 @@ def rope_widget(query_pos: int = 12, key_pos: int = 4, freq_index: int = 16, yar
     (a whole number in 1..64), and the rope geometry (V3 defaults: dim 64, base 10000, original window 4096).
 
     Raises: ValueError for a starting value outside its slider's range (a slider would clamp it silently),
-    and any ValueError :func:`~dsv3_lessons.rope_lessons.rope_explorer` raises for the geometry.
+    and any ValueError :func:`~dsv3_lessons.course.rope_lessons.rope_explorer` raises for the geometry.
     """
     return RopeWidget(query_pos, key_pos, freq_index, yarn_factor, max_pos=max_pos, dim=dim, base=base,
                       original_len=original_len, max_distance=max_distance)

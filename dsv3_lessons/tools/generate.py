@@ -101,7 +101,7 @@ def generate(model: nn.Module, prompt: Sequence[int] | torch.Tensor, max_new_tok
     """Decode with the latent cache: prefill the prompt once, then one token per forward.
 
     Args:
-        model: a :class:`dsv3_lessons.model.DeepSeekV3` (put in eval mode here, restored after).
+        model: a :class:`dsv3_lessons.model.deepseek_v3.DeepSeekV3` (put in eval mode here, restored after).
         prompt: ``[seq]`` or ``[batch, seq]`` token ids (at least one token).
         max_new_tokens: tokens to append; prompt + new must fit ``max_position_embeddings``.
         temperature: 0 = greedy; > 0 samples from softmax(logits / temperature).

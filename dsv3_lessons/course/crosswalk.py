@@ -17,7 +17,7 @@ Placeholders: ``{l}`` a layer index, ``{i}`` a routed expert index, ``{k}`` the 
 ``mtp.{k-1}`` is the checkpoint's ``model.layers.{L+k-1}`` with L = ``num_hidden_layers`` = 61).
 
 :data:`CROSSWALK` lists tensors, :data:`CONFIG_CROSSWALK` the hyper-parameters (official names taken from
-:data:`dsv3_lessons.config.OFFICIAL_NAMES`). :func:`crosswalk_html` / :func:`crosswalk_markdown` render
+:data:`dsv3_lessons.model.config.OFFICIAL_NAMES`). :func:`crosswalk_html` / :func:`crosswalk_markdown` render
 them for notebook 00; the tests check every row against our model's state dict, transformers' model and
 the official renaming rule.
 """
@@ -26,7 +26,7 @@ from __future__ import annotations
 import html
 from typing import NamedTuple
 
-from .config import OFFICIAL_NAMES
+from dsv3_lessons.model.config import OFFICIAL_NAMES
 
 __all__ = ["CrosswalkRow", "ConfigRow", "CROSSWALK", "CONFIG_CROSSWALK", "crosswalk_html", "crosswalk_markdown"]
 

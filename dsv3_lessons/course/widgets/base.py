@@ -16,6 +16,8 @@ from typing import Any, Sequence
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 
+from ..style import DPI
+
 __all__ = ["ReportWidget"]
 
 
@@ -23,7 +25,12 @@ class ReportWidget(widgets.VBox):
     """Base class. Attributes: ``readout`` (HTML), ``image`` (PNG of the figure), ``figure`` (the latest
     Figure, already closed), ``last_result`` (the latest report), ``last_error`` (the latest ValueError)."""
 
-    dpi = 80
+    dpi = DPI
+
+    def __repr__(self) -> str:
+        # The text a notebook stores beside the widget view: what a learner sees when the notebook is opened
+        # before its cells run (no kernel, no widget state). A one-line note, never the children's repr.
+        return f"[{type(self).__name__}: run this cell to use the widget]"
 
     def _build(self, controls: Sequence[widgets.Widget], layout: Sequence[widgets.Widget] | None = None) -> None:
         """Call at the end of a subclass ``__init__`` once the controls exist."""

@@ -2,7 +2,7 @@
 
 During decoding every layer keeps, for every past token, what attention needs from it:
 
-* MHA / GQA / MQA (:mod:`dsv3_lessons.attention`): the rotated key and the value of each of the
+* MHA / GQA / MQA (:mod:`dsv3_lessons.course.attention`): the rotated key and the value of each of the
   n_kv key/value heads -> **2·n_kv·d_h elements per token per layer**.
 * MLA (DeepSeek-V2 report §2.1, V3 report §2.1.1): the normalised latent c^KV (d_c =
   ``kv_lora_rank``) and the one shared rotated key k^R (d_h^R = ``qk_rope_head_dim``) ->
@@ -63,7 +63,7 @@ DTYPE_BYTES: dict[str, int] = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
 _DTYPE_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "e4m3": "fp8", "float8": "fp8"}
 
 #: Folder of the published configs shipped with the course.
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "data" / "model_configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "data" / "model_configs"
 
 _KINDS = ("MHA", "GQA", "MQA", "MLA")
 

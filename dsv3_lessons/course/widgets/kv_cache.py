@@ -1,7 +1,7 @@
 """KV-cache widget (chapter 1): pick a model, a context, a batch and a dtype; see the cache grow.
 
-All numbers come from :func:`dsv3_lessons.kv_cache.kv_cache_report` and the figure from
-:func:`dsv3_lessons.plots.plot_kv_cache_vs_context`; the notebook calls both directly once before
+All numbers come from :func:`dsv3_lessons.course.kv_cache.kv_cache_report` and the figure from
+:func:`dsv3_lessons.course.plots.plot_kv_cache_vs_context`; the notebook calls both directly once before
 building the widget, so an error surfaces in the cell instead of inside a callback.
 
 The figure is rendered to PNG bytes and shown in an ``ipywidgets.Image``: that works the same in
@@ -19,8 +19,8 @@ from typing import Mapping
 
 import ipywidgets as widgets
 
-from ..kv_cache import AttentionSpec, KVCacheReport, format_report, kv_cache_report, load_model_configs
-from ..plots import KV_CONTEXTS, plot_kv_cache_vs_context
+from dsv3_lessons.course.kv_cache import AttentionSpec, KVCacheReport, format_report, kv_cache_report, load_model_configs
+from dsv3_lessons.course.plots import KV_CONTEXTS, plot_kv_cache_vs_context
 from .base import ReportWidget
 
 __all__ = ["KVCacheWidget", "kv_cache_widget"]

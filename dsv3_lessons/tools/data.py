@@ -100,7 +100,7 @@ def default_cache_dir() -> Path:
     env = os.environ.get(CACHE_ENV)
     if env:
         return Path(env).expanduser()
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # dsv3_lessons/tools/data.py -> checkout root
     if (root / "pyproject.toml").is_file():
         return root / "data" / "cache"
     return Path.home() / ".cache" / "dsv3_lessons"

@@ -1,0 +1,173 @@
+"""The exercise-checker pattern every chapter uses: never raise, say one of three things.
+
+A chapter's exercise cell holds a placeholder, ``___``, that the learner replaces::
+
+    answer = ___                      # your expression here
+    check_kv_bytes_per_token(answer)
+
+and the checker prints exactly one line (a :class:`Result`):
+
+* ``… not attempted yet`` plus a first hint, while the placeholder is still there (or the learner's function
+  raises ``NotImplementedError``);
+* ``✗ …`` and a precise diagnosis for a wrong answer (what is off, where to look);
+* ``✓ …`` for a right one.
+
+It never raises, so *Run All* always reaches the end of a chapter. Answers may be Python, numpy or 0-d torch
+numbers and bools (:func:`as_number`, :func:`as_bool`); a function the learner wrote may be passed too, and an
+exception inside it becomes a ✗ with the exception's message.
+
+Writing a checker::
+
+    @checker("1.1", hint="per token and layer a cache holds K and V for every KV head ...")
+    def check_kv_bytes_per_token(answer):
+        x = as_number(answer, "the answer (bytes)")       # raises Wrong with a readable message
+        if x == right:
+            return "70,272 bytes per token: ..."          # a str (or None) means right
+        if x == right / 2:
+            raise Wrong("that is half of it: count both keys AND values")
+        raise Wrong("...")
+
+The grader raises :class:`Wrong` for a wrong answer and returns the ✓ message (or None) for a right one.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any, Callable
+
+__all__ = ["___", "Placeholder", "Result", "Wrong", "checker", "as_number", "as_bool", "is_placeholder",
+           "NOT_ATTEMPTED", "WRONG", "RIGHT", "close"]
+
+NOT_ATTEMPTED, WRONG, RIGHT = "not attempted", "wrong", "right"
+
+
+class Placeholder:
+    """The value of ``___``: what an exercise holds until the learner replaces it."""
+
+    def __repr__(self) -> str:
+        return "___"
+
+    def __bool__(self) -> bool:  # `if ___:` must not silently count as an answer
+        raise TypeError("___ is the exercise placeholder: replace it with your answer")
+
+
+#: The placeholder learners replace in exercise cells.
+___ = Placeholder()
+
+
+class Wrong(Exception):
+    """Raised by a grader (or by :func:`as_number`/:func:`as_bool`) with the diagnosis for a wrong answer."""
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a checker returns (and prints): ``exercise`` number, ``status`` (one of ``NOT_ATTEMPTED``,
+    ``WRONG``, ``RIGHT``) and the ``message`` shown to the learner."""
+
+    exercise: str
+    status: str
+    message: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == RIGHT
+
+    def __str__(self) -> str:
+        if self.status == RIGHT:
+            return f"✓ Exercise {self.exercise}: {self.message}"
+        if self.status == WRONG:
+            return f"✗ Exercise {self.exercise}: {self.message}"
+        return f"Exercise {self.exercise}: not attempted yet. Hint: {self.message}"
+
+    def _ipython_display_(self) -> None:
+        """Nothing: the checker has printed the line already (no duplicate when it ends a cell)."""
+
+
+def is_placeholder(value: Any) -> bool:
+    """True for ``___`` (also inside a tuple/list/dict of answers) and for ``...``."""
+    if isinstance(value, Placeholder) or value is Ellipsis:
+        return True
+    if isinstance(value, (tuple, list)):
+        return any(is_placeholder(v) for v in value)
+    if isinstance(value, dict):
+        return any(is_placeholder(v) for v in value.values())
+    return False
+
+
+def _scalar(answer: Any) -> Any:
+    """Unwrap a numpy scalar / 0-d array or a 0-d torch tensor to a Python scalar; leave others alone."""
+    item = getattr(answer, "item", None)
+    shape = getattr(answer, "shape", None)
+    if callable(item) and shape is not None:
+        if tuple(shape) != ():
+            raise Wrong(f"expected a single number, got an array/tensor of shape {tuple(shape)}; "
+                        f"reduce it to one value (e.g. .item())")
+        return item()
+    return answer
+
+
+def as_number(answer: Any, what: str = "the answer") -> float:
+    """``answer`` as a finite float. Accepts int/float, numpy scalars and 0-d torch tensors.
+
+    Raises:
+        Wrong: for a bool, a string, a non-scalar array, NaN or ±inf, naming ``what`` was expected.
+    """
+    value = _scalar(answer)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise Wrong(f"{what} must be a number, got {answer!r} ({type(answer).__name__})")
+    value = float(value)
+    if not math.isfinite(value):
+        raise Wrong(f"{what} must be a finite number, got {value}")
+    return value
+
+
+def as_bool(answer: Any, what: str = "the answer") -> bool:
+    """``answer`` as a bool. Accepts bool, numpy bools and 0-d torch bool tensors (not 0/1 or strings)."""
+    value = _scalar(answer)
+    if isinstance(value, bool):
+        return value
+    if type(value).__name__ in ("bool_", "bool8"):
+        return bool(value)
+    raise Wrong(f"{what} must be True or False, got {answer!r} ({type(answer).__name__})")
+
+
+def close(x: float, right: float, rel: float = 1e-6, abs_tol: float = 0.0) -> bool:
+    """``math.isclose`` with a relative tolerance suited to printed-and-retyped numbers."""
+    return math.isclose(x, right, rel_tol=rel, abs_tol=abs_tol)
+
+
+def checker(exercise: str, hint: str) -> Callable[[Callable[..., str | None]], Callable[..., Result]]:
+    """Decorator turning a grader into a never-raising checker that prints and returns a :class:`Result`.
+
+    Args:
+        exercise: the exercise number shown to the learner ("2.1").
+        hint: the first hint, printed while the placeholder ``___`` is still in any argument.
+    The grader receives the learner's arguments unchanged; it returns the ✓ message (or None) and raises
+    :class:`Wrong` with a diagnosis otherwise. ``NotImplementedError`` from it (or from a learner's function
+    it calls) counts as not attempted; any other exception becomes a ✗ naming the exception.
+    """
+    def decorate(grade: Callable[..., str | None]) -> Callable[..., Result]:
+        @functools.wraps(grade)
+        def check(*args: Any, **kwargs: Any) -> Result:
+            if is_placeholder(args) or is_placeholder(kwargs):
+                result = Result(exercise, NOT_ATTEMPTED, hint)
+            else:
+                try:
+                    message = grade(*args, **kwargs)
+                    result = Result(exercise, RIGHT, message or "right.")
+                except Wrong as exc:
+                    result = Result(exercise, WRONG, str(exc))
+                except NotImplementedError:
+                    result = Result(exercise, NOT_ATTEMPTED, hint)
+                except Exception as exc:  # the learner's code failed: report it, never stop Run All
+                    result = Result(exercise, WRONG, f"your answer raised {type(exc).__name__}: {exc}")
+            print(result)
+            return result
+
+        check.exercise = exercise  # type: ignore[attr-defined]
+        check.hint = hint          # type: ignore[attr-defined]
+        return check
+
+    return decorate
