@@ -57,7 +57,8 @@ test-notebooks: install-test corpus
 	$(PY) -m pytest -q $(NBVAL_FLAGS) notebooks
 
 notebooks: install-test corpus
-	for nb in notebooks/*.ipynb; do \
+	for nb in notebooks/*.ipynb notebooks/solutions/*.ipynb; do \
+		[ -e "$$nb" ] || continue; \
 		echo "executing $$nb"; \
 		$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
 			--ExecutePreprocessor.kernel_name=python3 --ExecutePreprocessor.timeout=600 "$$nb" || exit 1; \

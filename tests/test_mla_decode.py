@@ -177,7 +177,7 @@ def test_errors():
 
 
 def test_chapter04_exercise_checkers():
-    from dsv3_lessons.course.exercises import ExerciseError, check_absorb_flop_ratio, check_mla_cache_elements
+    from dsv3_lessons.course.exercises.ch04_mla_inference import ExerciseError, check_absorb_flop_ratio, check_mla_cache_elements
 
     # 16 heads, V3 widths: latent d_c + d_h^R; per head 16·(128+64+128)
     assert check_mla_cache_elements(512 + 64, 16 * (128 + 64 + 128))

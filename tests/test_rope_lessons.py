@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from dsv3_lessons.model.config import deepseek_v3_671b  # noqa: E402
-from dsv3_lessons.course.exercises import (ExerciseError, check_fold_prediction, check_position_zero,  # noqa: E402
+from dsv3_lessons.course.exercises.ch03_rope_decoupling import (ExerciseError, check_fold_prediction, check_position_zero,  # noqa: E402
                                     check_yarn_range)
 from dsv3_lessons.course.plots import (plot_fold_errors, plot_rope_explorer, plot_score_vs_distance,  # noqa: E402
                                 plot_yarn_frequencies)

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from dsv3_lessons.course.exercises import ExerciseError, check_moe_activated_params  # noqa: E402
+from dsv3_lessons.course.exercises.ch00_tour import ExerciseError, check_moe_activated_params  # noqa: E402
 from dsv3_lessons.course.plots import plot_training_history  # noqa: E402
 from dsv3_lessons.tools.train import History  # noqa: E402
 
