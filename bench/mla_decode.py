@@ -19,6 +19,11 @@ Usage::
 
     .venv/bin/python bench/mla_decode.py                       # contexts 512 … 8192, 3 repeats
     .venv/bin/python bench/mla_decode.py --contexts 1024 4096 --repeats 5
+    .venv/bin/python bench/mla_decode.py --prefill 1024         # also time a 1024-token prefill both ways
+
+``--prefill N`` also times the prefill of an N-token prompt with both attention implementations of the layer
+(``attn_impl="naive"``: re-expand, ``"absorb"``) and prints the time ratio next to the FLOP ratio of
+:func:`~dsv3_lessons.course.mla_decode.attention_flops`: absorption is a decode-time choice (chapter 04 §6).
 
 The course's targets: absorbed ≥ 20× faster per decode step than transformers at T = 4096 (FLOP ratio ≈ 91×),
 per-head / MLA cache bytes ≥ 70×. Memory: peak ≈ 5.7 GB resident with T = 8192 (measured); run time ≈ 2–4 min on 2 cores.
@@ -34,7 +39,8 @@ import time
 import torch
 from tqdm import tqdm
 
-from dsv3_lessons.course.mla_decode import (VARIANTS, build_hf_attention, build_mla, cache_elements_per_token,
+from dsv3_lessons.course.mla_decode import (VARIANTS, attention_flops, build_hf_attention, build_mla,
+                                     cache_elements_per_token,
                                      context_latents, decode_bytes_read, decode_flops, decode_weight_bytes, expand_latent,
                                      flop_ratio, make_variants, time_variants, v3_attention_config)
 
@@ -50,14 +56,32 @@ def parse_args(argv=None):
                         "see dsv3_lessons.course.mla_decode)")
     p.add_argument("--heads", type=int, default=128, help="num_attention_heads (128 = V3)")
     p.add_argument("--hidden", type=int, default=7168, help="hidden_size (7168 = V3)")
+    p.add_argument("--prefill", type=int, default=0,
+                   help="also time a prefill of this many tokens, naive vs absorbed (0: skip)")
     p.add_argument("--tolerance", type=float, default=1e-4,
                    help="max |output - absorbed output| accepted before timing")
     args = p.parse_args(argv)
     if any(t < 1 for t in args.contexts):
         p.error(f"--contexts must be positive, got {args.contexts}")
+    if args.prefill < 0:
+        p.error(f"--prefill must be >= 0, got {args.prefill}")
     if args.repeats < 1 or args.warmup < 0 or args.threads < 1:
         p.error("--repeats and --threads must be >= 1, --warmup >= 0")
     return args
+
+
+def time_prefill(mla, tokens: int, repeats: int, warmup: int) -> dict[str, float]:
+    """Median seconds of one prefill forward of ``tokens`` random hidden states, per ``attn_impl``, round-robin."""
+    x = torch.randn(1, tokens, mla.cfg.hidden_size, generator=torch.Generator().manual_seed(7))
+    times: dict[str, list[float]] = {"naive": [], "absorb": []}
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            for impl in times:
+                t0 = time.perf_counter()
+                mla(x, attn_impl=impl)
+                if i >= warmup:
+                    times[impl].append(time.perf_counter() - t0)
+    return {impl: sorted(ts)[len(ts) // 2] for impl, ts in times.items()}
 
 
 def main(argv=None) -> int:
@@ -144,6 +168,13 @@ def main(argv=None) -> int:
         print(f"\ntarget: absorbed >= 20x faster than transformers at T=4096: {speedup:.1f}x "
               f"-> {'PASS' if speedup >= 20 else 'FAIL'}")
         print(f"target: per-head / MLA cache bytes >= 70x: {cache_ratio:.2f}x -> {'PASS' if cache_ratio >= 70 else 'FAIL'}")
+    if args.prefill:
+        prefill_times = time_prefill(mla, args.prefill, args.repeats, args.warmup)
+        flop = {impl: attention_flops(cfg, args.prefill, 0, impl)["total"] for impl in prefill_times}
+        print(f"\nprefill of {args.prefill} tokens (median of {args.repeats}, ms): "
+              + ", ".join(f"{impl} {1e3 * t:.1f}" for impl, t in prefill_times.items())
+              + f"; absorbed / naive: time {prefill_times['absorb'] / prefill_times['naive']:.2f}x, "
+              f"FLOPs {flop['absorb'] / flop['naive']:.2f}x")
     print(f"total run time {time.perf_counter() - start:.0f} s")
     return 0
 

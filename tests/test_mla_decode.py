@@ -16,7 +16,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dsv3_lessons.model.config import deepseek_v3_671b, tiny
 from dsv3_lessons.model.mla import LatentCache
-from dsv3_lessons.course.mla_decode import (VARIANTS, PerHeadKVCache, build_mla, cache_elements_per_token,
+from dsv3_lessons.course.mla_decode import (VARIANTS, PerHeadKVCache, attention_flops, build_mla, decode_bytes_read,
+                                     cache_elements_per_token,
                                      context_latents, decode_flops, decode_weight_bytes, expand_latent,
                                      flop_ratio, make_variants, max_output_difference, per_head_forward,
                                      time_decode_step, time_variants, v3_attention_config)
@@ -176,35 +177,69 @@ def test_errors():
         cache.append(torch.zeros(1, 4, 1, 24), torch.zeros(1, 4, 2, 16))
 
 
-def test_chapter04_exercise_checkers():
-    from dsv3_lessons.course.exercises.ch04_mla_inference import ExerciseError, check_absorb_flop_ratio, check_mla_cache_elements
+@pytest.mark.parametrize("impl", ["naive", "absorb"])
+@pytest.mark.parametrize("queries,context", [(5, 0), (3, 4)])
+def test_attention_flops_equal_counted_matmuls(impl, queries, context):
+    """Prefill (context 0) and a chunk over a cache: the closed form = the matmul FLOPs torch executes."""
+    cfg = v3_attention_config(**SLICE)
+    mla = build_mla(cfg, seed=2)
+    x = torch.randn(1, context + queries, cfg.hidden_size, generator=torch.Generator().manual_seed(3))
+    cache = mla.new_cache(1, context + queries)
+    with torch.inference_mode():
+        if context:
+            mla(x[:, :context], start_pos=0, cache=cache, attn_impl=impl)
+        with FlopCounterMode(display=False) as counter:
+            mla(x[:, context:], start_pos=context, cache=cache, attn_impl=impl)
+    assert counter.get_total_flops() == attention_flops(cfg, queries, context, impl)["total"]
 
-    # 16 heads, V3 widths: latent d_c + d_h^R; per head 16·(128+64+128)
-    assert check_mla_cache_elements(512 + 64, 16 * (128 + 64 + 128))
-    assert check_mla_cache_elements(576, 128 * 320, num_attention_heads=128)
-    with pytest.raises(ExerciseError, match="rope key"):
-        check_mla_cache_elements(512, 5120)
-    with pytest.raises(ExerciseError, match="values"):
-        check_mla_cache_elements(576, 16 * 192)
-    with pytest.raises(ExerciseError, match="number"):
-        check_mla_cache_elements("576", 5120)
-    per_token = (2 * 512 * 128 * 256 + 2 * 128 * 320) / (2 * 128 * 1088)  # hand count, ≈ 120.77
-    assert check_absorb_flop_ratio(per_token)
-    assert check_absorb_flop_ratio(round(per_token))  # within 1 %
-    with pytest.raises(ExerciseError, match="whole-step"):
-        check_absorb_flop_ratio(91.2)
-    with pytest.raises(ExerciseError, match="not right"):
-        check_absorb_flop_ratio(71.1)
+
+def test_prefill_is_cheaper_re_expanded_decode_is_cheaper_absorbed():
+    """V3 sizes: absorption is a decode-time choice (hand count of the per-pair and per-token terms)."""
+    cfg = deepseek_v3_671b()
+    e = 2 * 512 * 128 * (128 + 128)                          # kv_b_proj on one token = the two folds of one query
+    pair_naive, pair_absorb = 2 * 128 * (128 + 64 + 128), 2 * 128 * (512 + 64 + 512)
+    for t in (1, 512, 4096):
+        naive, absorb = attention_flops(cfg, t, 0, "naive"), attention_flops(cfg, t, 0, "absorb")
+        assert naive["expand"] == absorb["absorb_folds"] == t * e
+        assert naive["attention"] == t * t * pair_naive and absorb["attention"] == t * t * pair_absorb
+        assert absorb["total"] > naive["total"]                # prefill: re-expanding always cheaper
+        assert decode_flops(cfg, t, "absorb")["total"] < decode_flops(cfg, t, "naive")["total"]
+    assert round(pair_absorb / pair_naive, 2) == 3.4
+    assert decode_flops(cfg, 7, "per_head") == attention_flops(cfg, 1, 7, "per_head")
+    with pytest.raises(ValueError, match="queries must be a positive integer"):
+        attention_flops(cfg, 0, 3, "naive")
+    with pytest.raises(ValueError, match="context must be a non-negative integer"):
+        attention_flops(cfg, 1, -1, "naive")
 
 
 def test_plot_decode_times():
     from dsv3_lessons.course.plots import plot_decode_times
+    from dsv3_lessons.course.style import DPI, FIG_WIDTH
 
-    fig = plot_decode_times([1, 2], {"a": [1e-3, 2e-3]}, {"a": [10, 20]})
-    assert len(fig.axes) == 2
+    fig = plot_decode_times([1, 2], {"naive": [1e-3, 2e-3], "absorb": [1e-3, 1e-3]},
+                            {"per_head": [10, 20], "naive": [1, 2], "absorb": [1, 2]})
+    assert len(fig.axes) == 2 and fig.dpi == DPI and fig.get_size_inches()[0] == FIG_WIDTH
     assert list(fig.axes[0].lines[0].get_ydata()) == [1.0, 2.0]  # milliseconds
+    # coinciding latent-cache lines: the later one dashed and hollow, its label naming the one it hides
+    lines = fig.axes[1].lines
+    assert lines[1].get_linestyle() == "-" and lines[2].get_linestyle() != "-"
+    assert lines[2].get_markerfacecolor() == "none"
+    labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert labels == ["per_head", "naive", "absorb (= naive)"]
     with pytest.raises(ValueError, match="2 contexts"):
         plot_decode_times([1, 2], {"a": [1e-3]})
+
+
+def test_plot_decode_costs_and_tradeoff():
+    from dsv3_lessons.course.plots import plot_absorb_tradeoff, plot_decode_costs
+
+    fig = plot_decode_costs([1, 10], {"naive": [2e9, 4e9], "absorb": [1e9, 1e9]}, {"naive": [1e6, 2e6]})
+    assert len(fig.axes) == 2 and list(fig.axes[0].lines[0].get_ydata()) == [2.0, 4.0]  # GFLOP
+    assert list(fig.axes[1].lines[0].get_ydata()) == [1.0, 2.0]                          # MB
+    fig = plot_absorb_tradeoff([1, 10], {"decode": [0.5, 0.1], "prefill": [2.0, 3.0]})
+    assert [ln.get_label() for ln in fig.axes[0].lines[:2]] == ["decode", "prefill"]
+    with pytest.raises(ValueError, match="1 values for 2 contexts"):
+        plot_absorb_tradeoff([1, 10], {"decode": [0.5]})
 
 
 def test_bench_script_smoke(capsys):
@@ -221,3 +256,44 @@ def test_bench_script_smoke(capsys):
     assert re.search(r"per_head\s+640\s+2,560\s", out)      # 2 heads · (192 + 128) elements, 4 B each
     assert re.search(r"absorb\s+576\s+2,304\s", out)        # 512 + 64
     assert "per-head / MLA cache ratio: 1.11x" in out
+    assert bench.main(["--contexts", "8", "--repeats", "1", "--heads", "2", "--hidden", "64", "--prefill", "16"]) == 0
+    out = capsys.readouterr().out
+    ratio = attention_flops(v3_attention_config(2, 64), 16, 0, "absorb")["total"] / \
+        attention_flops(v3_attention_config(2, 64), 16, 0, "naive")["total"]
+    assert re.search(r"prefill of 16 tokens .*naive [\d.]+, absorb [\d.]+; absorbed / naive: time [\d.]+x, "
+                     rf"FLOPs {ratio:.2f}x", out)
+
+
+def test_v3_absorbed_decode_costs_more_flops_and_fewer_bytes_than_per_head():
+    """The chapter's verdict on "MLA cuts attention compute": per cached token, more FLOPs, 71x fewer bytes."""
+    cfg = deepseek_v3_671b()
+    per_token = {v: decode_flops(cfg, 4097, v)["total"] - decode_flops(cfg, 4096, v)["total"] for v in VARIANTS}
+    assert per_token["absorb"] == 2 * 128 * (512 + 64 + 512) == 278_528
+    assert per_token["per_head"] == 2 * 128 * (128 + 64 + 128) == 81_920
+    assert per_token["absorb"] > per_token["per_head"]
+    cache = {v: decode_bytes_read(cfg, 4096, v, bytes_per_element=2)["cache"] for v in ("per_head", "absorb")}
+    assert cache["per_head"] / cache["absorb"] == 40_960 / 576
+
+
+def test_chapter04_notebook_hygiene():
+    """No timings typed into prose, no NBVAL comments, no bare True, timing cells tagged, exercises unattempted."""
+    import json
+    from pathlib import Path
+
+    nb = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / "04_mla_inference.ipynb").read_text())
+    prose = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    assert not re.search(r"\d\s*(ms|seconds?)\b|\d+(\.\d+)?\s*[x×]\s+faster", prose), "timings typed into the prose"
+    assert not re.search(r"nbval|pytest|\btests?\b", prose, re.I), "test tooling named in the prose"
+    code_cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    for c in code_cells:
+        src = "".join(c["source"])
+        assert "NBVAL" not in src
+        for out in c.get("outputs", []):
+            assert "".join(out.get("data", {}).get("text/plain", "")).strip() != "True"
+        if "perf_counter" in src or "time_variants" in src or "plot_decode_times" in src:
+            assert "nbval-ignore-output" in c["metadata"].get("tags", []), src[:60]
+    exercises = [c for c in code_cells if "check_" in "".join(c["source"]) and "___" in "".join(c["source"])]
+    assert len(exercises) >= 3
+    for c in exercises:
+        text = "".join("".join(o.get("text", "")) for o in c["outputs"])
+        assert "not attempted yet" in text and "✓" not in text

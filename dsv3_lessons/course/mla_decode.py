@@ -26,10 +26,13 @@ order for ``transformers``). A decode step of every variant then computes the sa
 (:func:`max_output_difference`), so timing them side by side (:func:`time_decode_step`) compares
 only *how* the same function is evaluated.
 
-:func:`decode_flops` counts the floating-point operations of one decode step in closed form
-(a multiply-add = 2 FLOPs; norms, RoPE and softmax ignored) and :func:`decode_bytes_read` the bytes
-every step must read (weights + cached context); together they explain the measured ratios: the
-re-expanding variants are bound by FLOPs, the other two by bytes.
+:func:`attention_flops` counts the floating-point operations of s new tokens over T cached ones in closed
+form (a multiply-add = 2 FLOPs; norms, RoPE and softmax ignored): :func:`decode_flops` is its s = 1 case,
+a prefill is T = 0. :func:`decode_bytes_read` counts the bytes every decode step must read (weights +
+cached context). Together they explain the measured ratios: the re-expanding variants are bound by FLOPs,
+the other two by bytes; absorbed MLA does MORE arithmetic per cached token than the per-head cache
+(576-wide keys, 512-wide values) and wins on bytes; and absorbing pays only while s is small against T,
+which is why serving engines absorb for decode and re-expand for prefill (chapter 04).
 
 Timing on a shared CPU: the latent variants' steps are chains of small, memory-bound operations. With
 two threads on a busy two-core machine each operation waits for the second thread to get a core, which
@@ -69,6 +72,7 @@ __all__ = [
     "time_decode_step",
     "time_variants",
     "cache_elements_per_token",
+    "attention_flops",
     "decode_flops",
     "decode_weight_bytes",
     "decode_bytes_read",
@@ -492,45 +496,73 @@ def cache_elements_per_token(cfg: DeepseekV3Config, variant: str) -> int:
     return cfg.kv_lora_rank + cfg.qk_rope_head_dim
 
 
-def decode_flops(cfg: DeepseekV3Config, context: int, variant: str) -> dict[str, int]:
-    """FLOPs of one decode step (batch 1, one new token attending over ``context`` cached tokens + itself).
+def attention_flops(cfg: DeepseekV3Config, queries: int, context: int, variant: str) -> dict[str, int]:
+    """FLOPs of one attention forward: ``queries`` new tokens over ``context`` cached tokens (batch 1).
 
-    A multiply-add counts 2. Terms (n_h heads, d, d_c', d_c, d_h, d_h^R, d_v; T' = context + 1):
+    ``queries=1`` is a decode step (:func:`decode_flops`); ``context=0, queries=T`` is the prefill of a
+    T-token prompt; anything between is a chunk (chunked prefill, a speculative-decoding verify step).
+    A multiply-add counts 2; norms, RoPE and softmax are left out. Every new token's scores are counted
+    against all K = context + queries keys, as :class:`~dsv3_lessons.model.mla.MultiHeadLatentAttention`
+    computes them (dense scores, then the causal mask); a causal kernel would skip the masked half of the
+    square, scaling the attention term of every variant alike. Terms (n_h heads, d, d_c', d_c, d_h, d_h^R,
+    d_v; s = ``queries``):
 
-    * ``projections`` (all variants): W^DQ 2·d·d_c', W^UQ;W^QR 2·d_c'·n_h·(d_h+d_h^R),
+    * ``projections`` (all variants), per new token: W^DQ 2·d·d_c', W^UQ;W^QR 2·d_c'·n_h·(d_h+d_h^R),
       W^DKV;W^KR 2·d·(d_c+d_h^R), W^O 2·n_h·d_v·d.
-    * ``expand``: ``kv_b_proj`` on T' tokens for ``naive``/``transformers`` (2·d_c·n_h·(d_h+d_v)·T');
-      on the new token only for ``per_head``; 0 for ``absorb``.
-    * ``absorb_folds`` (``absorb`` only): q^C_i W^UK_i, 2·n_h·d_h·d_c; W^UV_i after attention, 2·n_h·d_c·d_v.
-    * ``attention``: scores + weighted sum. 192-wide keys and 128-wide values per head,
-      2·n_h·T'·(d_h+d_h^R+d_v), for the expanded variants; 576-wide keys and 512-wide "values"
-      (the latent itself), 2·n_h·T'·(d_c+d_h^R+d_c), for ``absorb``.
+    * ``expand`` = ``kv_b_proj`` (2·d_c·n_h·(d_h+d_v) per token) on all K tokens for ``naive``/``transformers``
+      (the cache is re-expanded), on the s new tokens for ``per_head``, 0 for ``absorb``.
+    * ``absorb_folds`` (``absorb`` only), per new token: q^C_i W^UK_i, 2·n_h·d_h·d_c, and W^UV_i after
+      attention, 2·n_h·d_c·d_v -- the same 2·d_c·n_h·(d_h+d_v) as expanding one token.
+    * ``attention`` = s·K query-key pairs × per-pair cost: 2·n_h·(d_h+d_h^R+d_v) on expanded heads
+      (192-wide keys, 128-wide values at V3 sizes); 2·n_h·(d_c+d_h^R+d_c) in the latent space for
+      ``absorb`` (576-wide keys, 512-wide values).
+
+    So absorption trades the expansion of the K cached tokens for a 3.4× (V3) dearer query-key pair: it
+    pays when s is small (decode), not when s is comparable to K (prefill). Source: V2 report §2.1.2-2.1.3
+    (absorption), V3 report §2.1.1 eqs. 1-11 (the projections).
 
     Returns: the terms and their ``total``.
+    Raises:
+        ValueError: unknown ``variant``, ``queries`` < 1 or ``context`` < 0 (or not integers).
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    if not isinstance(context, int) or context < 0:
+    if isinstance(queries, bool) or not isinstance(queries, int) or queries < 1:
+        raise ValueError(f"queries must be a positive integer, got {queries!r}")
+    if isinstance(context, bool) or not isinstance(context, int) or context < 0:
         raise ValueError(f"context must be a non-negative integer, got {context!r}")
     h, d, dc, r = cfg.num_attention_heads, cfg.hidden_size, cfg.kv_lora_rank, cfg.qk_rope_head_dim
     dh, dv = cfg.qk_nope_head_dim, cfg.v_head_dim
-    t = context + 1
+    s, keys = queries, context + queries
     q_in = d if cfg.q_lora_rank is None else cfg.q_lora_rank
     proj = 2 * h * cfg.qk_head_dim * q_in + 2 * d * (dc + r) + 2 * h * dv * d
     if cfg.q_lora_rank is not None:
         proj += 2 * d * cfg.q_lora_rank
     expand_per_token = 2 * dc * h * (dh + dv)
-    terms = {"projections": proj}
+    terms = {"projections": s * proj}
     if variant == "absorb":
         terms["expand"] = 0
-        terms["absorb_folds"] = 2 * h * dh * dc + 2 * h * dc * dv
-        terms["attention"] = 2 * h * t * (dc + r + dc)
+        terms["absorb_folds"] = s * (2 * h * dh * dc + 2 * h * dc * dv)
+        terms["attention"] = 2 * h * s * keys * (dc + r + dc)
     else:
-        terms["expand"] = expand_per_token * (1 if variant == "per_head" else t)
+        terms["expand"] = expand_per_token * (s if variant == "per_head" else keys)
         terms["absorb_folds"] = 0
-        terms["attention"] = 2 * h * t * (dh + r + dv)
+        terms["attention"] = 2 * h * s * keys * (dh + r + dv)
     terms["total"] = sum(terms.values())
     return terms
+
+
+def decode_flops(cfg: DeepseekV3Config, context: int, variant: str) -> dict[str, int]:
+    """FLOPs of one decode step (batch 1, one new token attending over ``context`` cached tokens + itself).
+
+    :func:`attention_flops` with ``queries=1``: with T' = context + 1 keys, ``expand`` is
+    2·d_c·n_h·(d_h+d_v)·T' for ``naive``/``transformers`` (one token for ``per_head``, 0 for ``absorb``),
+    ``attention`` is 2·n_h·T'·(d_h+d_h^R+d_v) on expanded heads and 2·n_h·T'·(d_c+d_h^R+d_c) for
+    ``absorb``. Returns the terms and their ``total``.
+    """
+    if isinstance(context, bool) or not isinstance(context, int) or context < 0:
+        raise ValueError(f"context must be a non-negative integer, got {context!r}")
+    return attention_flops(cfg, 1, context, variant)
 
 
 def decode_weight_bytes(cfg: DeepseekV3Config, bytes_per_element: int = 4) -> int:
