@@ -260,6 +260,9 @@ def test_tiny_attention_lm(attention):
         h = states[0]["h"]
         c_kv, _ = lm.layers[0].self_attn.latent(h, torch.arange(12))
         assert torch.allclose(states[0]["c^KV"], c_kv, atol=1e-6)
+        oracle = mla_step_by_step(paper_matrices(lm.layers[1].self_attn), states[1]["h"])  # independent oracle
+        for key in ("c^Q", "c^KV", "k^R", "k^C", "v^C"):
+            assert torch.allclose(states[1][key], oracle[key], atol=1e-6), key
         assert lm.cache_elements_per_token() == 2 * (32 + 8)
     else:
         assert states[0]["k"].shape == (2, 12, 4, 16)
@@ -277,5 +280,11 @@ def test_plot_singular_spectra_data():
     assert list(line.get_xdata()) == [1, 2, 3, 4]
     assert list(line.get_ydata()) == pytest.approx([1.0, 0.5, 0.25, 1e-3])
     assert "r90=2" in line.get_label()  # energies 16, 4, 1 of 21: 20/21 >= 0.9 at rank 2
+    # an initial and a trained spectrum that coincide stay distinguishable: same colour, dashed vs solid
+    fig = plot_singular_spectra({"p": {"layer 0 init": s, "layer 0 trained": s}})
+    init, trained = fig.axes[0].lines
+    assert init.get_linestyle() == "--" and trained.get_linestyle() == "-"
+    assert init.get_color() == trained.get_color()
+    assert fig.get_size_inches()[0] == pytest.approx(10.0) and fig.dpi >= 110
     with pytest.raises(ValueError, match="panels"):
         plot_singular_spectra({})

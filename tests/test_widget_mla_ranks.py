@@ -72,3 +72,37 @@ def test_sliders_recompute_on_release_only():
     # one update draws a 3-panel figure; recomputing on every drag tick would lag behind the mouse
     w = mla_rank_widget()
     assert all(s.continuous_update is False for s in (w.q_lora_rank, w.kv_lora_rank, w.num_attention_heads))
+
+
+def test_axes_stay_fixed_while_sliders_move():
+    # the review found the axes rescaling on every move, so the fixed V3 bar seemed to change height
+    w = mla_rank_widget()
+    before = [ax.get_ylim() for ax in w.figure.axes]
+    v3_bars = [_bars(w.figure, p)[1] for p in range(3)]
+    for name, value in (("kv_lora_rank", 2048), ("num_attention_heads", 256), ("q_lora_rank", 7168),
+                        ("kv_lora_rank", 32), ("num_attention_heads", 8), ("q_lora_rank", 64)):
+        getattr(w, name).value = value
+        assert [ax.get_ylim() for ax in w.figure.axes] == before
+        assert [_bars(w.figure, p)[1] for p in range(3)] == pytest.approx(v3_bars)
+        for p, key in enumerate(("params", "flops", "cache")):   # every bar stays inside the fixed axes
+            lo, hi = w.ylims[key]
+            assert all(lo <= b < hi for b in _bars(w.figure, p))
+
+
+def test_fixed_limits_cover_the_extreme_corner():
+    from dsv3_lessons.course.widgets.mla_ranks import fixed_axis_limits
+
+    lim = fixed_axis_limits()
+    # MHA with 256 heads at V3's other sizes (closed form): 2·d·n_h·192 + 2·d·n_h·128 parameters
+    mha_params = (2 * 7168 * 256 * 192 + 2 * 7168 * 256 * 128) / 1e6
+    assert mha_params < lim["params"][1] < 1.5 * mha_params
+    # smallest cache: d_c = 32 -> 61·(32 + 64)·2 bytes
+    assert lim["cache"][0] < 61 * (32 + 64) * 2 / 1e3
+
+
+def test_labels_are_shown_in_full():
+    w = mla_rank_widget()
+    for slider, field in ((w.q_lora_rank, "q_lora_rank"), (w.kv_lora_rank, "kv_lora_rank"),
+                          (w.num_attention_heads, "num_attention_heads")):
+        assert f"({field})" in slider.description
+        assert slider.style.description_width == "initial"

@@ -1,11 +1,16 @@
-"""MLA step by step, with the paper's matrices as explicit tensors (notebook 02).
+"""MLA helpers for chapter 02: the paper's matrices, an independent oracle, closed-form costs, SVD tools.
 
-:class:`~dsv3_lessons.model.mla.MultiHeadLatentAttention` stores the weights the way the released
-checkpoint does: fused. This module slices those fused matrices into the matrices of the V3 report
-(§2.1.1, eqs. 1–11) and runs the layer one named equation at a time, keeping every intermediate, so a
-learner can print each shape and check that nothing was lost on the way. It also holds closed-form
-cost arithmetic (parameters, FLOPs, cache bytes as functions of the two latent ranks) and small SVD
-helpers used to show *why* a low-rank latent is a reasonable bet.
+Chapter 02 writes eqs. (1)–(11) of the V3 report itself, in short notebook cells, on the weights of a
+:class:`~dsv3_lessons.model.mla.MultiHeadLatentAttention`. This module holds what the chapter *imports*:
+
+* :func:`paper_matrices` / :func:`fuse_paper_matrices`: the fused checkpoint weights sliced into the paper's
+  matrices and back (tests and later chapters use them);
+* :func:`mla_step_by_step`: a second, independent implementation of the whole layer (complex-number RoPE,
+  einsums on the paper's matrices). It is a **test oracle**: the tests compare the library layer with it. The
+  notebook does not call it, because the learner writes those steps;
+* closed-form cost arithmetic (parameters, FLOPs, cache bytes as functions of the two latent ranks) for the
+  rank widget;
+* small SVD helpers and :class:`TinyAttentionLM`, the model of the chapter's low-rank experiment.
 
 Paper matrix ↔ slice of the checkpoint tensor (n_h heads, d_h content dim, d_h^R rope dim, d_v value
 dim, d_c = ``kv_lora_rank``, d_c' = ``q_lora_rank``, d = ``hidden_size``):
@@ -49,14 +54,12 @@ from dsv3_lessons.model.config import DeepseekV3Config, deepseek_v3_671b
 from dsv3_lessons.model.rope import softmax_scale as _softmax_scale
 
 __all__ = [
-    "CHECKPOINT_SLICES",
     "MLAMatrices",
     "paper_matrices",
     "fuse_paper_matrices",
     "split_kv_b_keys_first",
     "rope_rotate_complex",
     "mla_step_by_step",
-    "shape_table",
     "AttentionCost",
     "mla_cost",
     "mha_cost",
@@ -68,20 +71,6 @@ __all__ = [
 
 
 # ====================================================================== paper matrices
-#: paper matrix -> where it sits in the released checkpoint (per-head views as in the module docstring)
-CHECKPOINT_SLICES: dict[str, str] = {
-    "W_DQ": "q_a_proj.weight",
-    "W_UQ": "q_b_proj.weight, head i rows [i*(d_h+d_h^R), +d_h)",
-    "W_QR": "q_b_proj.weight, head i rows [i*(d_h+d_h^R)+d_h, +d_h^R)",
-    "W_DKV": "kv_a_proj_with_mqa.weight rows [0, d_c)",
-    "W_KR": "kv_a_proj_with_mqa.weight rows [d_c, d_c+d_h^R)",
-    "W_UK": "kv_b_proj.weight, head i rows [i*(d_h+d_v), +d_h)",
-    "W_UV": "kv_b_proj.weight, head i rows [i*(d_h+d_v)+d_h, +d_v)",
-    "W_O": "o_proj.weight",
-    "q_norm": "q_a_layernorm.weight",
-    "kv_norm": "kv_a_layernorm.weight",
-}
-
 @dataclass(frozen=True)
 class MLAMatrices:
     """The matrices of V3 eqs. (1)–(11) for one MLA layer, plus the few scalars the layer needs.
@@ -237,19 +226,23 @@ def rope_rotate_complex(x: torch.Tensor, positions: torch.Tensor, inv_freq: torc
 def mla_step_by_step(m: MLAMatrices, h: torch.Tensor, start_pos: int = 0) -> dict[str, torch.Tensor]:
     """Run MLA one paper equation at a time (causal, no cache) and return every intermediate.
 
+    The independent oracle of the tests (and of :meth:`TinyAttentionLM.attention_states`' test): written on the
+    paper's matrices with its own complex-number RoPE, it shares no code path with the library layer. Chapter 02
+    does not call it; the learner writes these steps in the notebook.
+
     Args:
         m: the paper's matrices (:func:`paper_matrices`).
         h: hidden states h_t ``[batch, seq, d]`` (the layer's input after the block's input norm).
         start_pos: absolute position of ``h[:, 0]`` (RoPE angles start there).
     Returns:
-        An ordered dict (b = batch, s = seq, t = key position):
+        An ordered dict (b = batch, s = seq, j = key position; the paper writes t for the query position):
 
         ``c^Q_raw [b,s,d_c']`` (eq. 6) → ``c^Q [b,s,d_c']`` (after q_a_layernorm) →
         ``q^C [b,s,n_h,d_h]`` (eq. 7) → ``q^R_raw``/``q^R [b,s,n_h,d_h^R]`` (eq. 8) →
         ``q [b,s,n_h,d_h+d_h^R]`` (eq. 9); ``c^KV_raw [b,s,d_c]`` (eq. 1) → ``c^KV [b,s,d_c]`` (after
         kv_a_layernorm; cached) → ``k^C [b,s,n_h,d_h]`` (eq. 2); ``k^R_raw``/``k^R [b,s,d_h^R]`` (eq. 3;
         rotated k^R is cached, shared by all heads) → ``k [b,s,n_h,d_h+d_h^R]`` (eq. 4);
-        ``v^C [b,s,n_h,d_v]`` (eq. 5); ``logits``/``probs [b,n_h,s,t]`` and ``o [b,s,n_h,d_v]`` (eq. 10);
+        ``v^C [b,s,n_h,d_v]`` (eq. 5); ``logits``/``probs [b,n_h,s,j]`` and ``o [b,s,n_h,d_v]`` (eq. 10);
         ``u [b,s,d]`` (eq. 11, the layer output).
     Raises:
         ValueError: ``h`` is not ``[batch, seq, d]`` with d = ``W_DQ.shape[1]``, or start_pos < 0.
@@ -281,19 +274,13 @@ def mla_step_by_step(m: MLAMatrices, h: torch.Tensor, start_pos: int = 0) -> dic
     st["k"] = torch.cat([st["k^C"], k_r_all], dim=-1)                               # eq. 4: [k^C ; k^R]
     st["v^C"] = torch.einsum("hvc,bsc->bshv", m.W_UV, st["c^KV"])                   # eq. 5
     # --- attention (eq. 10) and output projection (eq. 11)
-    logits = torch.einsum("bshk,bthk->bhst", st["q"], st["k"]) * m.softmax_scale
+    logits = torch.einsum("bshk,bjhk->bhsj", st["q"], st["k"]) * m.softmax_scale
     causal = torch.ones(s, s, dtype=torch.bool, device=h.device).tril()
     st["logits"] = logits.masked_fill(~causal, float("-inf"))
     st["probs"] = F.softmax(st["logits"].float(), dim=-1).to(h.dtype)
-    st["o"] = torch.einsum("bhst,bthv->bshv", st["probs"], st["v^C"])
+    st["o"] = torch.einsum("bhsj,bjhv->bshv", st["probs"], st["v^C"])
     st["u"] = torch.einsum("dz,bsz->bsd", m.W_O, st["o"].reshape(*st["o"].shape[:2], -1))
     return st
-
-
-def shape_table(tensors: dict[str, torch.Tensor]) -> str:
-    """One line per entry: ``name  shape`` (for printing the intermediates of :func:`mla_step_by_step`)."""
-    width = max(len(k) for k in tensors)
-    return "\n".join(f"{k:<{width}}  {list(v.shape)}" for k, v in tensors.items())
 
 
 # ====================================================================== closed-form costs
@@ -603,7 +590,8 @@ class TinyAttentionLM(torch.nn.Module):
         """Per layer, what its attention computes from ``input_ids [b, T]``.
 
         MHA layers: ``{"h": [b,T,d], "k": [b,T,n_h,d_h] (before RoPE), "v": [b,T,n_h,d_h]}``.
-        MLA layers: the dict of :func:`mla_step_by_step` (``"c^KV"``, ``"k^C"``, ``"v^C"``, …).
+        MLA layers: ``{"h", "c^Q": [b,T,d_c'], "c^KV": [b,T,d_c], "k^R": [b,T,d_h^R] (rotated),
+        "k^C": [b,T,n_h,d_h], "v^C": [b,T,n_h,d_v]}``, computed with the layer's own modules.
         """
         states = []
         x = self.embed_tokens(input_ids)
@@ -615,8 +603,12 @@ class TinyAttentionLM(torch.nn.Module):
                 n_h, d_h = attn.num_attention_heads, attn.head_dim
                 states.append({"h": h, "k": attn.k_proj(h).view(b, s, n_h, d_h),
                                "v": attn.v_proj(h).view(b, s, n_h, d_h)})
-            else:
-                states.append(mla_step_by_step(paper_matrices(attn), h))
+            else:  # the library's own pieces: c^KV and k^R (cached), c^Q, per-head k^C and v^C
+                c_kv, k_r = attn.latent(h, torch.arange(s, device=h.device))
+                c_q = attn.q_a_layernorm(attn.q_a_proj(h))
+                kv = attn.kv_b_proj(c_kv).view(b, s, attn.n_heads, attn.qk_nope_head_dim + attn.v_head_dim)
+                k_c, v_c = kv.split([attn.qk_nope_head_dim, attn.v_head_dim], dim=-1)
+                states.append({"h": h, "c^Q": c_q, "c^KV": c_kv, "k^R": k_r, "k^C": k_c, "v^C": v_c})
             x = layer(x)
         return states
 
