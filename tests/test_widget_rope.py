@@ -1,10 +1,11 @@
 """Chapter 3 widget driven headless: set a control's ``.value``, assert the recomputed numbers and figure.
 
-Oracles: closed-form angles (m − n)·θ_i, θ_i = 10000^(-2i/64) blended by YaRN's ramp ((i − 10)/13 for V3),
+Oracles: closed-form angles (t − j)·θ_i, θ_i = 10000^(-2i/64) blended by YaRN's ramp ((i − 10)/13 for V3),
 and the identity that plain RoPE (factor 1) leaves the frequencies unchanged.
 """
 import math
 
+import ipywidgets as widgets
 import matplotlib
 import pytest
 import torch
@@ -43,8 +44,8 @@ def test_moving_the_query_updates_angle_score_and_figure(w):
     assert r.angle_between == pytest.approx(math.remainder(296 * theta(16), 2 * math.pi), abs=1e-4)
     assert r.score == pytest.approx(r.score_shifted, abs=2e-3)
     assert r.score != pytest.approx(before.score, abs=1e-3)
-    assert "m − n = 296" in w.summary.value
-    marks = [ln for ln in w.last_figure.axes[1].get_lines() if ln.get_label().startswith("|m−n|")]
+    assert "t − j = 296" in w.summary.value
+    marks = [ln for ln in w.last_figure.axes[1].get_lines() if ln.get_label().startswith("$|t-j|$")]
     assert len(marks) == 1 and marks[0].get_xdata()[0] == 296
 
 
@@ -85,7 +86,7 @@ def test_frequency_index_picks_the_pair(w):
 
 def test_summary_image_and_no_stdout(w, capsys):
     w.freq_index.value = 20
-    assert w.summary is w.readout and "θ_20" in w.summary.value and "mscale = 1.3689" in w.summary.value
+    assert w.summary is w.readout and "θ_20" in w.summary.value and "= 1.3689" in w.summary.value
     assert w.image.value[:8] == b"\x89PNG\r\n\x1a\n"       # the figure travels as PNG bytes
     assert w.last_error is None
     out = capsys.readouterr()
@@ -124,3 +125,28 @@ def test_bad_start_values_are_refused():
 
 def test_sliders_recompute_on_release_only(w):
     assert all(s.continuous_update is False for s in (w.query_pos, w.key_pos, w.freq_index, w.yarn_factor))
+
+
+def test_positions_are_typed_exactly_with_full_labels(w):
+    """The review: 0..8192 sliders in ~250 px could not set t = j. Typed boxes can, and labels are not cut."""
+    for box in (w.query_pos, w.key_pos):
+        assert isinstance(box, widgets.BoundedIntText) and box.max == 8192 and box.min == 0
+    for control in (w.query_pos, w.key_pos, w.freq_index, w.yarn_factor):
+        assert control.style.description_width == "initial"
+    assert "query position t" in w.query_pos.description and "key position j" in w.key_pos.description
+    w.query_pos.value, w.key_pos.value = 5000, 5000               # t = j exactly, far out
+    assert w.last_result.angle_between == 0.0 and "t − j = 0" in w.summary.value
+    w.key_pos.value = 4990                                         # the same t − j = 10 far out ...
+    s0 = w.last_result.score
+    w.query_pos.value, w.key_pos.value = 10, 0                     # ... and at the start: the same score
+    assert w.last_result.score == pytest.approx(s0, abs=5e-3)
+    w.query_pos.value = 99999                                      # typed past the end: clamped to the range
+    assert w.query_pos.value == 8192 and w.last_result.query_pos == 8192
+
+
+def test_axes_do_not_move_with_the_controls(w):
+    before = [(ax.get_xlim(), ax.get_ylim()) for ax in w.last_figure.axes[1:]]
+    w.yarn_factor.value = 1.0
+    w.query_pos.value = 8000
+    after = [(ax.get_xlim(), ax.get_ylim()) for ax in w.last_figure.axes[1:]]
+    assert before == after

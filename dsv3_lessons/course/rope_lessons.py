@@ -1,23 +1,26 @@
-"""Chapter 3 helpers: why DeepSeek-V3 *decouples* RoPE, shown with numbers.
+"""Chapter 3 apparatus: test oracles for the RoPE lessons and the RoPE widget's pure function.
 
-The RoPE/YaRN mechanism itself lives in :mod:`dsv3_lessons.model.rope`; this module holds the pure functions
-notebook 03 calls to demonstrate it (and that the chapter's widget wraps):
+Notebook 03 writes the mechanism itself (the pair rotation, the relative-position property, the fold failing
+with RoPE on the keys, the decoupled fix, YaRN's ramp, blend and mscale) in short cells checked against
+:mod:`dsv3_lessons.model.rope` and :mod:`dsv3_lessons.model.mla`. The functions here run the same arguments
+end to end, so the tests and the exercise checkers can measure them independently:
 
 * relative position -- :func:`rope_rotate`, :func:`rope_scores`, :func:`scores_vs_distance`,
-  :func:`pair_trajectory`: (R_m q)·(R_n k) = q·R_{n-m} k depends only on n - m (RoFormer, Su et al.
+  :func:`pair_trajectory`: (R_t q)·(R_j k) = q·R_{j-t} k depends only on j - t (RoFormer, Su et al.
   2021, §3.4.2);
 * the absorption argument -- :func:`fold_check` (V2 report §2.1.3, V3 report §2.1.1 eqs. 1–11): folding
   W^UK into the query works without RoPE, fails once RoPE sits on the content keys, works again with the
-  decoupled rope key k^R; and RoPE on the latents (the source transcript's claim) keeps the fold but
-  loses the relative-position property;
+  decoupled rope key k^R; RoPE on the latents (the source transcript's claim, both latents rotated with ONE
+  frequency table) keeps the fold but loses the relative-position property;
 * layout conventions -- :func:`convention_scores`: interleaved pairs (official inference code) vs "rotate_half";
-* YaRN -- :func:`yarn_table` (V3 report §4.3; YaRN paper, Peng et al. 2023, §3.2–3.4) and
-  :func:`position_zero_probe` (why a check at position 0 cannot see a wrong frequency);
+* YaRN -- :func:`yarn_table` (V3 report §4.3; YaRN paper, Peng et al. 2023, §3.2–3.4),
+  :func:`position_zero_probe` and :func:`logit_with_mistake` (what a check at query position 0 can and
+  cannot see);
 * the widget's pure function -- :func:`rope_explorer`.
 
-Everything is computed in float32 on CPU in well under a second. Scores here are raw dot products
-(no softmax scale) unless a function says otherwise; the scale is a constant factor and does not change
-any of the arguments.
+Notation: t is the query position, j the key position (the V3 report's). Everything is computed in float32
+on CPU in well under a second. Scores here are raw dot products (no softmax scale) unless a function says
+otherwise.
 """
 from __future__ import annotations
 
@@ -53,6 +56,8 @@ __all__ = [
     "yarn_table",
     "ProbeResult",
     "position_zero_probe",
+    "POSITION_ZERO_MISTAKES",
+    "logit_with_mistake",
     "ExplorerResult",
     "rope_explorer",
 ]
@@ -98,7 +103,7 @@ def rope_rotate(x: torch.Tensor, positions: torch.Tensor | int, inv_freq: torch.
 
 
 def rope_scores(q: torch.Tensor, k: torch.Tensor, q_pos, k_pos, inv_freq: torch.Tensor) -> torch.Tensor:
-    """Dot products RoPE(q, m)·RoPE(k, n) for paired positions (m, n) = (q_pos[j], k_pos[j]).
+    """Dot products RoPE(q, t)·RoPE(k, j) for paired positions (t, j) = (q_pos[p], k_pos[p]).
 
     Args:
         q, k: ``[d]`` one query and one key (interleaved layout).
@@ -190,19 +195,21 @@ def fold_check(case: str, *, n_tokens: int = 16, n_heads: int = 2, hidden_size: 
     key, and nothing per head to cache. The cases:
 
     ``"no_rope"``
-        scores q^C_s·W^UK c_t. Fold exact (associativity). Caches d_c.
+        scores q^C_t·W^UK c_j (query t, key j). Fold exact (associativity). Caches d_c.
     ``"rope_on_keys"``
-        RoPE on the content query and key: R_s q^C_s · R_t W^UK c_t = q^C_sᵀ R_{t−s} W^UK c_t. The matrix
-        that would have to be absorbed, R_{t−s} W^UK, changes with the key position, so the folded path
-        (R_s q^C_s)ᵀ W^UK · c_t misses R_t: wrong everywhere except key position 0 (R_0 = I).
+        RoPE on the content query and key: R_t q^C_t · R_j W^UK c_j = q^C_tᵀ R_{j−t} W^UK c_j. The matrix
+        that would have to be absorbed, R_{j−t} W^UK, changes with the key position, so the folded path
+        (R_t q^C_t)ᵀ W^UK · c_j misses R_j: wrong everywhere except key position 0 (R_0 = I).
     ``"decoupled"``
         V3's design: q = [q^C ; q^R], k = [k^C ; k^R] with q^R = RoPE(W^QR c^Q) per head and ONE rotated
         key k^R = RoPE(W^KR h_t) shared by the heads. The content part folds exactly, the rope part is a
         small extra dot product against the cached k^R. Caches d_c + d_h^R (576 for V3).
     ``"rope_on_latents"``
-        The source transcript's claim: rotate c^Q and c^KV themselves. Scores
-        (R_s c^Q_s)ᵀ W^UQᵀ W^UK (R_t c^KV_t); the fold is exact (cache the rotated latent), but W^UQᵀ W^UK
-        does not commute with the rotations, so scores no longer depend only on t − s (large ``shift_error``).
+        The source transcript's claim: rotate c^Q and c^KV themselves, both with ONE frequency table (so
+        ``q_lora_rank`` must equal ``kv_lora_rank``; with two different tables the relative property would
+        break for a second, unrelated reason). Scores (R_t c^Q_t)ᵀ W^UQᵀ W^UK (R_j c^KV_j); the fold is
+        exact (cache the rotated latent), but W^UQᵀ W^UK does not commute with the rotations, so scores no
+        longer depend only on j − t (large ``shift_error``).
 
     Args:
         case: one of :data:`FOLD_CASES`.
@@ -210,7 +217,8 @@ def fold_check(case: str, *, n_tokens: int = 16, n_heads: int = 2, hidden_size: 
             geometry (d_c' 1536, d_c 512, d_h 128, d_h^R 64) with a small hidden size 256.
         shift: positions are shifted by this many tokens to measure ``shift_error``.
         seed: seeds the random inputs/weights (std 1/sqrt(fan_in)).
-    Returns: :class:`FoldResult`. Raises: ValueError for an unknown ``case`` or non-positive sizes.
+    Returns: :class:`FoldResult`. Raises: ValueError for an unknown ``case``, non-positive sizes, or
+    ``"rope_on_latents"`` with ``q_lora_rank != kv_lora_rank``.
     Source: V2 report §2.1.3 ("RoPE is incompatible with low-rank KV compression"); V3 report §2.1.1.
     """
     if case not in FOLD_CASES:
@@ -223,6 +231,9 @@ def fold_check(case: str, *, n_tokens: int = 16, n_heads: int = 2, hidden_size: 
     for name in ("q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim"):
         if sizes[name] % 2:
             raise ValueError(f"{name} must be even (RoPE may rotate it in pairs), got {sizes[name]}")
+    if case == "rope_on_latents" and q_lora_rank != kv_lora_rank:
+        raise ValueError(f"case 'rope_on_latents' rotates both latents with one frequency table: q_lora_rank "
+                         f"({q_lora_rank}) must equal kv_lora_rank ({kv_lora_rank})")
     g = torch.Generator().manual_seed(seed)
 
     def w(*shape):
@@ -234,7 +245,7 @@ def fold_check(case: str, *, n_tokens: int = 16, n_heads: int = 2, hidden_size: 
     W_QR, W_KR = w(n_heads, qk_rope_head_dim, q_lora_rank), w(qk_rope_head_dim, hidden_size)
     pos0 = torch.arange(n_tokens)
     f_head, f_rope = rope_inv_freq(qk_nope_head_dim, base), rope_inv_freq(qk_rope_head_dim, base)
-    f_cq, f_ckv = rope_inv_freq(q_lora_rank, base), rope_inv_freq(kv_lora_rank, base)
+    f_cq = f_ckv = rope_inv_freq(kv_lora_rank, base)          # one table for both latents (equal widths)
     c_q, c_kv = h @ W_DQ.T, h @ W_DKV.T                      # [t, d_c'], [t, d_c]
     q_c = torch.einsum("hnc,tc->htn", W_UQ, c_q)              # [heads, t, d_h]
 
@@ -330,7 +341,8 @@ class YarnTable:
         interpolated: fraction of the way from θ_i (0) to θ_i/s (1), read back from the frequencies.
         low, high: ints, :func:`~dsv3_lessons.model.rope.yarn_correction_range`.
         factor, original_len: the config's s and pre-training window (tokens).
-        mscale: 0.1·mscale_all_dim·ln s + 1 (mscale_all_dim read as 1 when absent); softmax_scale: the V3 logit multiplier for ``qk_head_dim``.
+        mscale: 0.1·mscale_all_dim·ln s + 1 (mscale_all_dim read as 1 when absent);
+        softmax_scale: the V3 logit multiplier for ``qk_head_dim``.
     """
 
     index: torch.Tensor
@@ -429,6 +441,52 @@ def position_zero_probe(positions, wrong_scaling: dict, dim: int = 64, base: flo
                        logit_diff_mscale=(logit_right - logit_no_mscale).abs(), logit_right=logit_right)
 
 
+#: The implementation mistakes :func:`logit_with_mistake` knows (exercise 3.3 asks which of them a test that
+#: compares only the logit at query position 0 would catch).
+POSITION_ZERO_MISTAKES: tuple[str, ...] = ("wrong_yarn_factor", "yarn_range_from_extended_length",
+                                           "missing_mscale_squared", "rotate_half_without_permutation")
+
+
+def logit_with_mistake(mistake: str | None, q_pos: int, k_pos: int, *, rope_scaling: dict | None = None,
+                       dim: int = 64, base: float = 10000.0, qk_head_dim: int = 192, seed: int = 0) -> float:
+    """The attention logit softmax_scale · RoPE(q, t)·RoPE(k, j) of an implementation with one ``mistake``.
+
+    Everything that follows from the mistaken setting changes together, as it would in real code:
+
+    * ``"wrong_yarn_factor"`` -- YaRN factor s/2 instead of s (V3: 20 instead of 40): the frequencies AND the
+      softmax scale change, because mscale = 0.1·mscale_all_dim·ln s + 1 depends on s (mscale² is 1.6889 for
+      s = 20, 1.8739 for s = 40);
+    * ``"yarn_range_from_extended_length"`` -- the ramp computed from original·s tokens: frequencies only;
+    * ``"missing_mscale_squared"`` -- right frequencies, softmax scale qk_head_dim^-1/2 without mscale²;
+    * ``"rotate_half_without_permutation"`` -- pairs (x_i, x_{i+d/2}) rotated on interleaved-order vectors;
+    * ``None`` -- the right implementation.
+
+    Args:
+        mistake: one of :data:`POSITION_ZERO_MISTAKES` or None.
+        q_pos, k_pos: query position t and key position j (ints ≥ 0).
+        rope_scaling: the right YaRN settings (default :data:`V3_ROPE_SCALING`); dim, base: rope channels, θ base;
+        qk_head_dim: the width behind the softmax scale (192 for V3); seed: the random q^R, k^R.
+    Returns: the logit (float).
+    Raises: ValueError for an unknown mistake or a negative position.
+    Source: V3 report §4.3; YaRN paper §3.2–3.4; the official ``inference/model.py`` (mscale² in softmax_scale).
+    """
+    if mistake is not None and mistake not in POSITION_ZERO_MISTAKES:
+        raise ValueError(f"mistake must be None or one of {POSITION_ZERO_MISTAKES}, got {mistake!r}")
+    q_pos, k_pos = _int_arg("q_pos", q_pos, 0), _int_arg("k_pos", k_pos, 0)
+    right = dict(V3_ROPE_SCALING if rope_scaling is None else rope_scaling)
+    rs = dict(right)
+    if mistake == "wrong_yarn_factor":
+        rs["factor"] = float(right["factor"]) / 2
+    elif mistake == "yarn_range_from_extended_length":
+        rs["original_max_position_embeddings"] = int(right["original_max_position_embeddings"] * right["factor"])
+    freqs = yarn_inv_freq(dim, base, rs)
+    scale = qk_head_dim ** -0.5 if mistake == "missing_mscale_squared" else softmax_scale(qk_head_dim, rs)
+    g = torch.Generator().manual_seed(seed)
+    q, k = torch.randn(1, dim, generator=g), torch.randn(1, dim, generator=g)
+    conv = "half_unpermuted" if mistake == "rotate_half_without_permutation" else "interleaved"
+    return scale * convention_scores(q, k, [q_pos], [k_pos], freqs, conv).item()
+
+
 # --------------------------------------------------------------------------- the widget's pure function
 def _int_arg(name: str, v, lo: int, hi: int | None = None) -> int:
     """``v`` as an int in [lo, hi], or a ValueError naming ``name``."""
@@ -452,9 +510,10 @@ class ExplorerResult:
         q_pair, k_pair: ``[2]`` the chosen pair of the (unrotated) query and key.
         q_pair_rot, k_pair_rot: ``[2]`` the same pairs rotated to their positions (YaRN frequencies).
         angle_between: (query_pos − key_pos)·θ_yarn wrapped to (−π, π].
-        score: full d-channel RoPE(q, m)·RoPE(k, n) with the YaRN frequencies.
-        score_shifted: the same pair moved to (m − n, 0) when m ≥ n, else (0, n − m): equal to ``score``.
-        distances: ``[N]`` 0, then integers log-spaced from 1 to max_distance. cos_rope, cos_yarn: ``[N]`` normalised score (cosine) of
+        score: full d-channel RoPE(q, t)·RoPE(k, j) with the YaRN frequencies.
+        score_shifted: the same pair moved to (t − j, 0) when t ≥ j, else (0, j − t): equal to ``score``.
+        distances: ``[N]`` 0, then integers log-spaced from 1 to max_distance.
+        cos_rope, cos_yarn: ``[N]`` normalised score (cosine) of
             RoPE(u, Δ)·RoPE(u, 0)/|u|² for the all-ones vector u, plain vs YaRN (closed form 2Σcos(Δθ_i)/d).
         inv_freq_rope, inv_freq_yarn: ``[d/2]``. low, high: YaRN pair indices. mscale: 0.1 ln s + 1.
         original_len: the pre-training window (tokens) the YaRN range is computed from.
@@ -490,7 +549,7 @@ def rope_explorer(query_pos: int, key_pos: int, freq_index: int, yarn_factor: fl
     """The RoPE widget's computation (pure): one pair's rotation, score vs distance, YaRN frequencies.
 
     Args:
-        query_pos, key_pos: token positions m and n (ints ≥ 0).
+        query_pos, key_pos: the query position t and the key position j (ints ≥ 0).
         freq_index: which channel pair i (0 ≤ i < dim/2) to show rotating.
         yarn_factor: YaRN's s (≥ 1; 1 means plain RoPE). V3 uses 40 over an original window of 4096.
         dim, base, original_len, beta_fast, beta_slow: rope geometry (V3 defaults).

@@ -1,9 +1,14 @@
-"""Chapter 3 widget: turn RoPE's knobs and watch a channel pair rotate, the score follow m − n, and YaRN
+"""Chapter 3 widget: turn RoPE's knobs and watch a channel pair rotate, the score follow t − j, and YaRN
 stretch the slow frequencies.
 
 The computation is :func:`dsv3_lessons.course.rope_lessons.rope_explorer` (pure; notebook 03 calls it directly
 once) and the figure is :func:`dsv3_lessons.course.plots.plot_rope_explorer`; this module only wires sliders to
-them through :class:`~dsv3_lessons.course.widgets.base.ReportWidget`. The figure is rendered to PNG bytes in an
+them through :class:`~dsv3_lessons.course.widgets.base.ReportWidget`.
+
+The positions are typed (``BoundedIntText``, 0..max_pos): a learner asked to set t = j, or to move both by
+the same amount, needs exact values, which a 0..8192 slider a few hundred pixels wide cannot give. Labels are
+shown in full (``description_width: initial``) and the figure's axes are fixed, so they stay put while the
+controls move. The figure is rendered to PNG bytes in an
 ``ipywidgets.Image`` (the same in JupyterLab and headless, nothing printed to stdout), and a
 ``ValueError`` from the computation is shown in red in the summary *and* re-raised, never swallowed.
 
@@ -11,7 +16,7 @@ Driving it headless (what ``tests/test_widget_rope.py`` does)::
 
     w = rope_widget()
     w.query_pos.value = 300
-    w.last_result.angle_between      # (300 − 4)·θ_16 under YaRN, wrapped to (−π, π]
+    w.last_result.angle_between      # (300 − 4)·θ'_16 under YaRN, wrapped to (−π, π]
 """
 from __future__ import annotations
 
@@ -28,8 +33,8 @@ _FACTOR_RANGE = (1.0, 64.0)
 
 
 class RopeWidget(ReportWidget):
-    """The RoPE explorer. Controls are attributes so code and tests can drive them: ``query_pos`` and
-    ``key_pos`` (IntSliders, 0..max_pos, tokens), ``freq_index`` (IntSlider, pair 0..dim/2 − 1),
+    """The RoPE explorer. Controls are attributes so code and tests can drive them: ``query_pos`` (t) and
+    ``key_pos`` (j) (BoundedIntText boxes, 0..max_pos, tokens), ``freq_index`` (IntSlider, pair 0..dim/2 − 1),
     ``yarn_factor`` (FloatSlider 1..64 in steps of 1, YaRN's s; 1 = plain RoPE, V3 = 40).
 
     Outputs: ``summary`` (HTML with the numbers; the base class's ``readout``), ``image`` (PNG of the
@@ -62,17 +67,22 @@ class RopeWidget(ReportWidget):
             raise ValueError(f"yarn_factor must be a whole number in [{lo:g}, {hi:g}] (the slider's steps), "
                              f"got {yarn_factor!r}")
         self.dim, self.base, self.original_len, self.max_distance = dim, base, original_len, max_distance
-        style = {"description_width": "110px"}
-        lazy = {"style": style, "layout": widgets.Layout(width="360px"), "continuous_update": False}
-        self.query_pos = widgets.IntSlider(value=query_pos, min=0, max=max_pos, description="query pos m", **lazy)
-        self.key_pos = widgets.IntSlider(value=key_pos, min=0, max=max_pos, description="key pos n", **lazy)
-        self.freq_index = widgets.IntSlider(value=freq_index, min=0, max=dim // 2 - 1, description="pair index i",
-                                            **lazy)
+        style = {"description_width": "initial"}
+        typed = {"style": style, "layout": widgets.Layout(width="260px"), "continuous_update": False}
+        lazy = {"style": style, "layout": widgets.Layout(width="420px"), "continuous_update": False}
+        self.query_pos = widgets.BoundedIntText(value=query_pos, min=0, max=max_pos, step=1,
+                                                description="query position t (tokens)", **typed)
+        self.key_pos = widgets.BoundedIntText(value=key_pos, min=0, max=max_pos, step=1,
+                                              description="key position j (tokens)", **typed)
+        self.freq_index = widgets.IntSlider(value=freq_index, min=0, max=dim // 2 - 1,
+                                            description="channel pair i", **lazy)
         self.yarn_factor = widgets.FloatSlider(value=float(yarn_factor), min=lo, max=hi, step=1.0,
-                                               description="YaRN factor s", readout_format=".0f", **lazy)
+                                               description="YaRN factor s (1 = plain RoPE)", readout_format=".0f",
+                                               **lazy)
         controls = [self.query_pos, self.key_pos, self.freq_index, self.yarn_factor]
         grid = widgets.HBox([widgets.VBox([self.query_pos, self.key_pos]),
-                             widgets.VBox([self.freq_index, self.yarn_factor])])
+                             widgets.VBox([self.freq_index, self.yarn_factor])],
+                            layout=widgets.Layout(grid_gap="24px"))
         self._build(controls, layout=[grid])
         self.summary = self.readout
 
@@ -92,12 +102,12 @@ class RopeWidget(ReportWidget):
 
     def describe(self, report: ExplorerResult) -> str:
         r = report
-        return (f"m − n = {r.query_pos - r.key_pos}; θ_{r.freq_index}: {r.theta_rope:.4g} → {r.theta_yarn:.4g} "
+        return (f"t − j = {r.query_pos - r.key_pos}; θ_{r.freq_index}: {r.theta_rope:.4g} → {r.theta_yarn:.4g} "
                 f"rad/token (YaRN s = {r.yarn_factor:g})\n"
-                f"score RoPE(q,m)·RoPE(k,n) = {r.score:.4f}; same pair moved to distance m − n: "
+                f"score RoPE(q,t)·RoPE(k,j) = {r.score:.4f}; the same vectors at (t − j, 0): "
                 f"{r.score_shifted:.4f}\n"
                 f"YaRN ramp low = {r.low}, high = {r.high} (from the original {r.original_len} tokens); "
-                f"mscale = {r.mscale:.4f}")
+                f"mscale = 0.1·ln s + 1 = {r.mscale:.4f} (logits × mscale² = {r.mscale ** 2:.4f})")
 
 
 def rope_widget(query_pos: int = 12, key_pos: int = 4, freq_index: int = 16, yarn_factor: float = 40.0, *,
@@ -105,7 +115,7 @@ def rope_widget(query_pos: int = 12, key_pos: int = 4, freq_index: int = 16, yar
                 max_distance: int = 8192) -> RopeWidget:
     """Build the RoPE explorer (see :class:`RopeWidget`).
 
-    Args: the starting positions m, n (tokens, 0..max_pos), the pair index (0..dim/2 − 1), the YaRN factor
+    Args: the starting positions t, j (tokens, 0..max_pos), the pair index (0..dim/2 − 1), the YaRN factor
     (a whole number in 1..64), and the rope geometry (V3 defaults: dim 64, base 10000, original window 4096).
 
     Raises: ValueError for a starting value outside its slider's range (a slider would clamp it silently),
