@@ -146,3 +146,23 @@ def test_renderers():
     with pytest.raises(ValueError, match="component"):
         crosswalk_html(component="nothing")
     assert list(itertools.chain(expand("a.{gate,up}_proj", 0))) == ["a.gate_proj", "a.up_proj"]
+
+
+def test_gate_dtypes_match_the_release():
+    """The released checkpoint stores the gate weight e_i in BF16 and only e_score_correction_bias in FP32.
+
+    Oracles: the official inference code builds the bias in float32 and the weight in the model dtype;
+    transformers keeps both in FP32 on load (``_keep_in_fp32_modules_strict``) because it scores in FP32, which
+    is a choice at load time, not the stored dtype. An earlier crosswalk called the weight fp32.
+    """
+    from dsv3_lessons.course.crosswalk import RELEASED_GATE_DTYPES
+
+    by_paper = {r.paper: r for r in CROSSWALK}
+    gate, bias = by_paper["e_i"], by_paper["b_i"]
+    assert RELEASED_GATE_DTYPES == {gate.checkpoint: "BF16", bias.checkpoint: "F32"}
+    assert "BF16" in gate.meaning and not re.search(r"\bfp32\b", gate.meaning.split("(")[1] if "(" in gate.meaning else "")
+    assert "released in BF16" in gate.meaning and "FP32" in bias.meaning
+    assert not re.search(r"(?i)centroids[^;]*fp32", gate.meaning)
+    transformers = pytest.importorskip("transformers")
+    keep = transformers.DeepseekV3PreTrainedModel._keep_in_fp32_modules_strict
+    assert "e_score_correction_bias" in keep     # transformers upcasts, as the row says

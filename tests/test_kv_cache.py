@@ -34,6 +34,59 @@ def test_published_table_bf16_exact():
     assert elements_per_token("DeepSeek-V3") == 61 * (512 + 64)
 
 
+def test_published_multipliers_two_readings():
+    """The paper's table prints 4.66x and 7.28x; its own KB column gives 4.66x and 7.34x (chapter 1 §5).
+
+    Guard both readings: our ratio is 516,096 / 70,272 = 7.34 (never the printed 7.28), the printed 4.66
+    follows from the KB column, no DeepSeek-V3 denominator prints 7.28 without breaking 4.66, and the one
+    reading that prints both is 125 LLaMA layers cut (not rounded) to two decimals.
+    """
+    table = kc.PUBLISHED_KV_TABLE
+    assert table["LLaMA-3.1-405B"] == (516.096, 7.28) and table["Qwen2.5-72B"] == (327.680, 4.66)
+    for name, (kb, _) in table.items():
+        assert bytes_per_token(name) == round(kb * KB)
+    assert f"{cache_ratio('Qwen2.5-72B'):.2f}" == "4.66" == f"{table['Qwen2.5-72B'][1]:.2f}"
+    assert f"{cache_ratio('LLaMA-3.1-405B'):.2f}" == "7.34" != f"{table['LLaMA-3.1-405B'][1]:.2f}"
+    # any V3 denominator that prints 7.28 makes Qwen print something other than 4.66
+    for den in (516.096 / 7.2849, 516.096 / 7.2751):
+        assert f"{327.680 / den:.2f}" != "4.66"
+    # 62 layers (MTP counted) is not it either
+    assert f"{516.096 / (62 * 576 * 2 / KB):.2f}" == "7.23"
+    # 125 layers of 2·8·128·2 B = 512.000 KB: 7.2860, rounds to 7.29, truncates to 7.28
+    r = 125 * 2 * 8 * 128 * 2 / 70_272
+    assert f"{r:.2f}" == "7.29" and math.floor(r * 100) / 100 == 7.28
+
+
+def test_coinciding_lines_are_drawn_distinguishable():
+    """Three pairs of models have (nearly) the same cache per token; their lines must stay visible."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dsv3_lessons.course.plots import kv_coinciding_groups, plot_kv_cache_vs_context, plot_kv_bytes_per_token
+
+    groups = kv_coinciding_groups(CONFIGS)
+    assert sorted(map(sorted, groups)) == [["DeepSeek-V2", "DeepSeek-V3"], ["LLaMA-2-7B", "LLaMA-3.1-405B"],
+                                           ["LLaMA-3.1-70B", "Qwen2.5-72B"]]
+    fig = plot_kv_cache_vs_context(CONFIGS, highlight="DeepSeek-V3")
+    lines = {ln.get_label().split(" (")[0]: ln for ln in fig.axes[0].get_lines()}
+    for a, b in groups:
+        la, lb = lines[a], lines[b]
+        assert (la.get_linestyle(), la.get_marker(), la.get_fillstyle()) != \
+            (lb.get_linestyle(), lb.get_marker(), lb.get_fillstyle())
+        assert b in la.get_label() and a in lb.get_label()     # the legend names the partner
+    assert lines["DeepSeek-V3"].get_linewidth() > lines["DeepSeek-V2"].get_linewidth()
+    legend = fig.axes[0].get_legend()
+    fig.canvas.draw()
+    assert not legend.get_window_extent().overlaps(fig.axes[0].get_window_extent())   # legend outside the data
+    assert min(t.get_fontsize() for t in legend.get_texts()) >= 9 and fig.dpi >= 110 and fig.get_figwidth() >= 9.5
+    plt.close(fig)
+    bars = plot_kv_bytes_per_token(CONFIGS)
+    widths = [p.get_width() for p in bars.axes[0].patches]
+    assert widths == [bytes_per_token(s) / KB for s in CONFIGS.values()]
+    plt.close(bars)
+
+
 def test_required_models_present_with_sources():
     names = set(CONFIGS)
     assert {"DeepSeek-V3", "DeepSeek-V2", "LLaMA-3.1-405B", "LLaMA-3.1-70B", "Qwen2.5-72B", "LLaMA-2-7B"} <= names

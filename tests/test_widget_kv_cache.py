@@ -13,7 +13,7 @@ CONFIGS = load_model_configs()
 
 
 def lines(w):
-    return {ln.get_label(): ln for ln in w.figure.axes[0].get_lines()}
+    return {ln.get_label().split(" (")[0]: ln for ln in w.figure.axes[0].get_lines()}
 
 
 def per_token(name, dtype_bytes=2):
@@ -123,3 +123,31 @@ def test_bad_input():
         w.batch.value = 2
     assert "error" in w.readout.value and "budget_gb" in w.readout.value
     assert w.last_error is not None
+
+
+def test_full_labels_and_fixed_axes():
+    w = kv_cache_widget()
+    for control in (w.model, w.context, w.batch, w.dtype, w.kv_lora_rank, w.rope_dim):
+        assert control.style.description_width == "initial", control.description   # never cut off
+    assert "kv_lora_rank" in w.kv_lora_rank.description and "qk_rope_head_dim" in w.rope_dim.description
+    ylim = w.figure.axes[0].get_ylim()
+    for control, value in ((w.context, 2**19), (w.kv_lora_rank, 2048), (w.rope_dim, 256), (w.batch, 1024),
+                           (w.dtype, "fp8"), (w.model, "Falcon-7B"), (w.kv_lora_rank, 32), (w.rope_dim, 0),
+                           (w.batch, 1), (w.context, 1024)):
+        control.value = value
+        ax = w.figure.axes[0]
+        assert ax.get_ylim() == pytest.approx(ylim)                # the axes never move
+        lo, hi = ylim
+        for ln in ax.get_lines():                                  # and every line stays inside them
+            if ln.get_label().startswith("context"):
+                continue                                           # the vertical marker spans the axes
+            ys = [y for y in ln.get_ydata()]
+            assert lo <= min(ys) and max(ys) <= hi, ln.get_label()
+
+
+def test_deepseek_v3_line_is_visible_next_to_v2():
+    w = kv_cache_widget(model="DeepSeek-V3")
+    ls = {ln.get_label().split(" (")[0]: ln for ln in w.figure.axes[0].get_lines()}
+    v3, v2 = ls["DeepSeek-V3"], ls["DeepSeek-V2"]
+    assert (v3.get_linestyle(), v3.get_marker()) != (v2.get_linestyle(), v2.get_marker())
+    assert "DeepSeek-V2" in v3.get_label() and "DeepSeek-V3" in v2.get_label()

@@ -13,6 +13,12 @@ Three vocabularies name the same tensors:
   ``weight_scale_inv`` → ``scale``. Its converter skips ``model.layers.61`` (the MTP module), so MTP
   tensors have no official inference name.
 
+Storage dtypes of the released checkpoint (its ``model.safetensors`` headers): the large matrices are FP8 E4M3
+with a ``weight_scale_inv`` per 128×128 block; embedding, head, norms and the MoE gate's ``weight`` are BF16; the
+gate's ``e_score_correction_bias`` is FP32, like the block scales (the official ``inference/model.py``
+creates it in float32). :data:`RELEASED_GATE_DTYPES` records the two gate tensors; the crosswalk text says the
+same, because an earlier version wrongly called the gate weight FP32.
+
 Placeholders: ``{l}`` a layer index, ``{i}`` a routed expert index, ``{k}`` the MTP depth (1-based; our
 ``mtp.{k-1}`` is the checkpoint's ``model.layers.{L+k-1}`` with L = ``num_hidden_layers`` = 61).
 
@@ -28,7 +34,7 @@ from typing import NamedTuple
 
 from dsv3_lessons.model.config import OFFICIAL_NAMES
 
-__all__ = ["CrosswalkRow", "ConfigRow", "CROSSWALK", "CONFIG_CROSSWALK", "crosswalk_html", "crosswalk_markdown"]
+__all__ = ["CrosswalkRow", "ConfigRow", "RELEASED_GATE_DTYPES", "CROSSWALK", "CONFIG_CROSSWALK", "crosswalk_html", "crosswalk_markdown"]
 
 
 class CrosswalkRow(NamedTuple):
@@ -56,6 +62,12 @@ _A = "layers.{l}.self_attn."
 _F = "layers.{l}.mlp."
 _M = "mtp.{k-1}."
 _MC = "model.layers.{L+k-1}."
+
+#: How the released DeepSeek-V3 checkpoint stores the two tensors of a MoE gate (safetensors dtype names).
+RELEASED_GATE_DTYPES: dict[str, str] = {
+    "model.layers.{l}.mlp.gate.weight": "BF16",
+    "model.layers.{l}.mlp.gate.e_score_correction_bias": "F32",
+}
 
 #: Tensor crosswalk (V3 report section/equation in ``source``).
 CROSSWALK: list[CrosswalkRow] = [
@@ -89,10 +101,12 @@ CROSSWALK: list[CrosswalkRow] = [
     CrosswalkRow("dense FFN", "FFN (SwiGLU)", "gate / up / down of the dense layers l < 3",
                  _F + "{gate,up,down}_proj.weight", "model." + _F + "{gate,up,down}_proj.weight",
                  "layers.{l}.ffn.{w1,w3,w2}.weight", "§4.2"),
-    CrosswalkRow("DeepSeekMoE", "e_i", "expert centroids of the gate (s_i = sigmoid(u·e_i)), fp32",
+    CrosswalkRow("DeepSeekMoE", "e_i", "expert centroids of the gate (s_i = sigmoid(u·e_i)); released in BF16, "
+                 "not quantized to FP8 (transformers upcasts it to FP32 to score)",
                  _F + "gate.weight", "model." + _F + "gate.weight", "layers.{l}.ffn.gate.weight",
                  "§2.1.2, eq. 15"),
-    CrosswalkRow("DeepSeekMoE", "b_i", "balancing bias, used for selection only (a buffer, no gradient)",
+    CrosswalkRow("DeepSeekMoE", "b_i", "balancing bias, used for selection only (a buffer, no gradient); released "
+                 "in FP32 (the gate weight is BF16)",
                  _F + "gate.e_score_correction_bias", "model." + _F + "gate.e_score_correction_bias",
                  "layers.{l}.ffn.gate.bias", "§2.1.2, eq. 16"),
     CrosswalkRow("DeepSeekMoE", "FFN^(r)_i", "routed expert i (SwiGLU)", _F + "experts.{i}.{gate,up,down}_proj.weight",

@@ -14,6 +14,14 @@ units of the published table and of accelerator memory specs). Reproduced exactl
 DeepSeek-V3", arXiv 2505.09343):
 DeepSeek-V3 70.272 KB, Qwen2.5-72B 327.680 KB, LLaMA-3.1-405B 516.096 KB per token in BF16.
 
+The same paper prints multipliers beside its table (V3 1×, Qwen2.5-72B 4.66×, LLaMA-3.1-405B 7.28×,
+:data:`PUBLISHED_KV_TABLE`). 4.66 is 327.680 / 70.272 rounded; 7.28 is not what its own KB column gives:
+516.096 / 70.272 = 7.344, so :func:`cache_ratio` prints 7.34. No other DeepSeek-V3 width fixes that (62 layers,
+counting the MTP module: 71.424 KB -> 7.23×; a denominator that printed 7.28 would be 70.84–70.94 KB and would
+turn Qwen's 4.66 into 4.62–4.63). The one arithmetic that prints both 4.66 and 7.28 is a LLaMA numerator of
+512.000 KB (125 layers of 4.096 KB instead of 126) cut, not rounded, to two decimals: 7.2860 -> 7.28. We keep
+the KB column, which the configs reproduce, and treat the printed 7.28 as a slip in the paper.
+
 "Equivalent GQA groups" (V2 report §2.1.4, Table 1): MLA's cache per layer divided by the
 2·d_h one GQA key/value head costs; for V3 576 / (2·128) = 2.25 -- MLA caches as much as GQA
 with 2.25 groups, while the V2 report (Appendix D.2) finds it stronger than MHA.
@@ -36,6 +44,7 @@ __all__ = [
     "KB",
     "GB",
     "DTYPE_BYTES",
+    "PUBLISHED_KV_TABLE",
     "CONFIG_DIR",
     "AttentionSpec",
     "dtype_bytes",
@@ -56,6 +65,14 @@ __all__ = [
 
 KB = 10**3  #: bytes in a kilobyte, as in the published table (arXiv 2505.09343)
 GB = 10**9  #: bytes in a gigabyte (accelerator memory is quoted in these: "80 GB")
+
+#: "Insights into DeepSeek-V3" (arXiv 2505.09343) Table 1 as printed: model -> (KB per token in BF16,
+#: multiplier against DeepSeek-V3). The KB values are reproduced exactly; the 7.28 is not (see module docstring).
+PUBLISHED_KV_TABLE: dict[str, tuple[float, float]] = {
+    "DeepSeek-V3": (70.272, 1.0),
+    "Qwen2.5-72B": (327.680, 4.66),
+    "LLaMA-3.1-405B": (516.096, 7.28),
+}
 
 #: Bytes per cached element. BF16/FP16 are what serving stacks usually store; FP8 (E4M3) caches
 #: are common in deployment; FP32 is what a CPU notebook uses.
@@ -254,7 +271,8 @@ def cache_bytes(spec: AttentionSpec | str, context: int, batch: int = 1, dtype: 
 def cache_ratio(spec: AttentionSpec | str, reference: AttentionSpec | str = "DeepSeek-V3") -> float:
     """How many times more cache per token ``spec`` needs than ``reference`` (same dtype).
 
-    LLaMA-3.1-405B vs DeepSeek-V3: 516,096 / 70,272 = 7.34.
+    LLaMA-3.1-405B vs DeepSeek-V3: 516,096 / 70,272 = 7.34 (the paper's table prints 7.28; see the module
+    docstring for why 7.34 is the ratio of its own KB values).
     """
     return elements_per_token(spec) / elements_per_token(reference)
 

@@ -19,7 +19,8 @@ from typing import Mapping
 
 import ipywidgets as widgets
 
-from dsv3_lessons.course.kv_cache import AttentionSpec, KVCacheReport, format_report, kv_cache_report, load_model_configs
+from dsv3_lessons.course.kv_cache import (GB, AttentionSpec, KVCacheReport, bytes_per_token, format_report,
+                                          kv_cache_report, load_model_configs, mla_what_if)
 from dsv3_lessons.course.plots import KV_CONTEXTS, plot_kv_cache_vs_context
 from .base import ReportWidget
 
@@ -41,6 +42,10 @@ class KVCacheWidget(ReportWidget):
     MLA what-if); outputs ``readout`` (HTML text), ``image`` (PNG of the figure), ``figure`` (the
     latest matplotlib Figure, closed) and ``last_result`` (the latest :class:`KVCacheReport`).
 
+    Labels are shown in full (``description_width: initial``). The figure's y range (:attr:`ylim`, GB) is
+    computed once from the controls' bounds, so the axes stay fixed while any control moves; models whose
+    caches coincide are drawn with distinct dashes/markers (see ``plot_kv_cache_vs_context``).
+
     Any ``.value`` change recomputes everything synchronously. A value the arithmetic rejects is
     shown in red in the readout *and* re-raised, so it is never silently swallowed.
     """
@@ -56,8 +61,8 @@ class KVCacheWidget(ReportWidget):
         if dtype not in dict(_DTYPES).values():
             raise ValueError(f"dtype must be one of {[v for _, v in _DTYPES]}, got {dtype!r}")
         self.budget_gb = budget_gb
-        style = {"description_width": "130px"}
-        wide = widgets.Layout(width="460px")
+        style = {"description_width": "initial"}   # full labels, never cut off
+        wide = widgets.Layout(width="560px")
         lazy = {"style": style, "continuous_update": False}  # recompute on release, not on every drag tick
         self.model = widgets.Dropdown(options=list(self.configs), value=model, description="model", style=style)
         self.context = widgets.SelectionSlider(options=[(_label(c), c) for c in KV_CONTEXTS], value=context,
@@ -66,10 +71,22 @@ class KVCacheWidget(ReportWidget):
         self.dtype = widgets.ToggleButtons(options=list(_DTYPES), value=dtype, description="cache dtype",
                                            style=style)
         self.kv_lora_rank = widgets.IntSlider(value=kv_lora_rank, min=32, max=2048, step=32, layout=wide,
-                                              description="MLA d_c (kv_lora_rank)", **lazy)
+                                              description="what-if MLA latent d_c (kv_lora_rank)", **lazy)
         self.rope_dim = widgets.IntSlider(value=rope_dim, min=0, max=256, step=16, layout=wide,
-                                          description="MLA d_h^R (rope dim)", **lazy)
+                                          description="what-if MLA rope key d_h^R (qk_rope_head_dim)", **lazy)
+        self.ylim = self._fixed_ylim()
         self._build([self.model, self.context, self.batch, self.dtype, self.kv_lora_rank, self.rope_dim])
+
+    def _fixed_ylim(self) -> tuple[float, float]:
+        """A y range (GB) that holds every line for every value the controls allow, so the axes never move."""
+        layers = [s.num_hidden_layers for s in self.configs.values()]
+        small = [bytes_per_token(s, "fp8") for s in self.configs.values()]
+        small.append(bytes_per_token(mla_what_if(self.kv_lora_rank.min, self.rope_dim.min, min(layers)), "fp8"))
+        large = [bytes_per_token(s, "bf16") for s in self.configs.values()]
+        large.append(bytes_per_token(mla_what_if(self.kv_lora_rank.max, self.rope_dim.max, max(layers)), "bf16"))
+        low = min(small) * min(KV_CONTEXTS) * self.batch.min / GB
+        high = max(max(large) * max(KV_CONTEXTS) * self.batch.max / GB, self.budget_gb)
+        return low / 1.5, high * 1.5
 
     def compute(self) -> KVCacheReport:
         """The report for the current control values (no drawing)."""
@@ -79,7 +96,7 @@ class KVCacheWidget(ReportWidget):
     def draw(self, report: KVCacheReport):
         return plot_kv_cache_vs_context(self.configs, KV_CONTEXTS, report.batch, self.dtype.value,
                                         self.budget_gb, highlight=report.model, what_if=report.mla,
-                                        context_marker=report.context)
+                                        context_marker=report.context, ylim=self.ylim)
 
     def describe(self, report: KVCacheReport) -> str:
         return format_report(report)
