@@ -37,7 +37,10 @@ checkpoint tensor                                      ``DeepSeekV3`` state dict
 ``rope_theta`` at top level). transformers 5 reads the legacy ``rope_scaling`` key and converts it to its
 ``rope_parameters`` (checked in ``tests/test_parity_hf.py``), so only the released key is written;
 ``rope_interleave`` is left to transformers' default (True), which is the layout of the released weights
-(V3 report §4.3). ``quantization_config`` is dropped on export because the exported weights are not quantized.
+(V3 report §4.3). ``quantization_config`` is dropped by :func:`export_hf` because its weights are not quantized;
+:func:`export_hf_fp8` writes the released FP8 form instead (E4M3 ``*_proj.weight`` + float32
+``weight_scale_inv`` per 128×128 block, ``quantization_config`` in ``config.json``), which :func:`import_hf` reads
+back (dequantizing, so the round trip loses what FP8 rounding loses: ≤ 2^-4 relative per element).
 Reading accepts both ``rope_scaling`` and transformers' ``rope_parameters`` (via ``DeepseekV3Config``).
 
 Limits: transformers decides dense vs MoE by ``layer_idx >= first_k_dense_replace`` only, so parity with it
@@ -62,6 +65,8 @@ __all__ = [
     "hf_name",
     "to_hf_state_dict",
     "export_hf",
+    "export_hf_fp8",
+    "fp8_quantizable",
     "import_hf",
     "load_hf_tensors",
 ]
@@ -188,8 +193,6 @@ def export_hf(model: DeepSeekV3, folder: str | Path, dtype: torch.dtype | None =
     Raises:
         TypeError: ``model`` is not a :class:`DeepSeekV3`.
     """
-    from safetensors.torch import save_file
-
     if not isinstance(model, DeepSeekV3):
         raise TypeError(f"model must be a dsv3_lessons DeepSeekV3, got {type(model).__name__}")
     cfg = model.cfg
@@ -203,6 +206,13 @@ def export_hf(model: DeepSeekV3, folder: str | Path, dtype: torch.dtype | None =
     (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
     tensors = to_hf_state_dict(model, dtype)
+    return _save_tensors(tensors, folder, max_shard_bytes)
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], folder: Path, max_shard_bytes: int | None) -> Path:
+    """Write ``tensors`` as ``model.safetensors`` or as shards + index (see :func:`export_hf`)."""
+    from safetensors.torch import save_file
+
     metadata = {"format": "pt"}
     total = sum(t.numel() * t.element_size() for t in tensors.values())
     if max_shard_bytes is None or total <= max_shard_bytes:
@@ -225,6 +235,58 @@ def export_hf(model: DeepSeekV3, folder: str | Path, dtype: torch.dtype | None =
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (folder / INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     return folder
+
+
+def fp8_quantizable(name: str, t: torch.Tensor) -> bool:
+    """Whether the checkpoint tensor ``name`` is stored in FP8 by :func:`export_hf_fp8`.
+
+    The 2-D linear weights of attention, FFN and experts (``*_proj.weight`` and ``kv_a_proj_with_mqa.weight``: q_a/q_b, kv_a,
+    kv_b, o, gate/up/down, and MTP's eh_proj). Not the embedding, the output head, the MoE router
+    (``mlp.gate.weight``), norms or biases: V3 keeps those in higher precision (report §3.3).
+    """
+    return t.dim() == 2 and t.is_floating_point() and re.search(r"_proj(_with_mqa)?\.weight$", name) is not None
+
+
+def export_hf_fp8(model: DeepSeekV3, folder: str | Path, fmt: str = "e4m3", block: int = 128,
+                  max_shard_bytes: int | None = None) -> Path:
+    """Write ``model`` as a released-style FP8 checkpoint: E4M3 weights + float32 ``weight_scale_inv``.
+
+    Every tensor selected by :func:`fp8_quantizable` is quantized per ``block``×``block`` block
+    (:func:`dsv3_lessons.model.fp8.quantize_blocks`: s = amax/448, zero blocks floored, clamp before the cast)
+    and stored as ``<name>`` (float8) + ``<name>_scale_inv`` (float32 ``[⌈rows/block⌉, ⌈cols/block⌉]``, the
+    factor to multiply by). Other tensors are written in float32. ``config.json`` gets the released
+    ``quantization_config`` (``quant_method`` "fp8", ``fmt``, ``activation_scheme`` "dynamic",
+    ``weight_block_size`` [block, block]). Read it back with :func:`import_hf`.
+
+    Args:
+        model: the model to save; folder: output folder; fmt: "e4m3" (V3) or "e5m2";
+        block: block edge (V3: 128; matrices smaller than a block get a 1×1 grid);
+        max_shard_bytes: optional shard size limit, as :func:`export_hf`.
+    Raises:
+        TypeError: not a DeepSeekV3; ValueError: unknown fmt or a block < 1.
+    """
+    from dsv3_lessons.model.fp8 import quantize_blocks
+
+    if not isinstance(model, DeepSeekV3):
+        raise TypeError(f"model must be a dsv3_lessons DeepSeekV3, got {type(model).__name__}")
+    if fmt not in ("e4m3", "e5m2"):
+        raise ValueError(f"fmt must be 'e4m3' (V3) or 'e5m2', got {fmt!r}")
+    if not isinstance(block, int) or isinstance(block, bool) or block < 1:
+        raise ValueError(f"block must be a positive int, got {block!r}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = model.cfg.to_dict()
+    config["quantization_config"] = {"activation_scheme": "dynamic", "fmt": fmt, "quant_method": "fp8",
+                                     "weight_block_size": [block, block]}
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    tensors: dict[str, torch.Tensor] = {}
+    for name, t in to_hf_state_dict(model).items():
+        if fp8_quantizable(name, t):
+            q, s = quantize_blocks(t.float(), block, fmt)
+            tensors[name], tensors[name + _SCALE_SUFFIX] = q.contiguous(), s.contiguous()
+        else:
+            tensors[name] = t
+    return _save_tensors(tensors, folder, max_shard_bytes)
 
 
 # ---------------------------------------------------------------------------------------------- import
