@@ -200,3 +200,80 @@ def test_bad_inputs_raise_value_error(model):
         model(torch.tensor([1, 2, 3]))
     with pytest.raises(ValueError, match="targets"):
         model(torch.tensor([[1, 2, 3]]), targets=torch.tensor([[1, 2]]))
+
+
+# ------------------------------------------------------------------------------------------ fast paths
+@pytest.mark.parametrize("overrides", [{}, {"v_head_dim": 32}, {"qk_rope_head_dim": 4, "v_head_dim": 8}])
+def test_fused_attention_equals_the_written_out_path(overrides):
+    """Cache-free "naive" attention runs through F.scaled_dot_product_attention (q/k or v zero-padded to
+    one width); it must equal the einsum/mask/softmax path in values and in every gradient."""
+    from dsv3_lessons.model.mla import MultiHeadLatentAttention
+
+    torch.manual_seed(11)
+    cfg = tiny(vocab_size=V, **overrides)
+    fused = MultiHeadLatentAttention(cfg)
+    g = torch.Generator().manual_seed(11)
+    with torch.no_grad():
+        for p in fused.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p.shape[-1]) if p.dim() > 1
+                    else 1 + 0.3 * torch.randn(p.shape, generator=g))
+    written = MultiHeadLatentAttention(cfg)
+    written.load_state_dict(fused.state_dict())
+    written.use_sdpa = False
+    x = torch.randn(2, 40, cfg.hidden_size, generator=g)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    a, b = fused(xa), written(xb)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    up = torch.randn(a.shape, generator=g)
+    (a * up).sum().backward()
+    (b * up).sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-4, atol=1e-5)
+    for (name, p), q in zip(fused.named_parameters(), written.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
+    # the absorbed form is never routed through the fused kernel, and agrees too
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x, attn_impl="absorb"), b.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_fused_rmsnorm_equals_the_formula():
+    from dsv3_lessons.model.layers import RMSNorm
+
+    norm = RMSNorm(64, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.copy_(1 + 0.3 * torch.randn(64, generator=torch.Generator().manual_seed(1)))
+    x = 3 * torch.randn(5, 7, 64, generator=torch.Generator().manual_seed(2))
+    expect = norm.weight * (x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6))
+    torch.testing.assert_close(norm(x), expect)
+    torch.testing.assert_close(norm(x), norm.reference_forward(x), rtol=1e-6, atol=1e-6)
+    xb = x.to(torch.bfloat16)                                   # statistics in fp32, cast back, then the gain
+    torch.testing.assert_close(norm(xb), norm.reference_forward(xb), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="last dim 64"):
+        norm(torch.zeros(2, 63))
+
+
+def test_whole_model_fast_paths_equal_reference_paths():
+    """The assembled model with fused attention, fused norms and grouped-matmul experts equals the same
+    weights run through the reference paths (loop experts, einsum attention, op-by-op norms), MTP included."""
+    from dsv3_lessons.model.layers import RMSNorm
+    from dsv3_lessons.model.mla import MultiHeadLatentAttention
+    from dsv3_lessons.model.moe import DeepseekMoE
+
+    fast = build(12, aux_loss_alpha=1e-2).train()
+    ref = build(12, aux_loss_alpha=1e-2).train()
+    for m in ref.modules():
+        if isinstance(m, DeepseekMoE):
+            m.impl = "loop"
+        elif isinstance(m, MultiHeadLatentAttention):
+            m.use_sdpa = False
+        elif isinstance(m, RMSNorm):
+            m.use_fused = False
+    stream = torch.randint(0, V, (3, 25), generator=torch.Generator().manual_seed(12))
+    out_f, out_r = fast(stream[:, :-1], stream[:, 1:]), ref(stream[:, :-1], stream[:, 1:])
+    torch.testing.assert_close(out_f.logits, out_r.logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out_f.loss, out_r.loss, rtol=1e-5, atol=1e-5)
+    out_f.loss.backward()
+    out_r.loss.backward()
+    for (name, p), q in zip(fast.named_parameters(), ref.parameters()):
+        pg = p.grad if p.grad is not None else torch.zeros_like(p)
+        qg = q.grad if q.grad is not None else torch.zeros_like(q)
+        torch.testing.assert_close(pg, qg, rtol=1e-3, atol=1e-5, msg=name)

@@ -295,3 +295,103 @@ def test_training_loss_contains_balance_loss():
     model.eval()
     out = model(ids, targets=torch.roll(ids, -1, 1))
     assert out.aux_loss.item() == 0.0                          # computed only in training mode
+
+
+# ------------------------------------------------------------------------------------------ fast path
+def _twin_layers(cfg, seed: int, aux: float = 0.0, bias=None):
+    """Two DeepseekMoE layers with the same random O(1) weights: the fast path and the reference loop."""
+    torch.manual_seed(seed)
+    fast = DeepseekMoE(cfg, aux_loss_alpha=aux, impl="fast").train()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in fast.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p.shape[-1]))
+        if bias is not None:
+            fast.gate.e_score_correction_bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+    loop = DeepseekMoE(cfg, aux_loss_alpha=aux, impl="loop").train()
+    loop.load_state_dict(fast.state_dict())
+    return fast, loop
+
+
+def _grads(module):
+    return {n: (p.grad if p.grad is not None else torch.zeros_like(p)) for n, p in module.named_parameters()}
+
+
+@pytest.mark.parametrize("seed,shape,routing,d,width", [
+    (0, (2, 7), (8, 4, 2, 2), 64, 64),
+    (1, (3, 33), (16, 4, 2, 4), 32, 16),
+    (2, (1, 50), (16, 8, 3, 5), 48, 24),
+    (3, (4, 16), (12, 1, 1, 3), 32, 8),
+])
+def test_fast_experts_equal_the_loop_in_forward_and_gradients(seed, shape, routing, d, width):
+    n_e, n_g, k_g, k = routing
+    cfg = tiny(hidden_size=d, moe_intermediate_size=width, n_routed_experts=n_e, n_group=n_g, topk_group=k_g,
+               num_experts_per_tok=k)
+    # uneven loads: a bias that favours a few experts strongly
+    bias = 0.3 * torch.randn(n_e, generator=torch.Generator().manual_seed(seed))
+    fast, loop = _twin_layers(cfg, seed, aux=1e-2, bias=bias)
+    x = torch.randn(*shape, d, generator=torch.Generator().manual_seed(100 + seed))
+    xf, xl = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    out_f, out_l = fast(xf), loop(xl)
+    torch.testing.assert_close(out_f, out_l, rtol=1e-5, atol=1e-5)
+    assert torch.equal(fast.last_counts, loop.last_counts) and fast.last_counts.max() > fast.last_counts.min()
+    torch.testing.assert_close(fast.aux_loss, loop.aux_loss)
+    upstream = torch.randn(out_f.shape, generator=torch.Generator().manual_seed(200 + seed))
+    ((out_f * upstream).sum() + fast.aux_loss).backward()
+    ((out_l * upstream).sum() + loop.aux_loss).backward()
+    gf, gl = _grads(fast), _grads(loop)
+    assert gf.keys() == gl.keys() and "gate.weight" in gf
+    for name in gf:
+        torch.testing.assert_close(gf[name], gl[name], rtol=1e-4, atol=1e-5, msg=name)
+    assert gf["gate.weight"].abs().sum() > 0                      # the gate learns through g and the aux loss
+    torch.testing.assert_close(xf.grad, xl.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_fast_experts_with_unused_experts():
+    """Experts of groups that are never selected receive no token: outputs and gradients still match,
+    and their weight gradients are exactly zero (the loop leaves them None)."""
+    cfg = tiny(hidden_size=32, moe_intermediate_size=16)            # 8 experts in 4 groups, keep 2, K=2
+    bias = [5.0, 5.0, 4.0, 4.0, -5.0, -5.0, -5.0, -5.0]              # groups 2, 3 can never win
+    fast, loop = _twin_layers(cfg, 7, bias=bias)
+    x = torch.randn(2, 9, 32)
+    fast(x).sum().backward()
+    loop(x).sum().backward()
+    assert fast.last_counts[4:].sum() == 0 and fast.last_counts[:4].sum() == 2 * 9 * 2
+    for e in range(4, 8):
+        assert loop.experts[e].gate_proj.weight.grad is None
+        assert torch.equal(fast.experts[e].gate_proj.weight.grad, torch.zeros(16, 32))
+        assert torch.equal(fast.experts[e].down_proj.weight.grad, torch.zeros(32, 16))
+    gf, gl = _grads(fast), _grads(loop)
+    for name in gf:
+        torch.testing.assert_close(gf[name], gl[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_fast_path_never_calls_an_expert_module_and_keeps_checkpoint_names():
+    cfg = tiny(hidden_size=32, moe_intermediate_size=16)
+    fast, loop = _twin_layers(cfg, 3)
+
+    def boom(*_):
+        raise AssertionError("the fast path must not run experts one module at a time")
+
+    for e in fast.experts:
+        e.forward = boom
+    x = torch.randn(2, 5, 32)
+    torch.testing.assert_close(fast(x), loop(x), rtol=1e-5, atol=1e-5)
+    names = set(fast.state_dict())
+    assert {f"experts.{i}.{p}.weight" for i in range(8) for p in ("gate_proj", "up_proj", "down_proj")} <= names
+    assert names == set(loop.state_dict())
+
+
+def test_fast_path_falls_back_to_the_loop_where_grouped_mm_cannot_run():
+    # float64 is not a grouped_mm dtype; width 6 breaks its 16-byte row alignment
+    for cfg, dtype in ((tiny(hidden_size=32, moe_intermediate_size=16), torch.float64),
+                       (tiny(hidden_size=32, moe_intermediate_size=6), torch.float32)):
+        fast, loop = _twin_layers(cfg, 4)
+        fast, loop = fast.to(dtype), loop.to(dtype)
+        x = torch.randn(2, 6, 32, dtype=dtype)
+        torch.testing.assert_close(fast(x), loop(x), rtol=1e-5, atol=1e-5)
+
+
+def test_moe_impl_is_validated():
+    with pytest.raises(ValueError, match="impl must be 'fast' or 'loop'"):
+        DeepseekMoE(tiny(), impl="grouped")

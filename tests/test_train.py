@@ -221,3 +221,53 @@ def test_config_and_input_errors():
         train(model, pattern_data(), TrainConfig(steps=1, **FAST), progress=False)
     with pytest.raises(ValueError, match="max_position_embeddings"):
         train(small_model(), pattern_data(), TrainConfig(steps=1, seq_len=1000), progress=False)
+
+
+# ------------------------------------------------------------------------------------------ speed paths
+def test_fused_optimizer_is_used_and_equals_the_per_tensor_adamw():
+    data = pattern_data()
+    cfg = TrainConfig(steps=4, lr=5e-3, warmup_steps=1, **FAST)
+    opt = build_optimizer(small_model(), cfg)
+    assert opt.defaults.get("fused") is True
+    slow_opt = build_optimizer(small_model(), TrainConfig(fused_optimizer=False))
+    assert not slow_opt.defaults.get("fused") and not slow_opt.defaults.get("foreach")
+    a, b = small_model(seed=3), small_model(seed=3)
+    train(a, data, cfg, progress=False)
+    train(b, data, TrainConfig(steps=4, lr=5e-3, warmup_steps=1, fused_optimizer=False, **FAST), progress=False)
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6, msg=name)
+    moved = sum((p - q).abs().sum() for p, q in zip(a.parameters(), small_model(seed=3).parameters()))
+    assert moved > 0                                           # the comparison is not between untrained models
+
+
+def test_num_threads_applies_during_training_and_is_restored():
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = small_model()
+
+        def forward(self, *args, **kwargs):
+            seen.append(torch.get_num_threads())
+            return self.inner(*args, **kwargs)
+
+    before = torch.get_num_threads()
+    target = 1 if before != 1 else 2
+    train(Probe(), pattern_data(), TrainConfig(steps=2, num_threads=target, **FAST), progress=False)
+    assert seen and set(seen) == {target}                      # every forward (train and eval) ran with it
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="num_threads"):
+        TrainConfig(num_threads=0)
+
+
+def test_process_clock_budget():
+    """clock="process" counts this process's CPU seconds: the budget is spent in CPU time, so the loop
+    stops once the summed per-step CPU times reach it (and no step starts after)."""
+    budget = 0.3
+    hist = train(small_model(), pattern_data(), TrainConfig(steps=None, time_budget_s=budget, clock="process",
+                                                             **FAST), progress=False)
+    assert hist.steps_done >= 1 and sum(hist.step_time_s[:-1]) < budget
+    assert hist.train_time_s == pytest.approx(sum(hist.step_time_s))
+    with pytest.raises(ValueError, match="clock"):
+        TrainConfig(clock="gpu")

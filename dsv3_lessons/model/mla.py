@@ -30,6 +30,12 @@ Two ways to run the same attention (proved equal in tests and notebook 04):
   fold; that is why the rope key is decoupled.
 
 Logits are scaled by (d_h + d_h^R)^-1/2 · mscale² (:func:`dsv3_lessons.model.rope.softmax_scale`).
+
+Speed: a cache-free ``"naive"`` pass (training, scoring a whole sequence) hands the concatenated
+q = [q^C ; q^R] and k = [k^C ; k^R] to ``F.scaled_dot_product_attention`` (causal, explicit scale), one
+fused kernel instead of the written-out einsum/mask/softmax ops (``MultiHeadLatentAttention.use_sdpa``;
+tests prove the two equal in values and gradients). cos/sin are computed once per forward and shared by
+q^R and k^R. Cached decoding keeps the written-out ``"naive"``/``"absorb"`` paths.
 """
 from __future__ import annotations
 
@@ -85,6 +91,20 @@ class LatentCache:
         self.k_pe[:, self.length:end] = k_pe.to(self.k_pe.dtype)
         self.length = end
         return self.kv[:, :end], self.k_pe[:, :end]
+
+    def truncate(self, length: int) -> None:
+        """Roll the cache back to its first ``length`` tokens (speculative decoding's rejection path).
+
+        Slots from ``length`` on become invalid (their stale values stay in memory but attention never
+        reads past :attr:`length`, and the next :meth:`append` overwrites them), so the cache is then
+        exactly what a fresh prefill of the first ``length`` tokens would hold.
+
+        Raises:
+            ValueError: ``length`` not an integer in ``[0, self.length]`` (a cache cannot grow this way).
+        """
+        if not isinstance(length, int) or isinstance(length, bool) or not 0 <= length <= self.length:
+            raise ValueError(f"length must be an integer in [0, {self.length}] (the tokens held), got {length!r}")
+        self.length = length
 
 
 def split_kv_b(kv_b_weight: torch.Tensor, n_heads: int, qk_nope_head_dim: int,
@@ -142,9 +162,22 @@ class MultiHeadLatentAttention(nn.Module):
         self.rotary = RotaryEmbedding(cfg.qk_rope_head_dim, cfg.rope_theta, cfg.rope_scaling)
         self.softmax_scale = softmax_scale(cfg.qk_head_dim, cfg.rope_scaling)
 
+    #: Cache-free ``"naive"`` passes (training, a full-sequence forward) run through
+    #: ``F.scaled_dot_product_attention`` (:meth:`_fused_attention`); set False (on the class or one layer)
+    #: to run the einsum/softmax path written out in :meth:`forward` instead. Cached decoding and
+    #: ``"absorb"`` always use the written-out path.
+    use_sdpa: bool = True
+
     # -------------------------------------------------------------- pieces (used by the notebooks)
     def query(self, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """q^C ``[b, s, n_h, d_h]`` and rotated q^R ``[b, s, n_h, d_h^R]`` (eqs. 6–9)."""
+        return self._query(x, *self.rotary(positions))
+
+    def latent(self, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised c^KV ``[b, s, d_c]`` and rotated shared k^R ``[b, s, d_h^R]`` -- what gets cached."""
+        return self._latent(x, *self.rotary(positions))
+
+    def _query(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, s, _ = x.shape
         if self.q_lora_rank is None:
             q = self.q_proj(x)
@@ -152,15 +185,12 @@ class MultiHeadLatentAttention(nn.Module):
             q = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))  # c^Q = W^DQ h, then W^UQ/W^QR
         q = q.view(b, s, self.n_heads, self.qk_head_dim)
         q_nope, q_pe = q.split([self.qk_nope_head_dim, self.qk_rope_head_dim], dim=-1)
-        cos, sin = self.rotary(positions)
         q_pe = apply_rope_interleaved(q_pe.transpose(1, 2), cos, sin).transpose(1, 2)
         return q_nope, q_pe
 
-    def latent(self, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised c^KV ``[b, s, d_c]`` and rotated shared k^R ``[b, s, d_h^R]`` -- what gets cached."""
+    def _latent(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         kv = self.kv_a_proj_with_mqa(x)
         c_kv, k_pe = kv.split([self.kv_lora_rank, self.qk_rope_head_dim], dim=-1)
-        cos, sin = self.rotary(positions)
         return self.kv_a_layernorm(c_kv), apply_rope_interleaved(k_pe, cos, sin)
 
     # -------------------------------------------------------------- forward
@@ -173,8 +203,11 @@ class MultiHeadLatentAttention(nn.Module):
             raise ValueError(f"x must be [batch, seq, {self.cfg.hidden_size}], got {tuple(x.shape)}")
         b, s, _ = x.shape
         positions = torch.arange(start_pos, start_pos + s, device=x.device)
-        q_nope, q_pe = self.query(x, positions)
-        c_kv, k_pe = self.latent(x, positions)
+        cos, sin = self.rotary(positions)  # computed once, used by q^R and k^R
+        q_nope, q_pe = self._query(x, cos, sin)
+        c_kv, k_pe = self._latent(x, cos, sin)
+        if cache is None and impl == "naive" and self.use_sdpa:
+            return self._fused_attention(q_nope, q_pe, c_kv, k_pe)
         if cache is not None:
             if cache.length != start_pos:
                 raise ValueError(f"start_pos={start_pos} but the cache holds {cache.length} tokens")
@@ -198,6 +231,33 @@ class MultiHeadLatentAttention(nn.Module):
             o_lat = torch.einsum("bsht,btc->bshc", probs, c_kv)  # attention over the latent itself
             out = torch.einsum("bshc,hdc->bshd", o_lat, w_uv)   # W^UV applied after attention
         return self.o_proj(out.reshape(b, s, self.n_heads * self.v_head_dim))
+
+    def _fused_attention(self, q_nope: torch.Tensor, q_pe: torch.Tensor, c_kv: torch.Tensor,
+                         k_pe: torch.Tensor) -> torch.Tensor:
+        """The "naive" computation for a cache-free causal pass, in one fused attention kernel.
+
+        Builds the two concatenations q = [q^C ; q^R] and k = [k^C ; k^R] (k^R broadcast to every head)
+        and hands them to ``F.scaled_dot_product_attention`` with ``is_causal=True`` and the explicit
+        ``scale = softmax_scale`` (mscale² included), so the scores, mask and softmax are those of the
+        einsum path written out in :meth:`forward` -- tests check the two agree in values and gradients.
+        """
+        b, s, h, _ = q_nope.shape
+        kv = self.kv_b_proj(c_kv).view(b, s, h, self.qk_nope_head_dim + self.v_head_dim)
+        k_nope, v = kv.split([self.qk_nope_head_dim, self.v_head_dim], dim=-1)
+        q = torch.cat([q_nope, q_pe], dim=-1).transpose(1, 2)                         # [b, h, s, d_h + d_h^R]
+        k = torch.cat([k_nope, k_pe[:, :, None, :].expand(b, s, h, self.qk_rope_head_dim)],
+                      dim=-1).transpose(1, 2)                                          # [b, h, s, d_h + d_h^R]
+        v = v.transpose(1, 2)
+        # torch's CPU flash kernel wants one head width for q, k and v (else it falls back to a slower
+        # unfused path): zero-pad the narrower side. Zero channels add 0 to every score / output channel.
+        width = max(self.qk_head_dim, self.v_head_dim)
+        if self.v_head_dim < width:
+            v = F.pad(v, (0, width - self.v_head_dim))
+        elif self.qk_head_dim < width:
+            q, k = F.pad(q, (0, width - self.qk_head_dim)), F.pad(k, (0, width - self.qk_head_dim))
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.softmax_scale)
+        out = out[..., :self.v_head_dim].transpose(1, 2)                                # [b, s, h, d_v]
+        return self.o_proj(out.reshape(b, s, h * self.v_head_dim))
 
     def new_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> LatentCache:
         """An empty :class:`LatentCache` sized for this layer."""

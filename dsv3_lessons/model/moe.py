@@ -104,17 +104,47 @@ class Gate(nn.Module):
 class DeepseekMoE(nn.Module):
     """DeepSeekMoE FFN ``[batch, seq, d] -> [batch, seq, d]`` (residual added outside).
 
+    Two implementations of the routed experts compute the same function (tests prove forward outputs and
+    the gradients of every parameter, gate included, equal to float rounding):
+
+    * ``impl="loop"`` -- the readable reference: one Python iteration per expert that received tokens,
+      ``y = expert_e(x[tokens of e]) · g``, added back with ``index_add_``. This is V3 eq. 12 as written.
+    * ``impl="fast"`` (default) -- no Python loop over experts. The N·K_r (token, expert) assignments are
+      sorted by expert id, the tokens gathered once in that order, and all experts run as **two grouped
+      matmuls** (``torch.nn.functional.grouped_mm``: one over the stacked [W_gate; W_up] of every expert,
+      one over the stacked W_down), each expert's rows being a contiguous slice of the sorted tokens; one
+      ``index_add_`` scatters the weighted outputs back. The expert weights are stacked with ``torch.stack``
+      at every forward, so the parameters (and the checkpoint names ``experts.{i}.gate_proj.weight`` …)
+      stay one tensor per expert and each expert's gradient flows back to its own parameter. Measured on
+      2 CPU threads at the course sizes (``bench/RESULTS.md``) this beat the loop, a zero-padded
+      ``torch.bmm`` and a dense "every expert for every token" matmul with masked combine weights.
+      ``grouped_mm`` needs float32/bfloat16/float16 and rows aligned to 16 bytes; other dtypes or sizes
+      (e.g. float64, or widths not a multiple of 4) fall back to the loop.
+
+    One difference is not numerical: in the fast path an expert that received no token in a batch still
+    gets a gradient tensor (of zeros) from ``torch.stack``'s backward, where the loop leaves ``.grad`` at
+    None. AdamW then still decays that expert's moments and weight for the step. With every expert
+    routed tokens (the usual case for a batch of a few thousand tokens) the two are identical.
+
     Attributes set by each forward (for balancing and plots; all detached):
         ``last_counts`` ``[N_r]`` int64 -- tokens routed to each expert in this forward;
         ``counts_since_update`` ``[N_r]`` -- summed over training forwards since :func:`update_bias`;
         ``aux_loss`` -- the sequence-wise balance loss of this forward (0 when ``aux_loss_alpha`` is 0),
         with gradient through the affinities.
+
+    Raises:
+        ValueError: ``impl`` not ``"fast"`` or ``"loop"``.
     """
 
-    def __init__(self, cfg: DeepseekV3Config, aux_loss_alpha: float = 0.0):
+    IMPLS = ("fast", "loop")
+
+    def __init__(self, cfg: DeepseekV3Config, aux_loss_alpha: float = 0.0, impl: str = "fast"):
         super().__init__()
+        if impl not in self.IMPLS:
+            raise ValueError(f"impl must be 'fast' or 'loop', got {impl!r}")
         self.cfg = cfg
         self.aux_loss_alpha = aux_loss_alpha
+        self.impl = impl
         self.experts = nn.ModuleList(
             [SwiGLU(cfg.hidden_size, cfg.moe_intermediate_size) for _ in range(cfg.n_routed_experts)])
         self.gate = Gate(cfg)
@@ -124,16 +154,51 @@ class DeepseekMoE(nn.Module):
         self.last_counts = torch.zeros(cfg.n_routed_experts, dtype=torch.long)
         self.aux_loss = torch.zeros(())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, s, d = x.shape
-        flat = x.reshape(-1, d)
-        weights, indices, scores = self.gate(flat)
+    # -------------------------------------------------------------- routed experts, two ways
+    def routed_loop(self, flat: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor,
+                    counts: torch.Tensor) -> torch.Tensor:
+        """Reference path: Σ_i g_{i,t} FFN_i(u_t) one expert at a time. ``flat [n, d]`` -> ``[n, d]``."""
         out = torch.zeros_like(flat)
-        counts = torch.bincount(indices.flatten(), minlength=self.gate.n_experts)
         for e in torch.nonzero(counts).flatten().tolist():
             token_idx, slot = torch.where(indices == e)
             y = self.experts[e](flat[token_idx]) * weights[token_idx, slot, None].to(flat.dtype)
             out.index_add_(0, token_idx, y)
+        return out
+
+    def _grouped_mm_ok(self, flat: torch.Tensor) -> bool:
+        align = {torch.float32: 4, torch.bfloat16: 8, torch.float16: 8}.get(flat.dtype)
+        w = self.experts[0].gate_proj.weight
+        return (align is not None and flat.device.type == "cpu" and w.dtype == flat.dtype
+                and flat.shape[-1] % align == 0 and w.shape[0] % align == 0)
+
+    def routed_fast(self, flat: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor,
+                    counts: torch.Tensor) -> torch.Tensor:
+        """Same as :meth:`routed_loop` with sorted assignments and two grouped matmuls (see class docstring)."""
+        if not self._grouped_mm_ok(flat):
+            return self.routed_loop(flat, weights, indices, counts)
+        k = indices.shape[1]
+        order = indices.flatten().argsort(stable=True)      # assignments grouped by expert id
+        token = order // k                                   # the token of each sorted assignment
+        offs = torch.cumsum(counts, 0).to(torch.int32)       # end row of each expert's slice
+        x = flat.index_select(0, token)                      # [n·K_r, d]
+        # [W_gate,0; W_up,0; W_gate,1; ...] -> [N_r, 2·d_moe, d]; one stack, gradients back to each expert
+        w_gu = torch.stack([w for e in self.experts for w in (e.gate_proj.weight, e.up_proj.weight)])
+        w_gu = w_gu.view(len(self.experts), -1, flat.shape[-1])
+        g, u = F.grouped_mm(x, w_gu.transpose(1, 2), offs=offs).chunk(2, dim=-1)
+        w_down = torch.stack([e.down_proj.weight for e in self.experts])      # [N_r, d, d_moe]
+        y = F.grouped_mm(F.silu(g) * u, w_down.transpose(1, 2), offs=offs)    # [n·K_r, d]
+        y = y * weights.flatten()[order, None].to(y.dtype)
+        return torch.zeros_like(flat).index_add_(0, token, y)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, d = x.shape
+        flat = x.reshape(-1, d)
+        weights, indices, scores = self.gate(flat)
+        counts = torch.bincount(indices.flatten(), minlength=self.gate.n_experts)
+        if self.impl == "loop":
+            out = self.routed_loop(flat, weights, indices, counts)
+        else:
+            out = self.routed_fast(flat, weights, indices, counts)
         if self.shared_experts is not None:
             out = out + self.shared_experts(flat)
         self.last_counts = counts.detach()
