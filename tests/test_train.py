@@ -271,3 +271,13 @@ def test_process_clock_budget():
     assert hist.train_time_s == pytest.approx(sum(hist.step_time_s))
     with pytest.raises(ValueError, match="clock"):
         TrainConfig(clock="gpu")
+
+
+def test_progress_bar_label(capsys):
+    """The bar carries the caller's label (cells that train several runs tell them apart); a bad label is refused."""
+    data = pattern_data()
+    train(small_model(), data, TrainConfig(steps=2, batch_size=2, seq_len=8, eval_interval=0, eval_batches=1),
+          progress=True, desc="FP8 run")
+    assert "FP8 run: 100%" in capsys.readouterr().err.replace("\r", "\n")
+    with pytest.raises(ValueError, match="desc"):
+        train(small_model(), data, TrainConfig(steps=1, batch_size=2, seq_len=8), desc="")

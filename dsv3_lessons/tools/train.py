@@ -273,7 +273,8 @@ class History:
         return torch.stack(self.expert_counts)
 
 
-def train(model: nn.Module, data: TextData, cfg: TrainConfig | None = None, progress: bool = True) -> History:
+def train(model: nn.Module, data: TextData, cfg: TrainConfig | None = None, progress: bool = True,
+          desc: str = "train") -> History:
     """Train ``model`` on ``data`` with ``cfg``; return the :class:`History`.
 
     Args:
@@ -281,7 +282,8 @@ def train(model: nn.Module, data: TextData, cfg: TrainConfig | None = None, prog
             object with ``loss``/``main_loss``/``mtp_loss``/``aux_loss`` works).
         data: the batches' source; its vocabulary must fit the model's ``vocab_size``.
         cfg: hyper-parameters (default ``TrainConfig()``).
-        progress: show a progress bar (:func:`dsv3_lessons.tools.progress.progress`; ``desc="train"``, ``total=cfg.steps``).
+        progress: show a progress bar (:func:`dsv3_lessons.tools.progress.progress`, ``total=cfg.steps``).
+        desc: the bar's label, to tell runs apart when a cell trains several ("FP32", "FP8" …).
     Raises:
         ValueError: vocabulary larger than the model's, or ``seq_len`` above ``max_position_embeddings``.
         FloatingPointError: a non-finite loss or gradient norm (names the step).
@@ -312,7 +314,9 @@ def train(model: nn.Module, data: TextData, cfg: TrainConfig | None = None, prog
     previous_threads = torch.get_num_threads()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    bar = progress_bar(total=cfg.steps, desc="train", disable=not progress, leave=True)
+    if not isinstance(desc, str) or not desc:
+        raise ValueError(f"desc must be a non-empty string (the progress bar's label), got {desc!r}")
+    bar = progress_bar(total=cfg.steps, desc=desc, disable=not progress, leave=True)
     clock = time.perf_counter if cfg.clock == "wall" else time.process_time
     step = 0
     try:
