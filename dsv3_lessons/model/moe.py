@@ -154,6 +154,16 @@ class DeepseekMoE(nn.Module):
         self.last_counts = torch.zeros(cfg.n_routed_experts, dtype=torch.long)
         self.aux_loss = torch.zeros(())
 
+    def _apply(self, fn, recurse=True):
+        """Keep ``counts_since_update`` in float32 whatever ``model.to(dtype)`` asks; device moves still apply.
+
+        In bf16 a count above 256 rounds (8 mantissa bits), so an expert a few tokens over the mean would look
+        balanced and its bias would not move (SPEC §9, "counted in bf16"). float32 counts exactly up to 2^24.
+        """
+        super()._apply(fn, recurse)
+        self.counts_since_update = self.counts_since_update.float()
+        return self
+
     # -------------------------------------------------------------- routed experts, two ways
     def routed_loop(self, flat: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor,
                     counts: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,162 @@
+"""Chapter 6 figures: the expert-parallel dispatch/combine path, and the traffic node limiting saves.
+
+:func:`draw_dispatch_combine` draws the path of :mod:`dsv3_lessons.tools.expert_parallel` from the numbers of
+a run (nodes, experts per node, K_r, M, hidden size d), so the row widths printed on it are computed.
+:func:`plot_traffic` plots measured :class:`~dsv3_lessons.tools.expert_parallel.EPResult` bytes against M.
+Sources: V3 report §2.1.2 (node-limited routing), §3.2.2 (all-to-all dispatch and combine).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ..style import PALETTE, subplots
+from .draw import Diagram
+
+__all__ = ["draw_dispatch_combine", "plot_traffic"]
+
+
+def draw_dispatch_combine(n_nodes: int = 4, experts_per_node: int = 8, top_k: int = 8, node_limit: int = 2,
+                          hidden_size: int = 64):
+    """Diagram of one MoE layer on ``n_nodes`` processes: route → dispatch → experts → combine.
+
+    Node 0's rows are followed across the process boundary to ``node_limit`` nodes (red arrows, its own
+    node plus ``node_limit − 1`` others), the combine sends partial sums back (green). Row widths are
+    computed: a dispatched row holds ``d + 2·K_r`` float32, a combined row ``d``.
+
+    Raises:
+        ValueError: fewer than 2 nodes, or ``node_limit`` outside ``[1, n_nodes]``.
+    Returns: the matplotlib Figure.
+    """
+    if n_nodes < 2:
+        raise ValueError(f"n_nodes must be >= 2, got {n_nodes}")
+    if not 1 <= node_limit <= n_nodes:
+        raise ValueError(f"node_limit must be in [1, n_nodes={n_nodes}], got {node_limit}")
+    d, k, e = hidden_size, top_k, experts_per_node
+    width = 4.8 * n_nodes + 3.4
+    dg = Diagram(width, 13.2, title=f"One MoE layer on {n_nodes} processes (= nodes), each token limited to "
+                                    f"M = {node_limit} nodes")
+    xs = [4.1 + 4.8 * r for r in range(n_nodes)]
+    rows = {"tok": 11.3, "gate": 9.9, "pack": 8.4, "a2a1": 6.85, "exp": 5.3, "a2a2": 3.75, "out": 2.2, "res": 0.6}
+    for label, y in (("1 route", rows["gate"]), ("2 dispatch", rows["a2a1"]), ("3 experts", rows["exp"]),
+                     ("4 combine", rows["a2a2"])):
+        dg.text(0.15, y, label, fontsize=10, ha="left", color="#444444")
+    for band, text in (("a2a1", "all_to_all_single: counts [world], then rows (uneven splits)"),
+                       ("a2a2", "all_to_all_single: partial sums back (splits swapped)")):
+        dg.ax.axhspan(rows[band] - 0.5, rows[band] + 0.5, xmin=1.9 / width, xmax=1.0, color="#eeeeee", zorder=0)
+        dg.text(width - 0.15, rows[band] - 0.28, text, fontsize=9.5, ha="right", color="#444444",
+                bbox={"facecolor": "#eeeeee", "edgecolor": "none", "pad": 1})
+    for r, x in enumerate(xs):
+        dg.box(x, rows["tok"], 4.2, 0.95, f"node {r}: tokens\n$x$ [$n_{r}$, {d}]", "tensor", name=f"tok{r}", fontsize=9.5)
+        dg.box(x, rows["gate"], 4.2, 0.85, f"gate: top-{k} in\n≤ {node_limit} nodes", "op", name=f"gate{r}", fontsize=9.5)
+        dg.box(x, rows["pack"], 4.2, 0.95, f"1 row per (token, node)\n[{d} + 2·{k}] floats", "tensor",
+               name=f"pack{r}", fontsize=9.5)
+        dg.box(x, rows["exp"], 4.2, 0.95, f"experts {r * e}–{(r + 1) * e - 1}\nΣ g·FFN on this node",
+               "weight", name=f"exp{r}", fontsize=9.5)
+        dg.box(x, rows["out"], 4.2, 0.95, f"Σ partials + shared\n→ output [$n_{r}$, {d}]", "op", name=f"out{r}",
+               fontsize=9.5)
+        dg.arrow(dg.boxes[f"tok{r}"].bottom, dg.boxes[f"gate{r}"].top)
+        dg.arrow(dg.boxes[f"gate{r}"].bottom, dg.boxes[f"pack{r}"].top)
+    # node 0's rows: to itself and to node_limit - 1 other nodes (red: crosses a process boundary)
+    targets = list(range(node_limit))
+    for j in targets:
+        color = PALETTE["red"] if j != 0 else "#777777"
+        dg.arrow(dg.boxes["pack0"].bottom, dg.boxes[f"exp{j}"].top, color=color, lw=1.8 if j else 1.2)
+        dg.arrow((dg.boxes[f"exp{j}"].x + 0.5, dg.boxes[f"exp{j}"].y - 0.45),
+                 (dg.boxes["out0"].x + 0.5, dg.boxes["out0"].y + 0.45),
+                 color=PALETTE["green"] if j != 0 else "#777777", lw=1.8 if j else 1.2)
+    for r in range(1, n_nodes):  # other nodes' own rows (grey, schematic)
+        dg.arrow(dg.boxes[f"pack{r}"].bottom, dg.boxes[f"exp{r}"].top, color="#777777")
+        dg.arrow(dg.boxes[f"exp{r}"].bottom, dg.boxes[f"out{r}"].top, color="#777777")
+    dg.text(width / 2, rows["res"],
+            f"red: node 0's tokens sent to other processes (≤ M − 1 = {node_limit - 1} copies each, "
+            f"{4 * (d + 2 * k)} B per row);  green: partial sums back ({4 * d} B per row)", fontsize=9.5)
+    dg.legend({"tensor": "activations / rows", "weight": "experts hosted on the node", "op": "computation"},
+              loc="upper center")
+    leg = dg.ax.get_legend()  # one row above the nodes
+    dg.ax.legend(handles=leg.legend_handles, labels=[t.get_text() for t in leg.texts], ncols=3,
+                 loc="upper center", bbox_to_anchor=(0.5, 1.02), fontsize=9.5, frameon=False)
+    return dg.fig
+
+
+def plot_traffic(results: Sequence, title: str | None = None):
+    """Bytes that crossed process boundaries per node limit M (bars) and nodes reached per token (right).
+
+    ``results``: :class:`~dsv3_lessons.tools.expert_parallel.EPResult` of one layer and one token set at
+    several M (e.g. :func:`~dsv3_lessons.tools.expert_parallel.node_limit_sweep`). The dashed line marks what a
+    dispatch WITHOUT per-node de-duplication would send (one row per remote (token, expert) pair): the
+    ``extra["remote_expert_pairs"]`` of each result, when present.
+    Returns the Figure.
+    """
+    if not results:
+        raise ValueError("results must hold at least one EPResult")
+    fig, (ax, ax2) = subplots(1, 2, height=4.0, gridspec_kw={"width_ratios": [1.35, 1]})
+    n_nodes = results[0].case.world_size
+    labels = [f"M={r.case.node_limit}" if r.case.node_limit is not None else f"no limit\n(M={n_nodes})"
+              for r in results]
+    xs = range(len(results))
+    disp = [r.dispatch_bytes / 1e3 for r in results]
+    comb = [r.combine_bytes / 1e3 for r in results]
+    ax.bar(xs, disp, color=PALETTE["red"], label="dispatch (x + routing metadata)")
+    ax.bar(xs, comb, bottom=disp, color=PALETTE["green"], label="combine (partial sums)")
+    for x, a, b in zip(xs, disp, comb):
+        ax.text(x, a + b, f"{a + b:.0f}", ha="center", va="bottom", fontsize=9.5)
+    pairs = [r.extra.get("no_dedup_bytes") for r in results]
+    if all(p is not None for p in pairs):
+        ax.plot(list(xs), [p / 1e3 for p in pairs], "k--", marker="o", label="one row per remote expert")
+    ax.set_xticks(list(xs), labels)
+    ax.set_ylabel("bytes across processes (kB)")
+    ax.set_xlabel("node limit")
+    top = max(max(a + b for a, b in zip(disp, comb)), max((p or 0) / 1e3 for p in pairs))
+    ax.set_ylim(0, top * 1.35)
+    ax.legend(loc="upper left", fontsize=9)
+    width = 0.8 / len(results)
+    for i, r in enumerate(results):
+        counts = torch.bincount(r.nodes_per_token, minlength=n_nodes + 1)[1:].float()
+        share = counts / counts.sum()
+        ax2.bar([j + 1 + (i - (len(results) - 1) / 2) * width for j in range(n_nodes)], share.tolist(),
+                width=width, label=labels[i].replace("\n", " "))
+    ax2.set_xticks(range(1, n_nodes + 1))
+    ax2.set_xlabel("nodes a token reaches (own node included)")
+    ax2.set_ylabel("share of tokens")
+    ax2.set_ylim(0, 1.15)
+    ax2.legend(fontsize=9, loc="upper left", ncols=2)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def draw_bias_loop(n_routed: int = 8, top_k: int = 2, gamma: float = 0.001):
+    """The auxiliary-loss-free balancing loop (LF paper Alg. 1, V3 §2.1.2) for N_r experts and K_r per token.
+
+    Forward: scores → + bias (selection) → top-K_r → counts; the weights take the unbiased scores. After each
+    optimizer step the counts move the bias by ±γ. Returns the Figure.
+    """
+    dg = Diagram(20.0, 7.4, title=f"Auxiliary-loss-free balancing: N_r = {n_routed} experts, K_r = {top_k}, γ = {gamma:g}")
+    y, y2, y3 = 5.6, 3.2, 1.0
+    dg.box(1.4, y, 2.2, 1.1, "$u_t$ [d]", "tensor", name="u")
+    dg.box(5.0, y, 3.6, 1.1, f"$s = \\sigma(u_t^\\top e_i)$\n[{n_routed}] float32", "op", name="s")
+    dg.box(9.4, y, 3.0, 1.1, "$s_i + b_i$\n(selection only)", "op", name="sb")
+    dg.box(13.6, y, 3.4, 1.1, f"top-{top_k} within\nkept groups", "op", name="topk")
+    dg.box(17.9, y, 3.4, 1.1, "tokens per expert\n$c_i$ over the batch", "tensor", name="c")
+    dg.box(9.4, y2, 3.0, 1.1, f"bias $b$ [{n_routed}]\nbuffer, no gradient", "weight", name="b")
+    dg.box(17.6, y2, 4.2, 1.3, "after the optimizer step:\n$b_i \\leftarrow b_i + \\gamma\\,"
+           "\\mathrm{sign}(\\bar c - c_i)$", "op", name="upd", fontsize=9.5)
+    dg.box(9.4, y3, 5.6, 1.1, "weights $g_i = s_i / \\sum_{chosen} s_j \\times$ scale\n(no $b$ in them)", "tensor",
+           name="g")
+    dg.arrow(dg.boxes["u"].right, dg.boxes["s"].left)
+    dg.arrow(dg.boxes["s"].right, dg.boxes["sb"].left)
+    dg.arrow(dg.boxes["sb"].right, dg.boxes["topk"].left)
+    dg.arrow(dg.boxes["topk"].right, dg.boxes["c"].left)
+    dg.arrow(dg.boxes["c"].bottom, dg.boxes["upd"].top, color=PALETTE["red"])
+    dg.arrow(dg.boxes["upd"].left, dg.boxes["b"].right, color=PALETTE["red"], text="±γ per step", text_offset=(0, 0.1))
+    dg.arrow(dg.boxes["b"].top, dg.boxes["sb"].bottom, color=PALETTE["red"])
+    dg.arrow(dg.boxes["s"].bottom, dg.boxes["g"].left, text="unbiased $s$", text_offset=(-1.2, -0.3))
+    dg.arrow(dg.boxes["topk"].bottom, dg.boxes["g"].right, text="which experts", text_offset=(1.4, -0.3))
+    dg.text(17.6, y3, "overloaded experts ($c_i > \\bar c$) go DOWN,\nunder-loaded ones go up", fontsize=9.5,
+            color=PALETTE["red"])
+    return dg.fig
+
+
+__all__.append("draw_bias_loop")

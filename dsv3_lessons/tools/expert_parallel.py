@@ -1,0 +1,336 @@
+"""Expert parallelism on a real ``torch.distributed`` backend: node-limited dispatch and combine over gloo.
+
+What it demonstrates (V3 report §2.1.2 "Node-Limited Routing" and §3.2.2 "cross-node all-to-all"):
+``world_size`` CPU processes play ``world_size`` nodes. Node ``r`` hosts the experts of routing group ``r``
+(experts ``r·E .. (r+1)·E − 1`` with ``E = N_r / n_nodes``), the gate and the shared expert are replicated,
+and each node owns a shard of the tokens. One MoE layer then runs in four steps on every rank:
+
+1. **route** its tokens with the (replicated) :class:`~dsv3_lessons.model.moe.Gate`; with node limiting
+   (``topk_group = M``) a token's K_r experts lie on at most M nodes;
+2. **dispatch**: a token travels **once per destination node**, whatever the number of experts it uses
+   there (the node forwards it internally -- NVLink in V3). The ranks first exchange how many rows each
+   sends to each (``all_to_all_single`` on a ``[world]`` count vector), then the rows themselves with a
+   second ``all_to_all_single`` with *uneven* ``input_split_sizes``/``output_split_sizes``. A row is
+   ``[x_t (d floats) | g for the K_r slots (K_r floats) | local expert id per slot (K_r, −1 = elsewhere)]``;
+3. **experts**: each node runs its own experts on what it received and sums, per row, the weighted
+   outputs of its experts (a partial sum of eq. 12);
+4. **combine**: the partial sums go back along the reverse route (a third ``all_to_all_single`` with the
+   split sizes swapped), the owner adds them up and adds the shared expert.
+
+The output equals the single-process :class:`~dsv3_lessons.model.moe.DeepseekMoE` (tests check it for
+several seeds and uneven loads). Bytes are counted for rows whose destination is **another** process:
+node limiting caps the remote copies of a token at M − (1 if its own node is among them), which is the
+traffic it saves. Payloads here are float32; V3 dispatches in FP8 and combines in BF16, so real byte
+counts scale by the element size, the ratios do not.
+
+Processes and output
+--------------------
+The worker :func:`_worker` lives in this module because ``spawn`` (the only start method that works the
+same on Linux, macOS and Windows, and inside Jupyter) pickles the function by reference: a function
+defined in a notebook cell cannot be spawned. Processes rendezvous through a fresh ``file://`` path (no
+TCP port to collide with a parallel test run), use one thread each, never print; rank 0 gathers every
+rank's numbers with ``gather_object`` and writes them to a temporary file the parent reads, so nothing a
+child does interleaves with a notebook's output. A child's exception re-raises in the parent.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Sequence
+
+import torch
+import torch.distributed as dist
+
+from dsv3_lessons.model.config import DeepseekV3Config, tiny
+from dsv3_lessons.model.layers import SwiGLU
+from dsv3_lessons.model.moe import DeepseekMoE, Gate
+
+__all__ = ["EPCase", "EPResult", "ep_config", "build_layer", "route_nodes", "expected_traffic",
+           "run_expert_parallel", "node_limit_sweep", "single_process_output", "BYTES_PER_ELEMENT"]
+
+#: payload dtype of this demo (float32): 4 bytes per element
+BYTES_PER_ELEMENT = 4
+
+
+def ep_config(n_nodes: int = 4, experts_per_node: int = 8, top_k: int = 8, node_limit: int | None = None,
+              **overrides) -> DeepseekV3Config:
+    """An MoE config whose routing groups are the nodes: ``n_group = n_nodes``, ``topk_group = M``.
+
+    Widths (hidden size, expert width) come from :func:`~dsv3_lessons.model.config.tiny`; ``node_limit``
+    None means no limit (M = n_nodes). Defaults mirror V3's per-token shape: K_r = 8 experts out of
+    ``n_nodes·experts_per_node``. Raises :class:`~dsv3_lessons.model.config.ConfigError` for impossible
+    combinations (e.g. K_r above M·experts_per_node).
+    """
+    m = n_nodes if node_limit is None else node_limit
+    return tiny(n_routed_experts=n_nodes * experts_per_node, n_group=n_nodes, topk_group=m,
+                num_experts_per_tok=top_k, **overrides)
+
+
+@dataclass(frozen=True)
+class EPCase:
+    """One distributed run.
+
+    Attributes:
+        seed: seeds the layer's weights, the tokens and the bias.
+        tokens_per_rank: tokens owned by each node (uneven on purpose); its length is the world size.
+        node_limit: M, the most nodes a token may reach (``topk_group``); None = no limit.
+        skew: standard deviation of a random selection bias ``e_score_correction_bias`` (makes expert
+            loads uneven; 0 = none).
+        experts_per_node, top_k: E and K_r (see :func:`ep_config`).
+    """
+
+    seed: int = 0
+    tokens_per_rank: tuple[int, ...] = (40, 64, 17, 90)
+    node_limit: int | None = 2
+    skew: float = 0.05
+    experts_per_node: int = 8
+    top_k: int = 8
+
+    def __post_init__(self) -> None:
+        if len(self.tokens_per_rank) < 2 or any(int(n) < 0 for n in self.tokens_per_rank):
+            raise ValueError(f"tokens_per_rank must list >= 2 non-negative token counts (one per node), "
+                             f"got {self.tokens_per_rank!r}")
+        if sum(self.tokens_per_rank) == 0:
+            raise ValueError("tokens_per_rank must hold at least one token in total")
+        if self.skew < 0:
+            raise ValueError(f"skew must be >= 0 (a standard deviation), got {self.skew}")
+
+    @property
+    def world_size(self) -> int:
+        return len(self.tokens_per_rank)
+
+    def config(self) -> DeepseekV3Config:
+        """The MoE config of this case (:func:`ep_config` with groups = nodes and ``topk_group`` = M)."""
+        return ep_config(self.world_size, self.experts_per_node, self.top_k, self.node_limit)
+
+
+def build_layer(case: EPCase) -> tuple[DeepseekMoE, torch.Tensor]:
+    """The single-process MoE layer of ``case`` (seeded weights and bias) and its tokens ``[n_tokens, d]``."""
+    cfg = case.config()
+    g = torch.Generator().manual_seed(case.seed)
+    layer = DeepseekMoE(cfg).eval()
+    with torch.no_grad():
+        for name, p in layer.named_parameters():  # gate centroids wider than the experts' weights
+            p.copy_(torch.randn(p.shape, generator=g) * (0.3 if name == "gate.weight" else 0.1))
+        layer.gate.e_score_correction_bias.copy_(torch.randn(cfg.n_routed_experts, generator=g) * case.skew)
+    x = torch.randn(sum(case.tokens_per_rank), cfg.hidden_size, generator=g)
+    return layer, x
+
+
+@torch.no_grad()
+def single_process_output(case: EPCase) -> torch.Tensor:
+    """``DeepseekMoE`` forward on all tokens in one process: the reference ``[n_tokens, d]``."""
+    layer, x = build_layer(case)
+    return layer(x[None])[0]
+
+
+@torch.no_grad()
+def route_nodes(gate: Gate, x: torch.Tensor, experts_per_node: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Route ``x [n, d]``; return ``(weights [n, K_r], indices [n, K_r], visits [n, n_nodes] bool)``.
+
+    ``visits[t, r]`` is True when token t uses at least one expert hosted on node r (node = group).
+    """
+    n_nodes = gate.n_experts // experts_per_node
+    if x.shape[0] == 0:  # a node may own no token at all (uneven shards)
+        k = gate.top_k
+        return (torch.zeros(0, k), torch.zeros(0, k, dtype=torch.long),
+                torch.zeros(0, n_nodes, dtype=torch.bool))
+    weights, indices, _ = gate(x)
+    visits = torch.zeros(x.shape[0], n_nodes, dtype=torch.bool)
+    visits.scatter_(1, indices // experts_per_node, True)
+    return weights, indices, visits
+
+
+def expected_traffic(case: EPCase) -> dict[str, int]:
+    """The bytes that must cross process boundaries for ``case``, computed in ONE process from the gate.
+
+    An independent oracle for the measured counts: every (token, node) pair with the node different from
+    the token's owner is one dispatched row of ``d + 2·K_r`` float32 and one combined row of ``d`` float32.
+    Returns ``{"remote_rows", "dispatch_bytes", "combine_bytes", "remote_expert_pairs"}``; the last counts
+    (token, expert) pairs on other nodes: the rows a dispatch WITHOUT per-node de-duplication would send.
+    """
+    layer, x = build_layer(case)
+    cfg = layer.cfg
+    _, indices, visits = route_nodes(layer.gate, x, case.experts_per_node)
+    owner = torch.repeat_interleave(torch.arange(case.world_size), torch.tensor(case.tokens_per_rank))
+    remote = visits.clone()
+    remote[torch.arange(x.shape[0]), owner] = False
+    rows = int(remote.sum())
+    pairs = int(((indices // case.experts_per_node) != owner[:, None]).sum())
+    d, k = cfg.hidden_size, cfg.num_experts_per_tok
+    return {"remote_rows": rows, "dispatch_bytes": rows * (d + 2 * k) * BYTES_PER_ELEMENT,
+            "combine_bytes": rows * d * BYTES_PER_ELEMENT, "remote_expert_pairs": pairs}
+
+
+@dataclass
+class EPResult:
+    """What one distributed run measured (gathered by rank 0).
+
+    Attributes:
+        case: the :class:`EPCase`.
+        output: ``[n_tokens, d]`` the distributed MoE output, ranks' shards in rank order.
+        rows_sent: ``[world, world]`` int64, rows rank i dispatched to rank j (diagonal: stays local).
+        nodes_per_token: ``[n_tokens]`` int64, distinct nodes each token reached (its own included).
+        dispatch_bytes, combine_bytes: bytes of rows that crossed to another process (float32 payload);
+        dispatch_activation_bytes: the hidden-vector part of ``dispatch_bytes`` (the rest is routing
+        metadata: K_r weights and K_r local ids per row); count_bytes: the count exchange (int64).
+        seconds: rank 0's wall time for route + dispatch + experts + combine (machine-dependent).
+        extra: ``remote_expert_pairs`` (token, expert) pairs on another node and ``no_dedup_bytes``, what a
+        dispatch sending one row per remote expert (x, its weight and id) plus its combine would move.
+    """
+
+    case: EPCase
+    output: torch.Tensor
+    rows_sent: torch.Tensor
+    nodes_per_token: torch.Tensor
+    dispatch_bytes: int
+    dispatch_activation_bytes: int
+    combine_bytes: int
+    count_bytes: int
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def remote_rows(self) -> int:
+        """Rows dispatched to another process (each also comes back once in the combine)."""
+        return int(self.rows_sent.sum() - self.rows_sent.diagonal().sum())
+
+    @property
+    def total_bytes(self) -> int:
+        """Dispatch + combine + count exchange bytes that crossed process boundaries."""
+        return self.dispatch_bytes + self.combine_bytes + self.count_bytes
+
+
+# ----------------------------------------------------------------------------------- one rank's MoE layer
+def _ep_forward(rank: int, world: int, case: EPCase, state: dict, x_local: torch.Tensor) -> dict:
+    """Route, dispatch, run local experts, combine: one rank's part of one MoE layer."""
+    cfg = case.config()
+    e_per = case.experts_per_node
+    gate = Gate(cfg)
+    gate.load_state_dict({k[len("gate."):]: v for k, v in state.items() if k.startswith("gate.")})
+    local = range(rank * e_per, (rank + 1) * e_per)  # this node hosts only its own experts
+    experts = []
+    for e in local:
+        ffn = SwiGLU(cfg.hidden_size, cfg.moe_intermediate_size)
+        ffn.load_state_dict({k.split(".", 2)[2]: v for k, v in state.items() if k.startswith(f"experts.{e}.")})
+        experts.append(ffn)
+    shared = SwiGLU(cfg.hidden_size, cfg.moe_intermediate_size * cfg.n_shared_experts)
+    shared.load_state_dict({k[len("shared_experts."):]: v for k, v in state.items()
+                            if k.startswith("shared_experts.")})
+    d, k = cfg.hidden_size, cfg.num_experts_per_tok
+    dist.barrier()
+    t0 = time.perf_counter()
+    # 1. route
+    weights, indices, visits = route_nodes(gate, x_local, e_per)              # [n, K], [n, K], [n, world]
+    # 2. one row per (token, destination node), grouped by destination
+    dest, tok = visits.T.nonzero(as_tuple=True)                               # sorted by destination
+    send_counts = visits.sum(dim=0)                                           # [world] rows to each rank
+    on_dest = (indices[tok] // e_per) == dest[:, None]                        # [rows, K] slot lives there
+    local_ids = torch.where(on_dest, indices[tok] - dest[:, None] * e_per, -1)
+    payload = torch.cat([x_local[tok], torch.where(on_dest, weights[tok], 0.0), local_ids.float()], dim=1)
+    recv_counts = torch.empty_like(send_counts)
+    dist.all_to_all_single(recv_counts, send_counts)                          # counts first
+    recv = payload.new_empty(int(recv_counts.sum()), d + 2 * k)
+    dist.all_to_all_single(recv, payload, output_split_sizes=recv_counts.tolist(),
+                           input_split_sizes=send_counts.tolist())
+    # 3. local experts: partial sum of eq. 12 over the experts this node hosts
+    xr, wr, ids = recv[:, :d], recv[:, d:d + k], recv[:, d + k:].long()
+    partial = torch.zeros(recv.shape[0], d)
+    for j, ffn in enumerate(experts):
+        row, slot = torch.where(ids == j)
+        if row.numel():
+            partial.index_add_(0, row, ffn(xr[row]) * wr[row, slot, None])
+    # 4. combine: partial sums travel back, the owner adds them and the shared expert
+    back = partial.new_empty(payload.shape[0], d)
+    dist.all_to_all_single(back, partial, output_split_sizes=send_counts.tolist(),
+                           input_split_sizes=recv_counts.tolist())
+    out = torch.zeros_like(x_local).index_add_(0, tok, back) + shared(x_local)
+    seconds = time.perf_counter() - t0
+    remote_pairs = int(((indices // e_per) != rank).sum())  # what a per-expert dispatch would send
+    return {"output": out, "send_counts": send_counts, "nodes_per_token": visits.sum(dim=1),
+            "seconds": seconds, "remote_pairs": remote_pairs}
+
+
+def _worker(rank: int, world: int, init_file: str, result_file: str, cases: list, states: list,
+            inputs: list, timeout_s: float) -> None:
+    """Entry point of each spawned process (must live in a module: ``spawn`` pickles it by name)."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=timeout_s))
+    try:
+        gathered = []
+        with torch.no_grad():
+            for case, state, x in zip(cases, states, inputs):
+                offsets = [0]
+                for n in case.tokens_per_rank:
+                    offsets.append(offsets[-1] + n)
+                part = _ep_forward(rank, world, case, state, x[offsets[rank]:offsets[rank + 1]])
+                everyone = [None] * world if rank == 0 else None
+                dist.gather_object(part, everyone, dst=0)
+                gathered.append(everyone)
+        if rank == 0:
+            torch.save(gathered, result_file)
+    finally:
+        dist.destroy_process_group()
+
+
+def _result(case: EPCase, parts: list[dict]) -> EPResult:
+    cfg = case.config()
+    d, k, world = cfg.hidden_size, cfg.num_experts_per_tok, case.world_size
+    rows = torch.stack([p["send_counts"] for p in parts])                      # [world, world]
+    remote = int(rows.sum() - rows.diagonal().sum())
+    pairs = sum(int(p["remote_pairs"]) for p in parts)
+    return EPResult(
+        case=case, output=torch.cat([p["output"] for p in parts]), rows_sent=rows,
+        nodes_per_token=torch.cat([p["nodes_per_token"] for p in parts]),
+        dispatch_bytes=remote * (d + 2 * k) * BYTES_PER_ELEMENT,
+        dispatch_activation_bytes=remote * d * BYTES_PER_ELEMENT,
+        combine_bytes=remote * d * BYTES_PER_ELEMENT,
+        count_bytes=world * (world - 1) * 8,  # each rank sends one int64 count to every other rank
+        seconds=float(parts[0]["seconds"]),
+        extra={"remote_expert_pairs": pairs,
+               # one row per remote (token, expert): x + its weight + its id out, x back
+               "no_dedup_bytes": pairs * ((d + 2) + d) * BYTES_PER_ELEMENT})
+
+
+def run_expert_parallel(cases: Sequence[EPCase], timeout_s: float = 120.0) -> list[EPResult]:
+    """Run every case on ``world_size`` spawned gloo processes (one spawn for all cases); return results.
+
+    All cases must share a world size. Costs a few seconds of process start-up (each child imports torch).
+
+    Raises:
+        ValueError: no case, or cases with different world sizes.
+        torch.multiprocessing.ProcessRaisedException: a child failed (its traceback is included).
+    """
+    import torch.multiprocessing as mp
+
+    cases = list(cases)
+    if not cases:
+        raise ValueError("cases must hold at least one EPCase")
+    worlds = {c.world_size for c in cases}
+    if len(worlds) != 1:
+        raise ValueError(f"all cases must have the same number of nodes (len(tokens_per_rank)), got {sorted(worlds)}")
+    world = worlds.pop()
+    states, inputs = [], []
+    for case in cases:
+        layer, x = build_layer(case)
+        states.append({k: v.clone() for k, v in layer.state_dict().items()})
+        inputs.append(x)
+    with tempfile.TemporaryDirectory(prefix="dsv3_ep_") as tmp:
+        init_file, result_file = os.path.join(tmp, "rendezvous"), os.path.join(tmp, "result.pt")
+        mp.start_processes(_worker, args=(world, init_file, result_file, cases, states, inputs, timeout_s),
+                           nprocs=world, join=True, start_method="spawn")
+        gathered = torch.load(result_file, weights_only=False)
+    return [_result(case, parts) for case, parts in zip(cases, gathered)]
+
+
+def node_limit_sweep(seed: int = 0, tokens_per_rank: tuple[int, ...] = (40, 64, 17, 90),
+                     skew: float = 0.05) -> list[EPCase]:
+    """Cases M = 1 .. n_nodes (the last one = no limit) on the same layer and tokens."""
+    n = len(tokens_per_rank)
+    return [EPCase(seed, tuple(tokens_per_rank), m if m < n else None, skew) for m in range(1, n + 1)]
+
