@@ -106,3 +106,19 @@ def test_errors(model):
         generate(model, [1], -1)
     with pytest.raises(ValueError, match=r"\[seq\] or \[batch, seq\]"):
         generate(model, torch.zeros(1, 1, 2, dtype=torch.long), 1)
+
+
+def test_next_token_probs_is_the_distribution_sample_next_draws_from():
+    from dsv3_lessons.tools.generate import next_token_probs, sample_next
+
+    logits = torch.tensor([[2.0, 1.0, 0.5, -1.0]])
+    one_hot = next_token_probs(logits, 0.0)
+    assert one_hot.tolist() == [[1.0, 0.0, 0.0, 0.0]]
+    p = next_token_probs(logits, 0.5, top_k=2)
+    e = torch.exp(torch.tensor([2.0, 1.0]) / 0.5)                   # closed form over the top 2
+    torch.testing.assert_close(p[0], torch.cat([e / e.sum(), torch.zeros(2)]))
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([sample_next(logits, 0.5, 2, g) for _ in range(4000)]).flatten()
+    assert abs((draws == 0).float().mean().item() - float(p[0, 0])) < 0.03
+    with pytest.raises(ValueError, match="temperature"):
+        next_token_probs(logits, -1.0)

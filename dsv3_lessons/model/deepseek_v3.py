@@ -29,7 +29,7 @@ from .config import DeepseekV3Config
 from .layers import RMSNorm
 from .mla import LatentCache
 from .moe import DeepseekMoE
-from .mtp import IGNORE_INDEX, MTPModule, mtp_cross_entropy, mtp_inputs_and_targets
+from .mtp import IGNORE_INDEX, MTPModule, mtp_cross_entropy, mtp_labels
 
 __all__ = ["DeepSeekV3", "ModelOutput", "IGNORE_INDEX"]
 
@@ -105,7 +105,8 @@ class DeepSeekV3(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None,
-                cache: list[LatentCache] | None = None, compute_mtp: bool | None = None) -> ModelOutput:
+                cache: list[LatentCache] | None = None, compute_mtp: bool | None = None,
+                doc_ids: torch.Tensor | None = None) -> ModelOutput:
         """Run the model.
 
         Args:
@@ -113,6 +114,8 @@ class DeepSeekV3(nn.Module):
             targets: optional ``[batch, T]`` next-token ids (``targets[:, i] = t_{i+1}``; −100 = ignore).
             cache: optional per-layer latent caches; positions continue from ``cache[0].length``.
             compute_mtp: run the MTP modules (default: when targets are given and D > 0).
+            doc_ids: optional ``[batch, T]`` document id of each input token (packed windows): MTP labels
+                never cross a document boundary (:func:`dsv3_lessons.model.mtp.mtp_labels`).
         Raises:
             ValueError: ids out of range, wrong shapes, or a sequence longer than the model allows.
         """
@@ -162,7 +165,8 @@ class DeepSeekV3(nn.Module):
                                             ignore_index=IGNORE_INDEX)
             loss = out.main_loss
             if out.mtp_logits:
-                ces = [mtp_cross_entropy(lg, mtp_inputs_and_targets(input_ids, targets, k)[1])
+                # depth k: labels t_{i+k+1}, masked at document boundaries; mean over its own labels
+                ces = [mtp_cross_entropy(lg, mtp_labels(targets, k, doc_ids))
                        for k, lg in enumerate(out.mtp_logits, start=1)]
                 out.mtp_loss = torch.stack(ces).mean()
                 loss = loss + self.mtp_loss_weight * out.mtp_loss

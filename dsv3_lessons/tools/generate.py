@@ -22,7 +22,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["generate", "generate_no_cache", "generate_text", "sample_next"]
+__all__ = ["generate", "generate_no_cache", "generate_text", "sample_next", "next_token_probs"]
 
 
 def _as_prompt(prompt: Sequence[int] | torch.Tensor) -> torch.Tensor:
@@ -81,6 +81,25 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int | Non
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def next_token_probs(logits: torch.Tensor, temperature: float, top_k: int | None = None) -> torch.Tensor:
+    """The distribution :func:`sample_next` draws from, ``[..., vocab]`` float32 summing to 1.
+
+    ``temperature > 0``: softmax(logits / temperature) over the ``top_k`` largest logits (all when None),
+    zero elsewhere. ``temperature == 0``: one-hot on the argmax (ties to the lowest id), the limit of
+    the same rule. Speculative decoding needs these explicit distributions (p of the main model, q of
+    the draft) for its acceptance rule. Raises ValueError for a negative or non-finite temperature.
+    """
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
+    if temperature == 0:
+        return torch.nn.functional.one_hot(logits.argmax(dim=-1), logits.shape[-1]).float()
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.softmax(logits, dim=-1)
 
 
 def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator | None:

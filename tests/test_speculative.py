@@ -1,0 +1,270 @@
+"""Speculative decoding with the MTP draft: exactness (greedy == plain greedy), cache rollback == fresh
+prefill, the hidden state handed between draft steps, acceptance accounting, and the sampling rule's
+output distribution. Oracles: plain greedy decoding, fresh prefills, closed-form Σ min(p, q), exact
+marginals computed from full forwards, chi-square bounds."""
+import math
+
+import pytest
+import torch
+
+from dsv3_lessons.model import DeepSeekV3, tiny
+from dsv3_lessons.model.mla import LatentCache
+from dsv3_lessons.tools.generate import generate, next_token_probs
+from dsv3_lessons.tools.speculative import (MTPDrafter, SpeculativeDecoder, SpeculativeStats, accept_or_resample,
+                                            acceptance_probability, residual_distribution, speculative_generate)
+
+V = 5   # a small vocabulary: even an untrained draft agrees often, so partial accepts happen
+
+
+def build(seed=0, vocab=V, **cfg):
+    torch.manual_seed(seed)
+    return DeepSeekV3(tiny(vocab_size=vocab, **cfg)).eval()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build()
+
+
+# ------------------------------------------------------------------------------------------ greedy exactness
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_greedy_speculative_equals_plain_greedy(model, k):
+    accepted_some = False
+    for seed in range(3):
+        prompt = torch.randint(0, V, (1, 6), generator=torch.Generator().manual_seed(seed))
+        ref = generate(model, prompt, 30)
+        out, stats = speculative_generate(model, prompt, 30, k=k)
+        assert torch.equal(out, ref)
+        assert stats.new_tokens == 30
+        accepted_some |= any(m > 0 for m in stats.accepted_per_step)
+        assert any(m < d for m, d in zip(stats.accepted_per_step, stats.drafted_per_step))   # rejections too
+    assert accepted_some
+
+
+def test_state_after_every_step_equals_a_fresh_prefill(model):
+    """Force every accept length m = 0 … k (drafts copied from plain greedy up to a planted error) and
+    compare both caches and the next draft with a fresh prefill of the accepted sequence."""
+    k = 3
+    prompt = torch.randint(0, V, (1, 5), generator=torch.Generator().manual_seed(11))
+    ref = generate(model, prompt, 40)[0].tolist()
+    with torch.no_grad():
+        dec = SpeculativeDecoder(model, prompt, 64, k=k)
+        real_draft = dec.draft
+
+        def planted(ks, m):                                             # the module drafts (and fills its cache),
+            real_draft(ks)                                              # then the first m drafts are made right
+            pos = len(dec.tokens)
+            drafts = ref[pos:pos + ks]
+            if m < ks:
+                drafts[m] = (drafts[m] + 1) % V                         # and draft m+1 wrong
+            return drafts, [None] * ks
+
+        for m in [0, 1, 2, 3, 1, 0, 2]:
+            dec.draft = lambda ks, m=m: planted(ks, m)
+            dec.step()
+            assert dec.last_step["accepted"] == m
+            assert dec.tokens == ref[:len(dec.tokens)]
+            toks = torch.tensor([dec.tokens])
+            n = toks.shape[1] - 1                                       # x_n is not in the main cache yet
+            fresh = model.new_cache(1, 64)
+            out = model(toks[:, :n], cache=fresh)
+            for got, want in zip(dec.cache, fresh):
+                assert got.length == want.length == n
+                torch.testing.assert_close(got.kv[:, :n], want.kv[:, :n], rtol=1e-5, atol=1e-5)
+                torch.testing.assert_close(got.k_pe[:, :n], want.k_pe[:, :n], rtol=1e-5, atol=1e-5)
+            drafter = MTPDrafter(model, 64)                             # a fresh MTP prefill of the same text
+            q_ref, handed_ref = drafter.feed(out.hidden, toks[:, 1:])
+            assert dec.drafter.length == drafter.length == n
+            torch.testing.assert_close(dec.drafter.cache.kv[:, :n], drafter.cache.kv[:, :n], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(dec.q_logits, q_ref, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(dec.handed, handed_ref, rtol=1e-4, atol=1e-5)
+
+
+def test_truncate_rolls_back_and_rejects_bad_lengths():
+    cache = LatentCache(1, 8, 4, 2)
+    cache.append(torch.ones(1, 5, 4), torch.ones(1, 5, 2))
+    cache.truncate(3)
+    kv, _ = cache.append(torch.full((1, 2, 4), 7.0), torch.zeros(1, 2, 2))
+    assert cache.length == 5 and kv[0, 3:, 0].tolist() == [7.0, 7.0] and kv[0, :3, 0].tolist() == [1.0] * 3
+    for bad in (6, -1, 2.0, True):
+        with pytest.raises(ValueError, match="length"):
+            cache.truncate(bad)
+
+
+# ------------------------------------------------------------------------------------------ the draft chain
+def test_first_draft_is_the_training_time_mtp_prediction(model):
+    ids = torch.randint(0, V, (1, 9), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        train_view = model(ids, compute_mtp=True).mtp_logits[0]        # depth 1 as trained, [1, 8, V]
+        out = model(ids[:, :8])
+        drafter = MTPDrafter(model, 16)
+        q, _ = drafter.feed(out.hidden, ids[:, 1:])                   # h^0 after the final norm + Emb(t_{i+1})
+    torch.testing.assert_close(q, train_view[:, -1], rtol=1e-5, atol=1e-5)
+
+
+def test_hidden_handed_to_the_next_draft_step_is_the_normalised_head_input(model):
+    """Step j+1 reads shared_head.norm(h^1) of step j: the state lm_head read for draft j, the same role
+    h^0 (after model.norm) plays for the main model -- what the module was trained on."""
+    ids = torch.randint(0, V, (1, 7), generator=torch.Generator().manual_seed(4))
+    module = model.mtp[0]
+    seen = []
+    handle = module.hnorm.register_forward_pre_hook(lambda mod, inp: seen.append(inp[0].clone()))
+    try:
+        with torch.no_grad():
+            dec = SpeculativeDecoder(model, ids, 32, k=3)
+            h1_outputs = []
+            out_hook = module.register_forward_hook(lambda mod, inp, out: h1_outputs.append(out.clone()))
+            seen.clear()
+            drafts, _ = dec.draft(3)
+            out_hook.remove()
+    finally:
+        handle.remove()
+    assert len(seen) == 2 and len(h1_outputs) == 2                      # steps 2 and 3 ran the module
+    with torch.no_grad():
+        assert torch.equal(seen[0], dec.handed)                         # step 2 read step 1's handed state ...
+        torch.testing.assert_close(model.lm_head(seen[0])[:, -1], dec.q_logits)   # ... the one draft 1 came from
+        torch.testing.assert_close(seen[1], module.shared_head.norm(h1_outputs[0]))  # step 3 read step 2's
+        assert not torch.allclose(seen[1], h1_outputs[0])              # not the un-normalised block output
+        assert int(model.lm_head(seen[1])[0, -1].argmax()) == drafts[1]
+
+
+# ------------------------------------------------------------------------------------------ accounting
+def test_acceptance_accounting_identities():
+    st = SpeculativeStats(k=2, new_tokens=10, main_forwards=5, accepted_per_step=[0, 1, 2, 2],
+                          drafted_per_step=[2, 2, 2, 2])
+    assert st.acceptance_rates == [0.75, 0.5]
+    assert st.mean_accepted_length == 2.25 == sum(m + 1 for m in st.accepted_per_step) / 4
+    assert st.tokens_per_forward == 2.0
+    assert st.conditional_rates == [0.75, 2 / 3]
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_run_statistics_add_up(model, k):
+    prompt = torch.randint(0, V, (1, 4), generator=torch.Generator().manual_seed(5))
+    out, st = speculative_generate(model, prompt, 25, k=k)
+    assert st.new_tokens == 25 == 1 + sum(m + 1 for m in st.accepted_per_step)   # prefill emits one
+    assert st.main_forwards == 1 + st.verify_steps
+    assert math.isclose(st.mean_accepted_length, 1 + sum(st.acceptance_rates))
+    assert math.isclose(st.tokens_per_forward, 25 / st.main_forwards)
+    assert all(d <= k for d in st.drafted_per_step)
+
+
+# ------------------------------------------------------------------------------------------ the sampling rule
+def test_toy_acceptance_rate_is_070_and_the_output_follows_p():
+    p, q = torch.tensor([0.6, 0.3, 0.1]), torch.tensor([0.3, 0.6, 0.1])
+    assert math.isclose(acceptance_probability(p, q), 0.70, abs_tol=1e-6)
+    torch.testing.assert_close(residual_distribution(p, q), torch.tensor([1.0, 0.0, 0.0]))
+    g = torch.Generator().manual_seed(0)
+    n, accepted = 20000, 0
+    counts = torch.zeros(3)
+    for _ in range(n):
+        d = int(torch.multinomial(q, 1, generator=g))
+        ok, repl = accept_or_resample(p, q, d, g)
+        accepted += ok
+        counts[d if ok else repl] += 1
+    assert abs(accepted / n - 0.70) < 4 * math.sqrt(0.21 / n)           # 4 standard errors
+    chi2 = float(((counts - n * p) ** 2 / (n * p)).sum())
+    assert chi2 < 13.8                                                  # χ²(2 dof) 99.9 % quantile
+    assert float(((n * q - n * p) ** 2 / (n * p)).sum()) > 1000          # keeping every draft would fail
+
+
+def test_sampled_speculative_decoding_keeps_the_models_distribution():
+    """Marginal of the 2nd new token (the first one a draft can supply) vs its exact value from the model."""
+    model = build(7, vocab=4)
+    prompt = torch.tensor([[1, 2, 0]])
+    temp = 1.0
+    with torch.no_grad():
+        p1 = next_token_probs(model(prompt).logits[0, -1], temp)
+        exact = sum(p1[a] * next_token_probs(model(torch.cat([prompt, torch.tensor([[a]])], 1)).logits[0, -1], temp)
+                    for a in range(4))
+    g = torch.Generator().manual_seed(1)
+    n = 400
+    counts = torch.zeros(4)
+    accepted = 0
+    for _ in range(n):
+        out, st = speculative_generate(model, prompt, 3, k=1, temperature=temp, generator=g)
+        counts[out[0, 4]] += 1                                          # verified: a kept draft or its correction
+        accepted += st.accepted_per_step[0]
+    chi2 = float(((counts - n * exact) ** 2 / (n * exact)).sum())
+    assert chi2 < 16.3                                                  # χ²(3 dof) 99.9 % quantile
+    assert 0 < accepted < n                                             # both branches of the rule ran
+
+
+def test_bad_inputs(model):
+    with pytest.raises(ValueError, match="k"):
+        speculative_generate(model, [1, 2], 5, k=0)
+    with pytest.raises(ValueError, match="one sequence"):
+        speculative_generate(model, torch.zeros(2, 3, dtype=torch.long), 5)
+    with pytest.raises(ValueError, match="MTP"):
+        speculative_generate(build(num_nextn_predict_layers=0), [1, 2], 5)
+    with pytest.raises(ValueError, match="draft"):
+        accept_or_resample(torch.tensor([0.5, 0.5]), torch.tensor([1.0, 0.0]), 1)
+    with pytest.raises(ValueError, match="sum to 1"):
+        acceptance_probability(torch.tensor([0.5, 0.6]), torch.tensor([0.5, 0.5]))
+
+
+# ------------------------------------------------------------------------------------------ chapter 8 checkers
+from dsv3_lessons.course.checking import NOT_ATTEMPTED, RIGHT, WRONG, ___  # noqa: E402
+from dsv3_lessons.course.exercises import ch08_speculative_decoding as ex8  # noqa: E402
+
+
+def _resid(p, q):
+    r = (p - q).clamp(min=0)
+    return r / r.sum()
+
+
+def test_checker_81_acceptance_rule():
+    keep = lambda p, q, d: min(1.0, float(p[d] / q[d]))
+    assert ex8.check_acceptance_rule(___, ___).status == NOT_ATTEMPTED
+    assert ex8.check_acceptance_rule(lambda p, q, d: ___, _resid).status == NOT_ATTEMPTED
+    no_min = ex8.check_acceptance_rule(lambda p, q, d: float(p[d] / q[d]), _resid)
+    assert no_min.status == WRONG and "min(1" in no_min.message
+    flipped = ex8.check_acceptance_rule(lambda p, q, d: min(1.0, float(q[d] / p[d])), _resid)
+    assert flipped.status == WRONG and "upside down" in flipped.message
+    unnormalised = ex8.check_acceptance_rule(keep, lambda p, q: (p - q).clamp(min=0))
+    assert unnormalised.status == WRONG and "divide it by its sum" in unnormalised.message
+    assert ex8.check_acceptance_rule(keep, _resid).status == RIGHT
+
+
+def test_checker_82_acceptance_probability():
+    p, q = ex8.EX82["p"], ex8.EX82["q"]
+    assert ex8.check_acceptance_probability(___).status == NOT_ATTEMPTED
+    dot = ex8.check_acceptance_probability(sum(a * b for a, b in zip(p, q)))
+    assert dot.status == WRONG and "independent draws" in dot.message
+    all_or_nothing = ex8.check_acceptance_probability(0.75 - 0.25)
+    assert all_or_nothing.status == WRONG and "all-or-nothing" in all_or_nothing.message
+    assert ex8.check_acceptance_probability(0.75).status == RIGHT   # 0.25 + 0.25 + 0.25
+
+
+def test_checker_83_tokens_per_step():
+    assert ex8.check_tokens_per_step(___).status == NOT_ATTEMPTED
+    unconditional = ex8.check_tokens_per_step(1 + 0.8 + 0.5)
+    assert unconditional.status == WRONG and "0.8·0.5" in unconditional.message
+    no_bonus = ex8.check_tokens_per_step(0.8 + 0.4)
+    assert no_bonus.status == WRONG and "add 1" in no_bonus.message
+    assert ex8.check_tokens_per_step(2.2).status == RIGHT
+
+
+# ------------------------------------------------------------------------------------------ widget
+def test_widget_reports_and_reacts(model):
+    from dsv3_lessons.course.widgets.speculative import SpeculativeWidget
+
+    class Tok:                                                       # a 5-letter tokenizer for the tiny model
+        chars = "abcde"
+
+        def encode(self, s):
+            return [self.chars.index(c) for c in s]
+
+        def decode(self, ids):
+            return "".join(self.chars[int(i)] for i in ids)
+
+    w = SpeculativeWidget(model, Tok(), prompt="abcab", max_new_tokens=12)
+    r = w.last_result
+    assert len(r["acceptance_rates"]) == 1 and r["tokens_per_forward"] >= 1.0 and len(r["text"]) == 12
+    w.k.value = 3
+    assert len(w.last_result["acceptance_rates"]) == 3
+    assert abs(w.last_result["mean_accepted_length"] - 1 - sum(w.last_result["acceptance_rates"])) < 1e-9
+    assert w.image.value[:4] == b"\x89PNG" and "tokens per main forward" in w.readout.value
+    with pytest.raises(ValueError, match="prompt is empty"):
+        w.prompt.value = ""
+    assert "error" in w.readout.value
