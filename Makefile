@@ -67,6 +67,8 @@ notebooks: install-test corpus
 bench: install-test corpus
 	$(PY) bench/train_cpu.py
 	$(PY) bench/mla_decode.py
+	$(PY) bench/speculative.py
+	$(PY) bench/expert_parallel.py
 
 clean:
 	rm -rf $(VENV) data/cache .pytest_cache

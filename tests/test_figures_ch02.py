@@ -87,6 +87,15 @@ def test_readable_and_nothing_overlaps(name):
                 assert bb.width <= b.w + 0.05 and bb.height <= b.h + 0.05, (name_, t.get_text())
                 checked += 1
     assert checked == len(dg.boxes)
+    # the legend sits below the drawing: inside the figure, clear of every box, arrow, text and the dashed
+    # "for each head" frame (it used to cover the frame's top-right corner)
+    legend = dg.ax.get_legend().get_window_extent(renderer)
+    assert fig_box.x0 <= legend.x0 and legend.x1 <= fig_box.x1 and fig_box.y0 <= legend.y0
+    assert len(dg.ax.patches) > len(dg.boxes)            # the frame and the arrows are checked too
+    for p in dg.ax.patches:
+        assert not legend.overlaps(p.get_window_extent(renderer)), p
+    for t in dg.ax.texts:
+        assert not legend.overlaps(t.get_window_extent(renderer)), t.get_text()
     matplotlib.pyplot.close(fig)
 
 

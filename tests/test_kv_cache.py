@@ -84,6 +84,16 @@ def test_coinciding_lines_are_drawn_distinguishable():
     bars = plot_kv_bytes_per_token(CONFIGS)
     widths = [p.get_width() for p in bars.axes[0].patches]
     assert widths == [bytes_per_token(s) / KB for s in CONFIGS.values()]
+    # a colour key for the four designs, each patch in its bars' colour
+    legend = bars.axes[0].get_legend()
+    key = {t.get_text(): h.get_facecolor() for t, h in zip(legend.get_texts(), legend.legend_handles)}
+    assert set(key) == {"MHA", "GQA", "MQA", "MLA"}
+    for p, s in zip(bars.axes[0].patches, CONFIGS.values()):
+        assert p.get_facecolor() == key[s.attention], s.name
+    # MLA labels write the symbols as mathtext, never the raw "d_h^R"
+    labels = [t.get_text() for t in bars.axes[0].texts]
+    assert "70.272 KB · MLA, 61 layers, $d_c$ 512 + $d_h^R$ 64" in labels
+    assert not any("d_h^R" in t.replace("$d_h^R$", "") for t in labels)
     plt.close(bars)
 
 

@@ -7,6 +7,7 @@ import pytest
 from traitlets import TraitError
 
 from dsv3_lessons.course.kv_cache import GB, load_model_configs
+from dsv3_lessons.course.plots import kv_mathtext
 from dsv3_lessons.course.widgets.kv_cache import kv_cache_widget
 
 CONFIGS = load_model_configs()
@@ -93,7 +94,9 @@ def test_mla_what_if_sliders(w):
     assert r.mla_bytes_per_token == (256 + 32) * 80 * 2
     assert r.ratio_to_mla == (2 * 8 * 128) / (256 + 32)
     assert r.mla_equivalent_gqa_groups == 288 / 256
-    what_if = lines(w)[r.mla.name]
+    # the legend writes the symbols as mathtext ($d_c$, $d_h^R$), never the raw "d_h^R"
+    assert kv_mathtext(r.mla.name) == "MLA $d_c$=256, $d_h^R$=32, 80 layers"
+    what_if = lines(w)[kv_mathtext(r.mla.name)]
     assert what_if.get_linestyle() == "--"
     xs = list(what_if.get_xdata())
     assert list(what_if.get_ydata()) == pytest.approx([288 * 80 * 2 * c / GB for c in xs])
@@ -130,6 +133,10 @@ def test_full_labels_and_fixed_axes():
     for control in (w.model, w.context, w.batch, w.dtype, w.kv_lora_rank, w.rope_dim):
         assert control.style.description_width == "initial", control.description   # never cut off
     assert "kv_lora_rank" in w.kv_lora_rank.description and "qk_rope_head_dim" in w.rope_dim.description
+    # paper symbols with real sub/superscripts (HTML descriptions), not the raw "d_h^R"
+    assert w.kv_lora_rank.description_allow_html and w.rope_dim.description_allow_html
+    assert "d<sub>c</sub>" in w.kv_lora_rank.description and "d<sub>h</sub><sup>R</sup>" in w.rope_dim.description
+    assert all("^" not in c.description for c in (w.kv_lora_rank, w.rope_dim))
     ylim = w.figure.axes[0].get_ylim()
     for control, value in ((w.context, 2**19), (w.kv_lora_rank, 2048), (w.rope_dim, 256), (w.batch, 1024),
                            (w.dtype, "fp8"), (w.model, "Falcon-7B"), (w.kv_lora_rank, 32), (w.rope_dim, 0),

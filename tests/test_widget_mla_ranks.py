@@ -105,4 +105,5 @@ def test_labels_are_shown_in_full():
     for slider, field in ((w.q_lora_rank, "q_lora_rank"), (w.kv_lora_rank, "kv_lora_rank"),
                           (w.num_attention_heads, "num_attention_heads")):
         assert f"({field})" in slider.description
+        assert slider.description_allow_html and "<sub>" in slider.description   # d_c, d_c', n_h as HTML
         assert slider.style.description_width == "initial"

@@ -3,7 +3,7 @@
 ``config`` (hyper-parameters, HF ``config.json`` names) · ``layers`` (RMSNorm, SwiGLU, causal mask) ·
 ``rope`` (RoPE, YaRN) · ``mla`` (Multi-head Latent Attention) · ``moe`` (DeepSeekMoE gate, experts,
 balancing) · ``block`` (one transformer block) · ``mtp`` (Multi-Token Prediction) · ``deepseek_v3`` (the
-assembled model). Nothing here imports ``tools`` or ``course``.
+assembled model) · ``fp8`` (FP8 formats, fine-grained quantization, fake-quant linears). Nothing here imports ``tools`` or ``course``.
 """
 from .config import ConfigError, DeepseekV3Config, count_parameters, deepseek_v3_671b, tiny
 from .deepseek_v3 import DeepSeekV3, ModelOutput

@@ -20,7 +20,7 @@ from __future__ import annotations
 import matplotlib.patches as mpatches
 
 from dsv3_lessons.model.config import DeepseekV3Config
-from ..style import PALETTE
+from ..style import PALETTE, RC
 from .draw import Diagram
 
 __all__ = ["mla_shapes", "draw_mla_data_path"]
@@ -50,6 +50,10 @@ def _n(x: int) -> str:
     return f"{x:,}"
 
 
+#: height (diagram units) of the band below the drawing that holds the legend
+_LEGEND_BAND = 1.4
+
+
 def draw_mla_data_path(cfg: DeepseekV3Config, title: str | None = None) -> Diagram:
     """Draw one MLA layer's data path for one token, with every width from ``cfg``.
 
@@ -66,7 +70,9 @@ def draw_mla_data_path(cfg: DeepseekV3Config, title: str | None = None) -> Diagr
     s = mla_shapes(cfg)
     title = title or (f"MLA: two latent spaces ($c^Q$, $c^{{KV}}$) from one hidden input ($h_t$);  "
                       f"d = {_n(s['h'])}, n_h = {s['heads']};  [n] = numbers per token")
-    dg = Diagram(30.0, 14.2, title=title)
+    # 1.4 units below the drawing (y < 0) hold the legend in one row, clear of the dashed per-head frame
+    dg = Diagram(30.0, 14.2 + _LEGEND_BAND, title=title)
+    dg.ax.set_ylim(-_LEGEND_BAND, 14.2)
     dg.kinds = {}
 
     def box(name, x, y, w, h, text, kind, fs=10.5, color=None):
@@ -131,5 +137,10 @@ def draw_mla_data_path(cfg: DeepseekV3Config, title: str | None = None) -> Diagr
                         f" = {_n(s['cached'])}", fontsize=10)
     dg.text(27.25, 5.0, "RoPE only on $q^R$, $k^R$;\n$c^Q$, $c^{KV}$, $q^C$, $k^C$\nare never rotated", fontsize=10)
     dg.text(27.25, 3.1, "t: query position\nj: key position, j ≤ t", fontsize=10)
-    dg.legend(loc="upper right")
+    dg.legend(loc="lower center")
+    legend = dg.ax.get_legend()          # Diagram.legend's handles, re-laid out as one row under the diagram
+    handles, labels = legend.legend_handles, [t.get_text() for t in legend.get_texts()]
+    legend.remove()
+    dg.ax.legend(handles=handles, labels=labels, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=len(handles),
+                 fontsize=RC["legend.fontsize"], framealpha=0.95, borderaxespad=0.2)
     return dg

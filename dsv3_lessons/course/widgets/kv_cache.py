@@ -24,9 +24,13 @@ from dsv3_lessons.course.kv_cache import (GB, AttentionSpec, KVCacheReport, byte
 from dsv3_lessons.course.plots import KV_CONTEXTS, plot_kv_cache_vs_context
 from .base import ReportWidget
 
-__all__ = ["KVCacheWidget", "kv_cache_widget"]
+__all__ = ["KVCacheWidget", "kv_cache_widget", "LABELS"]
 
 _DTYPES = (("BF16", "bf16"), ("FP8", "fp8"))
+
+#: full labels of the what-if sliders (HTML: paper symbol with its sub/superscript, then the config field)
+LABELS = {"kv_lora_rank": "what-if MLA latent d<sub>c</sub> (kv_lora_rank)",
+          "rope_dim": "what-if MLA rope key d<sub>h</sub><sup>R</sup> (qk_rope_head_dim)"}
 
 
 def _label(n: int) -> str:
@@ -70,10 +74,12 @@ class KVCacheWidget(ReportWidget):
         self.batch = widgets.BoundedIntText(value=batch, min=1, max=1024, description="batch", **lazy)
         self.dtype = widgets.ToggleButtons(options=list(_DTYPES), value=dtype, description="cache dtype",
                                            style=style)
+        # HTML descriptions: the paper symbols render as d_c and d_h^R with real sub/superscripts
         self.kv_lora_rank = widgets.IntSlider(value=kv_lora_rank, min=32, max=2048, step=32, layout=wide,
-                                              description="what-if MLA latent d_c (kv_lora_rank)", **lazy)
+                                              description=LABELS["kv_lora_rank"], description_allow_html=True,
+                                              **lazy)
         self.rope_dim = widgets.IntSlider(value=rope_dim, min=0, max=256, step=16, layout=wide,
-                                          description="what-if MLA rope key d_h^R (qk_rope_head_dim)", **lazy)
+                                          description=LABELS["rope_dim"], description_allow_html=True, **lazy)
         self.ylim = self._fixed_ylim()
         self._build([self.model, self.context, self.batch, self.dtype, self.kv_lora_rank, self.rope_dim])
 

@@ -25,10 +25,11 @@ __all__ = ["MLARankWidget", "mla_rank_widget", "fixed_axis_limits", "LABELS"]
 _RANGES = {"q_lora_rank": (64, 7168, 64), "kv_lora_rank": (32, 2048, 32), "num_attention_heads": (8, 256, 8)}
 
 
-#: full slider labels (paper symbol, then the config field)
-LABELS = {"q_lora_rank": "query latent width d_c' (q_lora_rank)",
-          "kv_lora_rank": "KV latent width d_c (kv_lora_rank)",
-          "num_attention_heads": "attention heads n_h (num_attention_heads)"}
+#: full slider labels (HTML, shown with ``description_allow_html``: the paper symbol with its subscript, then
+#: the config field)
+LABELS = {"q_lora_rank": "query latent width d<sub>c</sub>′ (q_lora_rank)",
+          "kv_lora_rank": "KV latent width d<sub>c</sub> (kv_lora_rank)",
+          "num_attention_heads": "attention heads n<sub>h</sub> (num_attention_heads)"}
 
 
 def fixed_axis_limits(ranges: dict | None = None, headroom: float = 1.25) -> dict[str, tuple[float, float]]:
@@ -76,7 +77,7 @@ class MLARankWidget(ReportWidget):
                 raise ValueError(f"{name} must be an integer in [{lo}, {hi}] in steps of {step}, got {value!r}")
         # recompute on release, not on every drag tick (one update draws a figure: ~0.5 s); full labels
         lazy = {"style": {"description_width": "initial"}, "layout": widgets.Layout(width="640px"),
-                "continuous_update": False}
+                "continuous_update": False, "description_allow_html": True}
         self.q_lora_rank = widgets.IntSlider(value=q_lora_rank, **_slider("q_lora_rank"),
                                              description=LABELS["q_lora_rank"], **lazy)
         self.kv_lora_rank = widgets.IntSlider(value=kv_lora_rank, **_slider("kv_lora_rank"),
