@@ -159,6 +159,21 @@ def test_time_variants_runs_and_restores(setup):
         time_decode_step(variants["absorb"], x, threads=0)
 
 
+def test_time_variants_estimators(setup, monkeypatch):
+    """"min" returns the fastest timed step (the usual estimate of the work on a busy machine), "median" the
+    middle one; an unknown estimator is refused by name."""
+    import dsv3_lessons.course.mla_decode as md
+    cfg, mla, c_kv, k_pe, x = setup
+    variants = make_variants(mla, c_kv, k_pe, names=("naive", "absorb"))
+    steps = {"naive": [0.9, 0.2, 0.5, 0.7, 0.3], "absorb": [0.04, 0.05, 0.01, 0.08, 0.02]}
+    monkeypatch.setattr(md, "_time_round_robin", lambda *a: {k: list(v) for k, v in steps.items()})
+    assert time_variants(variants, x, repeats=5, estimator="min") == {"naive": 0.2, "absorb": 0.01}
+    assert time_variants(variants, x, repeats=5) == {"naive": 0.5, "absorb": 0.04}
+    assert time_decode_step(variants["absorb"], x, repeats=5, estimator="min") == 0.01
+    with pytest.raises(ValueError, match="estimator must be one of"):
+        time_variants(variants, x, estimator="mean")
+
+
 def test_errors():
     mla = build_mla(tiny())
     c_kv, k_pe = context_latents(mla, 4)

@@ -42,3 +42,18 @@ def test_bad_values_are_named():
         FP8Widget(fmt="int8")
     with pytest.raises(ValueError, match="outlier"):
         fp8_report(0.5)
+
+
+def test_labels_name_what_they_show_and_the_slider_is_fine_enough():
+    """The learner's review: bars said "6% → 0", the legend "×56234.1", and the slider moved ×1.78 per step."""
+    from dsv3_lessons.course.fp8_lessons import outlier_label
+    assert (outlier_label(56234.1), outlier_label(1e4), outlier_label(316.2), outlier_label(1.0)) == \
+        ("5.6e4", "1.0e4", "316", "1")
+    w = fp8_widget(outlier=1e4, granularity="tensor")
+    assert 10 ** w.outlier.step <= 1.15 and w.outlier.base == 10          # still a log scale, ≤ ×1.15 per step
+    legend = [t.get_text() for t in w.figure.axes[0].get_legend().get_texts()]
+    assert "outlier channels (×1.0e4)" in legend and "×1.0e4" in w.readout.value
+    bars = [t.get_text() for t in w.figure.axes[1].texts]
+    flushed = w.last_result["tensor"].underflow
+    assert flushed > 0.03 and f"{flushed:.0%} flushed to 0" in bars[0]
+    assert all("→" not in b for b in bars)

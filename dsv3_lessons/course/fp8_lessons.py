@@ -15,7 +15,7 @@ from .style import PALETTE, subplots
 
 __all__ = ["outlier_activations", "ErrorReport", "error_report", "GRANULARITIES", "AccumulationSweep",
            "accumulation_sweep", "plot_representable_values", "plot_accumulation_sweep", "plot_loss_curves",
-           "plot_error_report"]
+           "plot_error_report", "outlier_label"]
 
 #: granularity key -> label shown to the learner.
 GRANULARITIES = {"tensor": "per tensor", "tile": "1×128 tiles", "block": "128×128 blocks"}
@@ -126,6 +126,15 @@ def accumulation_sweep(bits: list[int], k: int = 4096, m: int = 32, n: int = 32,
 
 
 # ---------------------------------------------------------------------------------------------- plots
+def outlier_label(outlier: float) -> str:
+    """A short label for an outlier factor: up to 3 significant digits below 1000 (``"1.78"``, ``"316"``),
+    otherwise mantissa and exponent (``56234.1`` → ``"5.6e4"``)."""
+    if outlier < 1000:
+        return f"{outlier:.3g}"
+    mant, exp = f"{outlier:.1e}".split("e")
+    return f"{mant}e{int(exp)}"
+
+
 def plot_representable_values(fmts: tuple[str, ...] = ("e4m3", "e5m2", "bf16")):
     """Left: every positive value of each format on a log axis (one row per format). Right: the relative gap
     to the next value, which is the rounding precision, against the value. Returns the Figure."""
@@ -138,7 +147,9 @@ def plot_representable_values(fmts: tuple[str, ...] = ("e4m3", "e5m2", "bf16")):
         shown = v if len(v) <= 300 else v[:: max(1, len(v) // 600)]
         ax1.scatter(shown, torch.full_like(shown, row), s=6 if len(v) <= 300 else 1, color=c, marker="|"
                     if len(v) <= 300 else ".")
-        ax1.annotate(f"max {info.max:.4g}", (min(info.max, 1e8), row + 0.25), fontsize=9, ha="right")
+        off_axis = info.max > 1e8                      # BF16's max is far past the axis: say so, inside the panel
+        ax1.annotate(f"max {info.max:.3g}" + (" (off the axis) →" if off_axis else ""), (min(info.max, 1e8), row + 0.25),
+                     xytext=(-6, 0), textcoords="offset points", fontsize=9, ha="right", va="center")
         gap = (v[1:] - v[:-1]) / v[:-1]
         ax2.step(v[:-1], gap, where="post", color=c, lw=1.6, ls=["-", "--", ":", "-."][row],
                  label=f"{_FMT_LABEL.get(fmt, fmt)}: {info.mantissa_bits} mantissa bits")
@@ -164,12 +175,14 @@ def plot_error_report(reports: dict[str, ErrorReport], selected: str, outlier: f
     the ordinary channels' error of every granularity, with the fraction flushed to zero. Axes are fixed
     (errors 1e-3..3) so a widget's figure does not jump. Returns the Figure."""
     rep = reports[selected]
-    fig, (ax1, ax2) = subplots(1, 2, height=3.6, gridspec_kw={"width_ratios": [1.6, 1]})
+    # a fixed layout (not "constrained"): the widget redraws on every change and must stay quick
+    fig, (ax1, ax2) = subplots(1, 2, height=3.6, gridspec_kw={"width_ratios": [1.6, 1]}, layout=None)
+    fig.subplots_adjust(left=0.085, right=0.99, bottom=0.2, top=0.92, wspace=0.2)
     ch = torch.arange(len(rep.channel_error))
     err = rep.channel_error.clamp(min=1.1e-3)
     ax1.scatter(ch, err, s=5, color=PALETTE["blue"], label="ordinary channels")
     ax1.scatter(ch[rep.outliers], err[rep.outliers], s=40, marker="x", color=PALETTE["red"],
-                label=f"outlier channels (×{outlier:g})")
+                label=f"outlier channels (×{outlier_label(outlier)})")
     for t in range(0, len(ch) + 1, fp8.BLOCK):
         ax1.axvline(t - 0.5, color="0.75", lw=0.8, zorder=0)
     ax1.set_yscale("log")
@@ -183,7 +196,7 @@ def plot_error_report(reports: dict[str, ErrorReport], selected: str, outlier: f
     colors = [PALETTE["orange"] if g == selected else PALETTE["sky"] for g in names]
     bars = ax2.bar(range(len(names)), vals, color=colors)
     for b, g in zip(bars, names):
-        ax2.annotate(f"{reports[g].rel_error:.1%}\n{reports[g].underflow:.0%} → 0", (b.get_x() + b.get_width() / 2,
+        ax2.annotate(f"{reports[g].rel_error:.1%}\n{reports[g].underflow:.0%} flushed to 0", (b.get_x() + b.get_width() / 2,
                      b.get_height()), ha="center", va="bottom", fontsize=9)
     ax2.set_xticks(range(len(names)), [GRANULARITIES[g].replace(" ", "\n", 1) for g in names], fontsize=9)
     ax2.set_yscale("log")
@@ -225,18 +238,19 @@ def plot_loss_curves(full: list[float], quant: list[float], window: int = 10,
     a, b = smooth(full), smooth(quant)
     steps = torch.arange(len(a)) + min(window, len(full))
     fig, (ax1, ax2) = subplots(1, 2, height=3.4)
+    ax1.set_title(f"training loss, moving average over {window} steps")
     ax1.plot(steps, a, color=PALETTE["blue"], lw=2.5, label="FP32")
     ax1.plot(steps, b, color=PALETTE["orange"], lw=1.5, ls="--", label="FP8 fake-quant linears")
     ax1.set_xlabel("step")
     ax1.set_ylabel("training loss (nats/char)")
     ax1.legend(loc="upper right")
-    ax2.plot(steps, 100 * (b - a) / a, color=PALETTE["purple"], lw=1.8, label="FP8 vs FP32 (same seed)")
+    ax2.plot(steps, 100 * (b - a) / a, color=PALETTE["purple"], lw=1.8, label="run = FP8 (same seed)")
     if reference is not None:
         r = smooth(reference)
-        ax2.plot(steps, 100 * (r - a) / a, color="0.45", lw=1.2, ls=":", label="FP32 other seed vs FP32 (noise)")
+        ax2.plot(steps, 100 * (r - a) / a, color="0.45", lw=1.2, ls=":", label="run = FP32, other seed (noise)")
     ax2.axhline(0, color="0.5", lw=0.8)
     ax2.set_xlabel("step")
-    ax2.set_ylabel("relative gap (%)")
-    ax2.set_title(f"moving average over {window} steps")
+    ax2.set_ylabel("(run − FP32) / FP32 (%)")
+    ax2.set_title(f"relative gap; > 0: run's loss above FP32's")
     ax2.legend(loc="best", fontsize=9)
     return fig

@@ -425,23 +425,30 @@ def max_output_difference(variants: dict[str, DecodeVariant], x: torch.Tensor,
 
 
 def time_decode_step(variant: DecodeVariant, x: torch.Tensor, repeats: int = 3, warmup: int = 1,
-                     threads: int | None = None) -> float:
-    """Median wall time (seconds) of one decode step, under ``torch.inference_mode``.
+                     threads: int | None = None, estimator: str = "median") -> float:
+    """Median (or, with ``estimator="min"``, fastest) wall time (seconds) of one decode step, under
+    ``torch.inference_mode``.
 
     The cache is reset to its T-token context before every call (outside the timed region).
     ``threads`` fixes ``torch.set_num_threads`` for the measurement (restored afterwards); ``None``
     keeps the current setting.
 
     Raises:
-        ValueError: ``repeats`` < 1, ``warmup`` < 0 or ``threads`` < 1.
+        ValueError: ``repeats`` < 1, ``warmup`` < 0, ``threads`` < 1 or an unknown ``estimator``.
     """
-    return time_variants({variant.name: variant}, x, repeats, warmup, threads=threads)[variant.name]
+    return time_variants({variant.name: variant}, x, repeats, warmup, threads=threads,
+                         estimator=estimator)[variant.name]
 
 
 def time_variants(variants: dict[str, DecodeVariant], x: torch.Tensor, repeats: int = 3,
                   warmup: int = 1, on_step: Callable[[str], None] | None = None,
-                  outputs: dict[str, torch.Tensor] | None = None, threads: int | None = None) -> dict[str, float]:
-    """Median decode-step time (seconds) of every variant, measured round-robin in one run.
+                  outputs: dict[str, torch.Tensor] | None = None, threads: int | None = None,
+                  estimator: str = "median") -> dict[str, float]:
+    """Decode-step time (seconds) of every variant, measured round-robin in one run.
+
+    ``estimator`` reduces the ``repeats`` timed steps: ``"median"`` (default) or ``"min"``. On a shared
+    machine other work only ever *adds* time to a step, so the fastest of several steps is the usual
+    estimate of the step's own work; the median includes some of the interference.
 
     Each round times one step of every variant in turn, so a slowdown of a shared machine hits all
     variants alike and the *ratios* stay meaningful. Same rules as :func:`time_decode_step`;
@@ -455,16 +462,23 @@ def time_variants(variants: dict[str, DecodeVariant], x: torch.Tensor, repeats: 
         raise ValueError(f"warmup must be a non-negative integer, got {warmup!r}")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    if estimator not in _ESTIMATORS:
+        raise ValueError(f"estimator must be one of {tuple(_ESTIMATORS)}, got {estimator!r}")
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _time_round_robin(variants, x, repeats, warmup, on_step, outputs)
+        times = _time_round_robin(variants, x, repeats, warmup, on_step, outputs)
     finally:
         torch.set_num_threads(previous_threads)
+    return {name: _ESTIMATORS[estimator](ts) for name, ts in times.items()}
 
 
-def _time_round_robin(variants, x, repeats, warmup, on_step, outputs) -> dict[str, float]:
+#: how :func:`time_variants` reduces the timed steps of one variant
+_ESTIMATORS = {"median": statistics.median, "min": min}
+
+
+def _time_round_robin(variants, x, repeats, warmup, on_step, outputs) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {name: [] for name in variants}
     with torch.inference_mode():
         for i in range(warmup + repeats):
@@ -481,7 +495,7 @@ def _time_round_robin(variants, x, repeats, warmup, on_step, outputs) -> dict[st
                     on_step(name)
         for variant in variants.values():
             variant.reset()
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return times
 
 
 # ---------------------------------------------------------------------------------------------- closed forms

@@ -28,6 +28,15 @@ _KV_COLORS = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", 
 _KV_STYLES = [("-", "o", 5.0, "full"), ("--", "s", 8.0, "none"), (":", "^", 10.0, "none")]
 
 
+def kv_mathtext(text: str) -> str:
+    """``text`` with the plain-text symbols ``d_c`` and ``d_h^R`` written as matplotlib mathtext.
+
+    Model descriptions and what-if names (``AttentionSpec.describe()``, ``mla_what_if``) are plain text so
+    they read well when printed; figure labels render them as $d_c$ and $d_h^R$ instead.
+    """
+    return text.replace("d_h^R", "$d_h^R$").replace("d_c", "$d_c$")
+
+
 def kv_coinciding_groups(specs, dtype: str = "bf16", rel: float = KV_COINCIDE_REL) -> list[list[str]]:
     """Names of models whose cache per token lies within ``rel`` of each other (groups of ≥ 2, largest first).
 
@@ -70,7 +79,10 @@ def plot_kv_cache_vs_context(specs, contexts=KV_CONTEXTS, batch: int = 1, dtype:
     if not contexts:
         raise ValueError("contexts must hold at least one context length")
     groups = {name: g for g in kv_coinciding_groups(specs, dtype) for name in g}
-    fig, ax = _kv_subplots(height=4.6)
+    # a fixed layout: the widget redraws this figure on every control change, and the constrained layout
+    # solver was most of that time; the margins leave room for the legend outside the axes on the right.
+    fig, ax = _kv_subplots(height=4.6, layout=None)
+    fig.subplots_adjust(left=0.085, right=0.605, bottom=0.12, top=0.93)
     for k, spec in enumerate(specs):
         gb = [_kv_cache_bytes(spec, c, batch, dtype) / _KV_GB for c in contexts]
         label, (ls, marker, ms, fill) = spec.name, _KV_STYLES[0]
@@ -85,7 +97,7 @@ def plot_kv_cache_vs_context(specs, contexts=KV_CONTEXTS, batch: int = 1, dtype:
                 mew=1.4, lw=3.2 if spec.name == highlight else 1.6, label=label, zorder=3 if group else 2)
     if what_if is not None:
         gb = [_kv_cache_bytes(what_if, c, batch, dtype) / _KV_GB for c in contexts]
-        ax.plot(contexts, gb, color="dimgray", lw=2.2, ls=(0, (6, 3)), label=what_if.name)
+        ax.plot(contexts, gb, color="dimgray", lw=2.2, ls=(0, (6, 3)), label=kv_mathtext(what_if.name))
     ax.axhline(budget_gb, color="black", lw=2.0, alpha=0.8, label=f"{budget_gb:g} GB accelerator")
     if context_marker is not None:
         ax.axvline(context_marker, color="grey", lw=1.2, ls=":", label=f"context {context_marker:,}")
@@ -108,9 +120,9 @@ def plot_kv_cache_vs_context(specs, contexts=KV_CONTEXTS, batch: int = 1, dtype:
 def plot_kv_bytes_per_token(specs, dtype: str = "bf16", highlight: str | None = None):
     """Horizontal bars: KV cache per token over all layers (KB = 1000 B), one bar per model.
 
-    Each bar is labelled with its value and the design (``AttentionSpec.describe()``); colours by kind
-    (MHA/GQA/MQA/MLA). Returns the ``Figure``; bar widths are ``bytes_per_token(spec, dtype) / 1000`` in the
-    order given (top to bottom).
+    Each bar is labelled with its value and the design (``AttentionSpec.describe()``, symbols as mathtext);
+    colours by kind (MHA/GQA/MQA/MLA), keyed in a legend (lower right). Returns the ``Figure``; bar widths
+    are ``bytes_per_token(spec, dtype) / 1000`` in the order given (top to bottom).
     """
     specs = list(specs.values()) if isinstance(specs, dict) else list(specs)
     if not specs:
@@ -123,7 +135,11 @@ def plot_kv_bytes_per_token(specs, dtype: str = "bf16", highlight: str | None = 
     ax.barh(y, kb, color=[colors[s.attention] for s in specs],
             edgecolor=["black" if s.name == highlight else "none" for s in specs], linewidth=2)
     for yi, v, s in zip(y, kb, specs):
-        ax.text(v + max(kb) * 0.01, yi, f"{v:.3f} KB · {s.describe()}", va="center", fontsize=9.5)
+        ax.text(v + max(kb) * 0.01, yi, kv_mathtext(f"{v:.3f} KB · {s.describe()}"), va="center", fontsize=9.5)
+    from matplotlib.patches import Patch
+    kinds = [k for k in ("MHA", "GQA", "MQA", "MLA") if any(s.attention == k for s in specs)]
+    ax.legend(handles=[Patch(facecolor=colors[k], label=k) for k in kinds], loc="lower right",
+              title="attention design", fontsize=9.5, title_fontsize=9.5)
     ax.set_yticks(y)
     ax.set_yticklabels([s.name for s in specs])
     ax.set_xlim(0, max(kb) * 1.75)
@@ -133,7 +149,7 @@ def plot_kv_bytes_per_token(specs, dtype: str = "bf16", highlight: str | None = 
     return fig
 
 
-__all__ += ["KV_CONTEXTS", "KV_COINCIDE_REL", "kv_coinciding_groups", "plot_kv_cache_vs_context",
+__all__ += ["KV_CONTEXTS", "KV_COINCIDE_REL", "kv_mathtext", "kv_coinciding_groups", "plot_kv_cache_vs_context",
             "plot_kv_bytes_per_token"]
 
 
@@ -149,31 +165,55 @@ _ROPE_SCORE_YLIM = (-0.45, 1.08)
 _ROPE_WAVE_YLIM = (2.0, 1e7)
 
 
+#: the circle view draws each pair scaled so the longer of q, k has length 1: its axes are the same for every pair
+_ROPE_PAIR_LIM = 1.3
+
+
 def _rope_draw_pair(ax, res):
-    """Circle view of one channel pair of q and k rotated to their positions (an ExplorerResult)."""
+    """Circle view of one channel pair of q and k rotated to their positions (an ExplorerResult).
+
+    Both vectors of the pair are divided by the same number (the longer one's length), so angles and the
+    ratio of lengths are kept and the axes are ±1.3 for every pair (they do not rescale with the slider).
+    """
     t = [2 * _rope_math.pi * j / 200 for j in range(201)]
+    unit = max(float(res.q_pair.norm()), float(res.k_pair.norm()), 1e-12)
     for vec, rot, color, name, sym, pos in ((res.q_pair, res.q_pair_rot, _RP["blue"], "query", "t", res.query_pos),
                                             (res.k_pair, res.k_pair_rot, _RP["orange"], "key", "j", res.key_pos)):
-        r = float(vec.norm())
+        r = float(vec.norm()) / unit
         ax.plot([r * _rope_math.cos(a) for a in t], [r * _rope_math.sin(a) for a in t], color=color,
-                lw=0.8, alpha=0.35)
-        ax.plot([0, float(vec[0])], [0, float(vec[1])], color=color, lw=1.2, ls=":", label=f"{name}, unrotated")
-        ax.plot([0, float(rot[0])], [0, float(rot[1])], color=color, lw=2.4, marker="o", markevery=[1],
-                label=f"{name} at ${sym}$ = {pos}")
-    lim = 1.2 * max(float(res.q_pair.norm()), float(res.k_pair.norm()), 1e-6)
-    ax.set_xlim(-lim, lim)
-    ax.set_ylim(-lim, lim)
+                lw=0.8, alpha=0.35, zorder=1)
+        # the unrotated vector: thick, light and underneath, so it stays visible when the rotation is small
+        ax.plot([0, float(vec[0]) / unit], [0, float(vec[1]) / unit], color=color, lw=4.0, ls=":", alpha=0.55,
+                zorder=2, label=f"{name}, unrotated")
+        ax.plot([0, float(rot[0]) / unit], [0, float(rot[1]) / unit], color=color, lw=2.0, marker="o",
+                markevery=[1], zorder=3, label=f"{name} at ${sym}$ = {pos}")
+    ax.set_xlim(-_ROPE_PAIR_LIM, _ROPE_PAIR_LIM)
+    ax.set_ylim(-_ROPE_PAIR_LIM, _ROPE_PAIR_LIM)
+    ax.set_xticks([-1, 0, 1])
+    ax.set_yticks([-1, 0, 1])
     ax.set_aspect("equal")
-    ax.axhline(0, color="0.85", lw=0.6)
-    ax.axvline(0, color="0.85", lw=0.6)
-    ax.set_xlabel(f"channel {2 * res.freq_index}")
-    ax.set_ylabel(f"channel {2 * res.freq_index + 1}")
-    ax.set_title(f"pair {res.freq_index}: angle between\n$(t-j)\\,\\theta$ = {res.angle_between:+.2f} rad")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, fontsize=9, handlelength=1.5,
+    ax.axhline(0, color="0.85", lw=0.6, zorder=0)
+    ax.axvline(0, color="0.85", lw=0.6, zorder=0)
+    ax.set_xlabel(f"channel {2 * res.freq_index} (scaled)")
+    ax.set_ylabel(f"channel {2 * res.freq_index + 1} (scaled)")
+    ax.set_title(f"pair {res.freq_index}: relative rotation\n$(t-j)\\,\\theta_{{{res.freq_index}}}$ = "
+                 f"{res.angle_between:+.2f} rad;\nq and k start at different angles", fontsize=10)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, fontsize=9, handlelength=1.8,
               columnspacing=0.8)
 
 
-def _rope_draw_scores(ax, distances, curves: dict, mark: int | None = None, original_len: int | None = None):
+def _rope_legend(ax, where: str, ncol: int = 2):
+    """Legend outside the axes, so it never covers a curve: ``"below"`` (the widget's three panels) or
+    ``"right"`` (a single wide panel)."""
+    if where == "below":
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=ncol, fontsize=9, handlelength=1.8,
+                  columnspacing=0.8)
+    else:
+        ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=9)
+
+
+def _rope_draw_scores(ax, distances, curves: dict, mark: int | None = None, original_len: int | None = None,
+                      legend: str = "right"):
     """Normalised score against relative distance (log x axis from distance 1; y range fixed)."""
     d = distances[1:]
     styles = [dict(color=_RP["blue"], lw=1.0, ls="-"), dict(color=_RP["red"], lw=1.3, ls="--")]
@@ -189,11 +229,11 @@ def _rope_draw_scores(ax, distances, curves: dict, mark: int | None = None, orig
     ax.set_xlabel("distance $t-j$ (tokens)")
     ax.set_ylabel("score $/\\,|q||k|$ (all-ones $q = k$)")
     ax.set_title("score depends only on $t - j$")
-    ax.legend(loc="upper right", fontsize=9)
+    _rope_legend(ax, legend, ncol=2)
 
 
 def _rope_draw_wavelengths(ax, inv_freq_rope, inv_freq_yarn, low: int, high: int, original_len: int,
-                           highlight: int | None = None, factor: float | None = None):
+                           highlight: int | None = None, factor: float | None = None, legend: str = "right"):
     """Wavelength 2π/θ_i (tokens) per pair before/after YaRN, with the blend band [low, high]."""
     idx = list(range(len(inv_freq_rope)))
     ax.axvspan(low, high, color=_RP["green"], alpha=0.12, label=f"ramp: low = {low} … high = {high}")
@@ -213,7 +253,7 @@ def _rope_draw_wavelengths(ax, inv_freq_rope, inv_freq_yarn, low: int, high: int
     ax.set_xlabel("pair index $i$")
     ax.set_ylabel("wavelength (tokens per turn)")
     ax.set_title("YaRN stretches the slow pairs")
-    ax.legend(loc="upper left", fontsize=9)
+    _rope_legend(ax, legend, ncol=1)
 
 
 def plot_rope_explorer(res):
@@ -224,16 +264,16 @@ def plot_rope_explorer(res):
     after YaRN. Axis ranges are fixed, so they stay put while the widget's controls move. Returns a Figure.
     """
     # a fixed layout (not "constrained"): the widget redraws on every change and must stay quick
-    fig, axes = _rope_subplots(1, 3, height=4.3, layout=None, gridspec_kw={"width_ratios": [0.8, 1.1, 1.1]})
-    fig.subplots_adjust(left=0.065, right=0.99, bottom=0.2, top=0.87, wspace=0.33)
+    fig, axes = _rope_subplots(1, 3, height=5.3, layout=None, gridspec_kw={"width_ratios": [0.8, 1.1, 1.1]})
+    fig.subplots_adjust(left=0.085, right=0.985, bottom=0.37, top=0.87, wspace=0.36)
     _rope_draw_pair(axes[0], res)
     curves = {"RoPE": res.cos_rope}
     if res.yarn_factor != 1:
         curves[f"YaRN $s$ = {res.yarn_factor:g}"] = res.cos_yarn
     _rope_draw_scores(axes[1], res.distances, curves, mark=abs(res.query_pos - res.key_pos),
-                      original_len=res.original_len)
+                      original_len=res.original_len, legend="below")
     _rope_draw_wavelengths(axes[2], res.inv_freq_rope, res.inv_freq_yarn, res.low, res.high, res.original_len,
-                           highlight=res.freq_index)
+                           highlight=res.freq_index, legend="below")
     return fig
 
 
@@ -511,7 +551,10 @@ def plot_mla_rank_costs(report, ylims: dict | None = None):
                              f"got {(lo, hi)}")
     names = ["this MLA", "V3 MLA", f"MHA\n({report.num_attention_heads} heads)"]
     colors = [PALETTE["blue"], "#888888", PALETTE["red"]]
-    fig, axes = subplots(1, 3, height=3.6)
+    # a fixed layout: the widget redraws this figure on every slider release, and the constrained layout
+    # solver was a large share of that time
+    fig, axes = subplots(1, 3, height=3.6, layout=None)
+    fig.subplots_adjust(left=0.055, right=0.99, bottom=0.16, top=0.80, wspace=0.32)
     for ax, (key, title, values, log) in zip(axes, panels):
         bars = ax.bar(names, values, color=colors)
         if log:
@@ -538,8 +581,8 @@ def plot_singular_spectra(panels, shares=(0.9, 0.99), mark_rank: dict | None = N
         shares: energy shares whose rank is appended to each curve's label (e.g. ``"r90=4"``).
         mark_rank: optional ``{panel title: rank}`` drawn as a dotted vertical line (e.g. d_c).
         floor: lower end of the y axis; ratios below it (numerically zero directions) are drawn at it.
-    Returns: the ``Figure``; each curve's x data are 1..k and y data max(s_i / s_1, floor). Legends sit
-        below the panels, outside the data.
+    Returns: the ``Figure``; each curve's x data are 1..k and y data max(s_i / s_1, floor). A panel with a
+        ratio below ``floor`` says so in a second title line. Legends sit below the panels, outside the data.
     Raises ValueError for an empty ``panels`` (and the SVD helpers' errors for bad spectra).
     """
     from .mla_steps import rank_for_energy
@@ -551,6 +594,7 @@ def plot_singular_spectra(panels, shares=(0.9, 0.99), mark_rank: dict | None = N
     fig, axes = subplots(1, len(panels), height=4.6, squeeze=False)
     for ax, (title, curves) in zip(axes[0], panels.items()):
         groups: list[str] = []
+        clamped = False
         for label, s in curves.items():
             s = s.double()
             group = label.replace("init", "").replace("trained", "").strip()
@@ -558,6 +602,7 @@ def plot_singular_spectra(panels, shares=(0.9, 0.99), mark_rank: dict | None = N
                 groups.append(group)
             ranks = ", ".join(f"r{round(100 * x)}={rank_for_energy(s, x)}" for x in shares)
             y = (s / s[0]).clamp_min(floor)
+            clamped = clamped or bool((s / s[0] < floor).any())
             ax.plot(range(1, len(s) + 1), y.tolist(), marker="o", ms=2.5, lw=1.5,
                     ls="--" if "init" in label else "-", color=cycle[groups.index(group) % len(cycle)],
                     label=f"{label} ({ranks})")
@@ -567,7 +612,10 @@ def plot_singular_spectra(panels, shares=(0.9, 0.99), mark_rank: dict | None = N
         ax.set_ylim(floor / 2, 2.0)
         ax.set_xlabel("index $i$ of the singular value")
         ax.set_ylabel("$s_i / s_1$ (log scale)")
-        ax.set_title(title)
+        # values below the floor (exact zeros included) cannot sit on a log axis: say where they are drawn
+        floor_text = f"{floor:.0e}".replace("e-0", "e-").replace("e+0", "e")
+        ax.set_title(f"{title}\n(below {floor_text}, exact zeros included: drawn at {floor_text})" if clamped
+                     else title)
         ax.grid(True, alpha=0.3)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, frameon=False)
     return fig

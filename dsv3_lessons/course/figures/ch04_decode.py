@@ -77,20 +77,22 @@ def draw_absorbed_decode(cfg: DeepseekV3Config, title: str | None = None) -> Dia
     fold = dg.box(11.9, 11.2, 2.3, bh, "fold $W^{UK}_i$ in:\n$W^{UK\\top}_i q^C_{t,i}$", "weight", name="fold")
     qt = dg.box(15.6, 11.2, 2.6, bh, f"$\\tilde q_{{t,i}}$: {lab['q_tilde']}\n(latent space)", "tensor",
                 name="q_tilde")
-    dg.arrow(hb.top, cq.left, "$W^{DQ}$, norm", text_offset=(-0.9, 0.1), connectionstyle="arc3,rad=-0.25")
+    # labels of curved arrows sit inside the bend, clear of the line
+    dg.arrow(hb.top, cq.left, connectionstyle="arc3,rad=-0.25")
+    dg.text(2.45, 9.35, "$W^{DQ}$, norm", fontsize=9.5, color="#333333", ha="left")
     dg.arrow(cq.right, qc.left, "$W^{UQ}$", text_offset=(0, 0.05))
-    dg.arrow((cq.x + 0.4, cq.y - bh / 2), qr.left, "$W^{QR}$, RoPE", text_offset=(-0.6, -0.6),
-             connectionstyle="arc3,rad=0.2")
+    dg.arrow((cq.x + 0.4, cq.y - bh / 2), qr.left, connectionstyle="arc3,rad=0.2")
+    dg.text(cq.x + 1.35, 10.15, "$W^{QR}$, RoPE", fontsize=9.5, color="#333333", ha="left")
     dg.arrow(qc.right, fold.left)
     dg.arrow(fold.right, qt.left)
 
     # ---- cache side (bottom): the new entry, appended as one row of the cache strip
-    ckv = dg.box(5.0, 5.7, 2.2, bh, f"$c^{{KV}}_t$: {lab['c_kv']}", "tensor", name="c_kv")
-    kr = dg.box(5.0, 3.9, 2.2, bh, f"$k^R_t$: {lab['k_r']}\nrotated at $t$", "rope", name="k_r")
+    ckv = dg.box(4.75, 5.7, 2.2, bh, f"$c^{{KV}}_t$: {lab['c_kv']}", "tensor", name="c_kv")
+    kr = dg.box(4.75, 3.9, 2.2, bh, f"$k^R_t$: {lab['k_r']}\nrotated at $t$", "rope", name="k_r")
     dg.arrow((hb.x + 0.3, hb.y - bh / 2), ckv.left, connectionstyle="arc3,rad=0.25")
-    dg.text(3.3, 6.75, "$W^{DKV}$, norm", fontsize=9.5, color="#333333")
+    dg.text(3.75, 6.85, "$W^{DKV}$, norm", fontsize=9.5, color="#333333")
     dg.arrow((hb.x - 0.3, hb.y - bh / 2), kr.left, connectionstyle="arc3,rad=0.35")
-    dg.text(2.75, 4.75, "$W^{KR}$, RoPE", fontsize=9.5, color="#333333")
+    dg.text(3.6, 4.8, "$W^{KR}$, RoPE", fontsize=9.5, color="#333333", ha="right")
     x0, total_w, cy, ch = 7.2, 6.2, 4.6, 2.6   # the strip: c^KV part and k^R part, widths in proportion
     w_r = max(1.5, total_w * r / (dc + r))
     w_c = total_w - w_r
@@ -104,8 +106,9 @@ def draw_absorbed_decode(cfg: DeepseekV3Config, title: str | None = None) -> Dia
             f"reads the same key [$c^{{KV}}_j$ | $k^R_j$], {lab['key']} wide", fontsize=10)
     dg.text(x0 + total_w / 2, cy - ch / 2 - 0.4, "appended once per token, never expanded per head",
             fontsize=9.5, style="italic")
-    dg.arrow(ckv.right, (x0, ckv.y), "append", text_offset=(0.05, 0.12))
+    dg.arrow(ckv.right, (x0, ckv.y))
     dg.arrow(kr.right, (x0, kr.y))
+    dg.text((ckv.right[0] + x0) / 2, (ckv.y + kr.y) / 2, "append", fontsize=9.5, color="#333333")
 
     # ---- attention and output (right column)
     att = dg.box(17.2, 8.3, 5.1, 1.55, "scores $= (\\tilde q_{t,i}\\cdot c^{KV}_j + q^R_{t,i}\\cdot k^R_j)$ · scale\n"

@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import ipywidgets as widgets
 
-from dsv3_lessons.course.fp8_lessons import GRANULARITIES, error_report, outlier_activations, plot_error_report
+from dsv3_lessons.course.fp8_lessons import (GRANULARITIES, error_report, outlier_activations, outlier_label,
+                                             plot_error_report)
 from .base import ReportWidget
 
 __all__ = ["FP8Widget", "fp8_widget", "fp8_report"]
 
 _FORMATS = (("E4M3 (V3)", "e4m3"), ("E5M2", "e5m2"), ("E4M3FNUZ", "e4m3fnuz"))
+
+#: the outlier slider's step in log10 units: 10^0.05 ≈ ×1.12 per step (0.25 was ×1.78, too coarse to find
+#: where flushing starts)
+_LOG_STEP = 0.05
 
 
 def fp8_report(outlier: float, fmt: str = "e4m3", tokens: int = 256, channels: int = 512, n_outliers: int = 4,
@@ -33,7 +38,7 @@ def fp8_report(outlier: float, fmt: str = "e4m3", tokens: int = 256, channels: i
 
 
 def _describe(reports: dict, selected: str, outlier: float) -> str:
-    lines = [f"outlier channels ×{outlier:,.0f}; format {reports[selected].fmt}; "
+    lines = [f"outlier channels ×{outlier_label(outlier)}; format {reports[selected].fmt}; "
              f"selected: {GRANULARITIES[selected]}"]
     for g, r in reports.items():
         mark = "→" if g == selected else " "
@@ -44,7 +49,8 @@ def _describe(reports: dict, selected: str, outlier: float) -> str:
 
 class FP8Widget(ReportWidget):
     """Controls (attributes, so tests can drive them): ``outlier`` (FloatLogSlider 1 … 1e5, the outlier
-    channels' magnitude factor), ``granularity`` (ToggleButtons tensor / tile / block), ``fmt``
+    channels' magnitude factor, in steps of 10^0.05 ≈ ×1.12 so the onset of flushing can be found; a value can
+    also be typed into its readout), ``granularity`` (ToggleButtons tensor / tile / block), ``fmt``
     (ToggleButtons E4M3 / E5M2 / E4M3FNUZ). ``last_result`` is ``{granularity: ErrorReport}``."""
 
     def __init__(self, outlier: float = 1e4, granularity: str = "tensor", fmt: str = "e4m3"):
@@ -55,7 +61,7 @@ class FP8Widget(ReportWidget):
         if not 1 <= outlier <= 1e5:
             raise ValueError(f"outlier must lie in [1, 1e5], got {outlier!r}")
         style = {"description_width": "initial"}
-        self.outlier = widgets.FloatLogSlider(value=outlier, base=10, min=0, max=5, step=0.25,
+        self.outlier = widgets.FloatLogSlider(value=outlier, base=10, min=0, max=5, step=_LOG_STEP,
                                               description="outlier channels × (log scale)", style=style,
                                               continuous_update=False, readout_format=".3g",
                                               layout=widgets.Layout(width="520px"))
