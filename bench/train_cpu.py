@@ -54,9 +54,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from dsv3_lessons.model import DeepSeekV3, count_parameters, tiny  # noqa: E402
-from dsv3_lessons.model.layers import RMSNorm  # noqa: E402
-from dsv3_lessons.model.mla import MultiHeadLatentAttention  # noqa: E402
-from dsv3_lessons.model.moe import DeepseekMoE  # noqa: E402
+from dsv3_lessons.model.deepseek_v3 import use_reference_paths  # noqa: E402
 from dsv3_lessons.tools.data import TextData, load_corpus, unigram_entropy  # noqa: E402
 from dsv3_lessons.tools.train import TrainConfig, build_optimizer, clip_gradients, evaluate, train  # noqa: E402
 
@@ -140,14 +138,8 @@ class HFCausalLM(nn.Module):
 
 
 def reference_paths(model: nn.Module) -> nn.Module:
-    """Switch a DeepSeekV3 to the readable reference implementations (the code before the fast paths)."""
-    for m in model.modules():
-        if isinstance(m, DeepseekMoE):
-            m.impl = "loop"
-        elif isinstance(m, MultiHeadLatentAttention):
-            m.use_sdpa = False
-        elif isinstance(m, RMSNorm):
-            m.use_fused = False
+    """The model on its reference code paths (:func:`use_reference_paths`) and the per-tensor AdamW."""
+    use_reference_paths(model)
     model.reference_optimizer = True
     return model
 

@@ -254,19 +254,10 @@ def test_fused_rmsnorm_equals_the_formula():
 def test_whole_model_fast_paths_equal_reference_paths():
     """The assembled model with fused attention, fused norms and grouped-matmul experts equals the same
     weights run through the reference paths (loop experts, einsum attention, op-by-op norms), MTP included."""
-    from dsv3_lessons.model.layers import RMSNorm
-    from dsv3_lessons.model.mla import MultiHeadLatentAttention
-    from dsv3_lessons.model.moe import DeepseekMoE
+    from dsv3_lessons.model.deepseek_v3 import use_reference_paths
 
     fast = build(12, aux_loss_alpha=1e-2).train()
-    ref = build(12, aux_loss_alpha=1e-2).train()
-    for m in ref.modules():
-        if isinstance(m, DeepseekMoE):
-            m.impl = "loop"
-        elif isinstance(m, MultiHeadLatentAttention):
-            m.use_sdpa = False
-        elif isinstance(m, RMSNorm):
-            m.use_fused = False
+    ref = use_reference_paths(build(12, aux_loss_alpha=1e-2).train())
     stream = torch.randint(0, V, (3, 25), generator=torch.Generator().manual_seed(12))
     out_f, out_r = fast(stream[:, :-1], stream[:, 1:]), ref(stream[:, :-1], stream[:, 1:])
     torch.testing.assert_close(out_f.logits, out_r.logits, rtol=1e-4, atol=1e-4)

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 __all__ = ["___", "Placeholder", "Result", "Wrong", "checker", "as_number", "as_bool", "is_placeholder",
-           "NOT_ATTEMPTED", "WRONG", "RIGHT", "close"]
+           "call_learner", "NOT_ATTEMPTED", "WRONG", "RIGHT", "close"]
 
 NOT_ATTEMPTED, WRONG, RIGHT = "not attempted", "wrong", "right"
 
@@ -94,6 +94,21 @@ def is_placeholder(value: Any) -> bool:
     if isinstance(value, dict):
         return any(is_placeholder(v) for v in value.values())
     return False
+
+
+def call_learner(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a function the learner wrote. A placeholder still in its body (``x = ___`` then arithmetic on it, or
+    ``return ___``) raises ``NotImplementedError`` -- "not attempted", not a bug; other exceptions propagate
+    (the checker reports them as ✗)."""
+    try:
+        out = fn(*args)
+    except TypeError as exc:
+        if "Placeholder" in str(exc) or "___" in str(exc):
+            raise NotImplementedError from exc
+        raise
+    if is_placeholder(out):
+        raise NotImplementedError
+    return out
 
 
 def _scalar(answer: Any) -> Any:

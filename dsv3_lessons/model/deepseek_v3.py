@@ -27,11 +27,11 @@ from torch import nn
 from .block import DecoderLayer
 from .config import DeepseekV3Config
 from .layers import RMSNorm
-from .mla import LatentCache
+from .mla import LatentCache, MultiHeadLatentAttention
 from .moe import DeepseekMoE
 from .mtp import IGNORE_INDEX, MTPModule, mtp_cross_entropy, mtp_labels
 
-__all__ = ["DeepSeekV3", "ModelOutput", "IGNORE_INDEX"]
+__all__ = ["DeepSeekV3", "ModelOutput", "IGNORE_INDEX", "use_reference_paths"]
 
 
 @dataclass
@@ -184,3 +184,20 @@ class DeepSeekV3(nn.Module):
         n += sum(b.numel() for name, b in self.named_buffers()
                  if name.endswith("e_score_correction_bias") and (include_mtp or not name.startswith("mtp.")))
         return n
+
+
+def use_reference_paths(model: nn.Module) -> nn.Module:
+    """Switch every module of ``model`` to the readable reference code the fast paths were checked against.
+
+    Routed experts run one at a time (``DeepseekMoE.impl = "loop"``), cache-free attention runs the written-out
+    einsum/softmax (``use_sdpa = False``) and RMSNorm computes its formula op by op (``use_fused = False``).
+    Same numbers up to float rounding (tests/test_model.py); slower. Returns ``model``.
+    """
+    for m in model.modules():
+        if isinstance(m, DeepseekMoE):
+            m.impl = "loop"
+        elif isinstance(m, MultiHeadLatentAttention):
+            m.use_sdpa = False
+        elif isinstance(m, RMSNorm):
+            m.use_fused = False
+    return model

@@ -8,22 +8,10 @@ from __future__ import annotations
 
 import torch
 
-from ..checking import Wrong, is_placeholder, as_bool, as_number, checker, close
+from ..checking import Wrong, is_placeholder, as_bool, as_number, checker, close, call_learner
 
 __all__ = ["check_group_mask", "check_activated_params", "check_experts_reachable", "check_weight_unchanged"]
 
-def _call(fn, *args):
-    """Run the learner's function; a placeholder still in its body (``x = ___`` then arithmetic on it, or
-    ``return ___``) counts as not attempted, not as a bug."""
-    try:
-        out = fn(*args)
-    except TypeError as exc:
-        if "Placeholder" in str(exc) or "___" in str(exc):
-            raise NotImplementedError from exc
-        raise
-    if is_placeholder(out):
-        raise NotImplementedError
-    return out
 
 
 
@@ -68,7 +56,7 @@ def check_group_mask(group_mask_fn) -> str:
     if not callable(group_mask_fn):
         raise Wrong(f"pass your function itself (group_mask), got {type(group_mask_fn).__name__}")
     for biased, n_group, topk in _cases():
-        got = _call(group_mask_fn, biased.clone(), n_group, topk)
+        got = call_learner(group_mask_fn, biased.clone(), n_group, topk)
         if not isinstance(got, torch.Tensor):
             raise Wrong(f"group_mask must return a torch.Tensor, got {type(got).__name__}")
         if tuple(got.shape) != tuple(biased.shape):
