@@ -501,17 +501,34 @@ def plot_seed_scatter(runs: dict):
 
     fig, ax = subplots(1, 1, height=3.8)
     markers = {"none": "o", "aux_loss": "s", "bias": "^", "bias+seq": "D"}
+    ys_all = []
     for m in METHODS:
         pts = seed_results(runs, m)
         color, _ = _STYLES[m]
-        ax.scatter([p["val_loss"] for p in pts], [p["max_vio_global"] for p in pts], facecolors="none",
-                   edgecolors=color, linewidths=1.8, marker=markers[m], s=60,
-                   label=f"{LABELS[m]} ({len(pts)} seeds)")  # hollow: coinciding seeds stay visible
+        xs, ys = [p["val_loss"] for p in pts], [p["max_vio_global"] for p in pts]
+        ys_all += ys
+        ax.scatter(xs, ys, facecolors="none", edgecolors=color, linewidths=1.8, marker=markers[m], s=60,
+                   label=f"{LABELS[m]}: {len(pts)} seeds")  # hollow: overlapping seeds stay visible
+        groups: list = []  # seeds that land on (nearly) the same spot: say how many
+        for x, y in zip(xs, ys):
+            g = next((g for g in groups if abs(g[0] - x) < 4e-4 and abs(math.log(g[1] / y)) < 0.05), None)
+            if g is None:
+                groups.append([x, y, 1])
+            else:
+                g[2] += 1
+        for x, y, n in groups:
+            if n > 1:
+                ax.annotate(f"×{n} seeds", (x, y), xytext=(7, -3), textcoords="offset points", fontsize=9,
+                            color=color)
     ax.set_yscale("log")
-    from matplotlib.ticker import FormatStrFormatter
+    from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
 
-    ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))   # 0.2, 1, 2 instead of 2×10⁻¹
-    ax.yaxis.set_minor_formatter(FormatStrFormatter("%.2g"))
+    lo, hi = min(ys_all) / 1.6, max(ys_all) * 1.6   # padding: no marker clipped at the frame
+    ax.set_ylim(lo, hi)
+    ticks = [t for t in (0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10) if lo <= t <= hi]
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))   # 0.1, 0.2, 1 instead of 10⁻¹
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("validation loss (nats / character)")
     ax.set_ylabel("MaxVio_global (log scale)")
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9.5)

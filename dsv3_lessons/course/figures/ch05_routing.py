@@ -14,12 +14,21 @@ from matplotlib.patches import Rectangle
 from ..style import PALETTE, subplots
 from .draw import Diagram
 
-__all__ = ["draw_routing", "plot_specialisation"]
+__all__ = ["draw_routing", "plot_specialisation", "routing_canvas"]
 
 _CMAP = plt.get_cmap("Blues")
 
 
-def draw_routing(report, token_label: str = "token $u_t$", title: str | None = None, fig=None):
+def routing_canvas(n_group: int, per_group: int) -> tuple[float, float]:
+    """Canvas (width, height) in diagram units that :func:`draw_routing` uses for ``n_group`` rows of
+    ``per_group`` experts (before any ``min_aspect`` padding)."""
+    cell = min(1.3, 13.0 / per_group)
+    row_h = 1.25 if per_group <= 16 else 0.75
+    return max(17.0, 8.6 + per_group * cell + 0.6), n_group * row_h + 3.0
+
+
+def draw_routing(report, token_label: str = "token $u_t$", title: str | None = None, fig=None,
+                 min_aspect: float = 0.0):
     """Token → groups → experts for one routed token.
 
     Args:
@@ -27,14 +36,16 @@ def draw_routing(report, token_label: str = "token $u_t$", title: str | None = N
         token_label: text of the token box (e.g. the character in its context).
         title: optional title.
     Returns: the matplotlib Figure. Expert cells are shaded by biased score; with ≤ 16 experts per group
-    each cell shows its id and biased score, chosen experts get a red outline and their weight g.
+    each cell shows its id and biased score, chosen experts get an orange outline and their weight g.
+    ``min_aspect`` (height / width, default 0): pad the canvas below the groups to at least this aspect, so a
+    widget keeps one figure height whatever ``n_group`` is.
     """
     n_g, per = report.n_group, report.per_group
     show_text = per <= 16
     cell = min(1.3, 13.0 / per)
-    width = max(17.0, 8.6 + per * cell + 0.6)
+    width, height = routing_canvas(n_g, per)
     row_h = 1.25 if show_text else 0.75
-    height = n_g * row_h + 3.0
+    height = max(height, min_aspect * width)
     dg = Diagram(width, height, title=title)
     ax = dg.ax
     lo, hi = float(report.biased.min()), float(report.biased.max())
@@ -46,11 +57,11 @@ def draw_routing(report, token_label: str = "token $u_t$", title: str | None = N
     for g in range(n_g):
         y = top - g * row_h
         ok = g in kept
-        dg.box(4.7, y, 3.0, row_h * 0.8, f"group {g}: {float(report.group_scores[g]):.2f}"
+        dg.box(4.75, y, 3.5, row_h * 0.8, f"group {g}: {float(report.group_scores[g]):.2f}"
                + ("" if ok else ("\nmasked: −∞" if show_text else "  (−∞)")), "op", fontsize=9.5 if show_text else 9,
                color="#d9f2e6" if ok else "#eeeeee", name=f"group{g}")
         if ok:
-            dg.arrow((2.45, top - (n_g - 1) * row_h / 2), (3.15, y), color=PALETTE["green"], lw=1.6)
+            dg.arrow((2.45, top - (n_g - 1) * row_h / 2), (3.0, y), color=PALETTE["green"], lw=1.6)
         for j in range(per):
             e = g * per + j
             x0 = 6.6 + j * cell
@@ -70,7 +81,7 @@ def draw_routing(report, token_label: str = "token $u_t$", title: str | None = N
                 ax.text(x0 + cell * 0.46, y - row_h * 0.42, f"g={chosen[e]:.2f}", ha="center", va="top",
                         fontsize=8.5 if show_text else 7, color=PALETTE["red"], zorder=3)
     dg.text(0.3, 1.0, f"cells: biased score $s_i+b_i$ (used for selection only); kept groups: {report.topk_group} "
-            f"of {n_g} (group score = sum of its 2 best); red: the top-{report.top_k} chosen", fontsize=9.5, ha="left")
+            f"of {n_g} (group score = sum of its 2 best); orange outline: the top-{report.top_k} chosen", fontsize=9.5, ha="left")
     picks = ", ".join(f"e{e}: {w:.2f}" for e, w in zip(report.chosen, report.weights))
     dg.text(0.3, 0.4, f"weights g = unbiased $s_i$ / Σ chosen $s$ × {report.scale:g}:  {picks}", fontsize=9.5,
             ha="left")

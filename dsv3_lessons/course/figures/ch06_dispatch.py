@@ -21,7 +21,7 @@ def draw_dispatch_combine(n_nodes: int = 4, experts_per_node: int = 8, top_k: in
                           hidden_size: int = 64):
     """Diagram of one MoE layer on ``n_nodes`` processes: route → dispatch → experts → combine.
 
-    Node 0's rows are followed across the process boundary to ``node_limit`` nodes (red arrows, its own
+    Node 0's rows are followed across the process boundary to ``node_limit`` nodes (orange arrows, its own
     node plus ``node_limit − 1`` others), the combine sends partial sums back (green). Row widths are
     computed: a dispatched row holds ``d + 2·K_r`` float32, a combined row ``d``.
 
@@ -42,11 +42,12 @@ def draw_dispatch_combine(n_nodes: int = 4, experts_per_node: int = 8, top_k: in
     for label, y in (("1 route", rows["gate"]), ("2 dispatch", rows["a2a1"]), ("3 experts", rows["exp"]),
                      ("4 combine", rows["a2a2"])):
         dg.text(0.15, y, label, fontsize=10, ha="left", color="#444444")
-    for band, text in (("a2a1", "all_to_all_single: counts [world], then rows (uneven splits)"),
-                       ("a2a2", "all_to_all_single: partial sums back (splits swapped)")):
+    # the labels sit in the gap between the last two nodes' columns, where no arrow runs
+    gap_x = (xs[-2] + xs[-1]) / 2 if n_nodes > 2 else (xs[0] + xs[1]) / 2 + 0.6
+    for band, text in (("a2a1", "all_to_all_single:\ncounts [world], then rows\n(uneven splits)"),
+                       ("a2a2", "all_to_all_single:\npartial sums back\n(splits swapped)")):
         dg.ax.axhspan(rows[band] - 0.5, rows[band] + 0.5, xmin=1.9 / width, xmax=1.0, color="#eeeeee", zorder=0)
-        dg.text(width - 0.15, rows[band] - 0.28, text, fontsize=9.5, ha="right", color="#444444",
-                bbox={"facecolor": "#eeeeee", "edgecolor": "none", "pad": 1})
+        dg.text(gap_x, rows[band], text, fontsize=9, ha="center", color="#444444")
     for r, x in enumerate(xs):
         dg.box(x, rows["tok"], 4.2, 0.95, f"node {r}: tokens\n$x$ [$n_{r}$, {d}]", "tensor", name=f"tok{r}", fontsize=9.5)
         dg.box(x, rows["gate"], 4.2, 0.85, f"gate: top-{k} in\n≤ {node_limit} nodes", "op", name=f"gate{r}", fontsize=9.5)
@@ -58,7 +59,7 @@ def draw_dispatch_combine(n_nodes: int = 4, experts_per_node: int = 8, top_k: in
                fontsize=9.5)
         dg.arrow(dg.boxes[f"tok{r}"].bottom, dg.boxes[f"gate{r}"].top)
         dg.arrow(dg.boxes[f"gate{r}"].bottom, dg.boxes[f"pack{r}"].top)
-    # node 0's rows: to itself and to node_limit - 1 other nodes (red: crosses a process boundary)
+    # node 0's rows: to itself and to node_limit - 1 other nodes (orange: crosses a process boundary)
     targets = list(range(node_limit))
     for j in targets:
         color = PALETTE["red"] if j != 0 else "#777777"
@@ -70,7 +71,7 @@ def draw_dispatch_combine(n_nodes: int = 4, experts_per_node: int = 8, top_k: in
         dg.arrow(dg.boxes[f"pack{r}"].bottom, dg.boxes[f"exp{r}"].top, color="#777777")
         dg.arrow(dg.boxes[f"exp{r}"].bottom, dg.boxes[f"out{r}"].top, color="#777777")
     dg.text(width / 2, rows["res"],
-            f"red: node 0's tokens sent to other processes (≤ M − 1 = {node_limit - 1} copies each, "
+            f"orange: node 0's tokens sent to other processes (≤ M − 1 = {node_limit - 1} copies each, "
             f"{4 * (d + 2 * k)} B per row);  green: partial sums back ({4 * d} B per row)", fontsize=9.5)
     dg.legend({"tensor": "activations / rows", "weight": "experts hosted on the node", "op": "computation"},
               loc="upper center")
@@ -118,10 +119,10 @@ def plot_traffic(results: Sequence, title: str | None = None):
         ax2.bar([j + 1 + (i - (len(results) - 1) / 2) * width for j in range(n_nodes)], share.tolist(),
                 width=width, label=labels[i].replace("\n", " "))
     ax2.set_xticks(range(1, n_nodes + 1))
-    ax2.set_xlabel("nodes a token reaches (own node included)")
+    ax2.set_xlabel("nodes hosting the token's experts")
     ax2.set_ylabel("share of tokens")
-    ax2.set_ylim(0, 1.15)
-    ax2.legend(fontsize=9, loc="upper left", ncols=2)
+    ax2.set_ylim(0, 1.1)
+    ax2.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=len(results), frameon=False)
     if title:
         fig.suptitle(title)
     return fig
@@ -133,7 +134,7 @@ def draw_bias_loop(n_routed: int = 8, top_k: int = 2, gamma: float = 0.001):
     Forward: scores → + bias (selection) → top-K_r → counts; the weights take the unbiased scores. After each
     optimizer step the counts move the bias by ±γ. Returns the Figure.
     """
-    dg = Diagram(20.0, 7.4, title=f"Auxiliary-loss-free balancing: N_r = {n_routed} experts, K_r = {top_k}, γ = {gamma:g}")
+    dg = Diagram(20.0, 7.4, title=f"Auxiliary-loss-free balancing: $N_r$ = {n_routed} experts, $K_r$ = {top_k}, γ = {gamma:g}")
     y, y2, y3 = 5.6, 3.2, 1.0
     dg.box(1.4, y, 2.2, 1.1, "$u_t$ [d]", "tensor", name="u")
     dg.box(5.0, y, 3.6, 1.1, f"$s = \\sigma(u_t^\\top e_i)$\n[{n_routed}] float32", "op", name="s")
@@ -150,10 +151,10 @@ def draw_bias_loop(n_routed: int = 8, top_k: int = 2, gamma: float = 0.001):
     dg.arrow(dg.boxes["sb"].right, dg.boxes["topk"].left)
     dg.arrow(dg.boxes["topk"].right, dg.boxes["c"].left)
     dg.arrow(dg.boxes["c"].bottom, dg.boxes["upd"].top, color=PALETTE["red"])
-    dg.arrow(dg.boxes["upd"].left, dg.boxes["b"].right, color=PALETTE["red"], text="±γ per step", text_offset=(0, 0.1))
+    dg.arrow(dg.boxes["upd"].left, dg.boxes["b"].right, color=PALETTE["red"], text="±γ per step", text_offset=(1.1, 0.4))
     dg.arrow(dg.boxes["b"].top, dg.boxes["sb"].bottom, color=PALETTE["red"])
     dg.arrow(dg.boxes["s"].bottom, dg.boxes["g"].left, text="unbiased $s$", text_offset=(-1.2, -0.3))
-    dg.arrow(dg.boxes["topk"].bottom, dg.boxes["g"].right, text="which experts", text_offset=(1.4, -0.3))
+    dg.arrow(dg.boxes["topk"].bottom, dg.boxes["g"].right, text="which experts", text_offset=(1.3, -1.0))
     dg.text(17.6, y3, "overloaded experts ($c_i > \\bar c$) go DOWN,\nunder-loaded ones go up", fontsize=9.5,
             color=PALETTE["red"])
     return dg.fig

@@ -146,7 +146,7 @@ class ExpertLoadWidget(ReportWidget):
                                       value=0, description="MoE layer", style=style, layout=lay)
         self.step = widgets.IntSlider(value=n_steps, min=1, max=n_steps, description="training step", style=style,
                                       layout=lay, continuous_update=False)
-        self.play = widgets.Play(value=n_steps, min=1, max=n_steps, step=5, interval=400, description="play")
+        self.play = widgets.Play(value=n_steps, min=1, max=n_steps, step=5, interval=1000, description="play")
         widgets.jslink((self.play, "value"), (self.step, "value"))
         self.gamma = widgets.FloatLogSlider(value=gamma, base=10, min=-4, max=-1, step=0.25,
                                             description="γ (re-simulation only)", style=style, layout=lay,
@@ -169,7 +169,7 @@ class ExpertLoadWidget(ReportWidget):
     def describe(self, view: LoadView) -> str:
         c = view.counts
         return (f"{view.label} · step {view.step}: tokens per expert {c.long().tolist()} "
-                f"(mean {c.mean():.0f}) → MaxVio_batch = (max − mean)/mean = {view.max_vio:.3f}")
+                f"(mean {c.mean():.0f})\nMaxVio_batch = (max − mean)/mean = {view.max_vio:.3f}")
 
 
 def expert_load_widget(runs: dict, unbalanced: dict | None = None, gamma: float = 0.01) -> ExpertLoadWidget:

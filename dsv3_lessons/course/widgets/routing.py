@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import ipywidgets as widgets
 
-from dsv3_lessons.course.figures.ch05_routing import draw_routing
+from dsv3_lessons.course.figures.ch05_routing import draw_routing, routing_canvas
 from dsv3_lessons.course.routing_lessons import (RouteReport, route_token, snapshot_config, token_context,
                                                  valid_group_counts)
 from .base import ReportWidget
@@ -87,6 +87,8 @@ class RoutingExplorer(ReportWidget):
                                         description="extra bias Δb on that expert", style=style, layout=lay,
                                         continuous_update=False)
         self._adjusting = False
+        # one figure height for every n_group: the tallest layout's aspect (height / width)
+        self._aspect = max(h / w for w, h in (routing_canvas(g, n_r // g) for g in valid_group_counts(n_r)))
         controls = [self.passage, self.position, self.layer, self.n_group, self.topk_group, self.top_k,
                     self.expert, self.bias]
         left = widgets.VBox([self.passage, self.position, self.layer, self.n_group])
@@ -116,15 +118,16 @@ class RoutingExplorer(ReportWidget):
 
     def draw(self, report: RouteReport):
         ch = self.snap["passage_text"][self.passage.value][self.position.value].replace("\n", "⏎")
-        return draw_routing(report, token_label=f"'{ch}'\n$u_t$", title=self._label())
+        return draw_routing(report, token_label=f"'{ch}'\n$u_t$", title=self._label(), min_aspect=self._aspect)
 
     def describe(self, report: RouteReport) -> str:
-        gs = "  ".join(f"{g}:{float(v):.2f}" for g, v in enumerate(report.group_scores))
-        picks = "  ".join(f"e{e} g={w:.3f} (s={float(report.scores[e]):.3f}, s+b={float(report.biased[e]):+.3f})"
-                          for e, w in zip(report.chosen, report.weights))
+        gs = "  ".join(f"{g}:{float(v):.3f}" for g, v in enumerate(report.group_scores))
+        picks = "".join(f"\n  e{e}: g={w:.3f}  (s={float(report.scores[e]):.3f}, s+b={float(report.biased[e]):+.3f})"
+                        for e, w in zip(report.chosen, report.weights))
         return (f"token {self._label()}\n"
                 f"group scores (sum of 2 best biased): {gs}\n"
-                f"kept groups: {list(report.kept_groups)}   chosen: {picks}\n"
+                f"kept groups: {list(report.kept_groups)}\n"
+                f"chosen experts:{picks}\n"
                 f"weights = unbiased s / Σ chosen s × {report.scale:g}: the bias changes who is chosen, "
                 f"never the formula of g")
 
