@@ -3,7 +3,7 @@
 Usage::
 
     python bench/speculative.py                                  # train 300 steps, then measure k = 1, 2, 4
-    python bench/speculative.py --train-steps 1500 --save data/cache/mtp_tiny.pt   # train longer, keep it
+    python bench/speculative.py --train-steps 800 --save  data/cache/mtp_tiny.pt   # train longer, keep it
     python bench/speculative.py --checkpoint data/cache/mtp_tiny.pt               # re-measure a stored model
 
 The tiny DeepSeek-V3 (one MTP module) is trained with the chapters' recipe (λ 0.3 -> 0.1 at V3's switch

@@ -268,3 +268,38 @@ def test_widget_reports_and_reacts(model):
     with pytest.raises(ValueError, match="prompt is empty"):
         w.prompt.value = ""
     assert "error" in w.readout.value
+    w.prompt.value = "abcab"
+    assert "median of 3 runs" in w.readout.value and "noisy" in w.readout.value
+
+
+# ------------------------------------------------------------------------------------------ figure
+def test_step_figure_legend_matches_boxes_and_shows_rollback():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from dsv3_lessons.course.figures.ch08_speculative import draw_speculative_step
+
+    dg = draw_speculative_step(list("the "), "c", ["a", "x", "y"], ["a", "t", "u", "v"])   # d_2 rejected
+    handles = dg.ax.get_legend().legend_handles
+    faces = [tuple(h.get_facecolor()) for h in handles]
+    assert len(faces) == len(set(faces)) == 5                        # one entry per colour, incl. discarded
+    assert any("rolled back" in t.get_text() for t in dg.ax.texts)
+    all_ok = draw_speculative_step(list("the "), "c", ["a", "t"], ["a", "t", "u"])
+    assert len(all_ok.ax.get_legend().legend_handles) == 4            # nothing discarded, no grey entry
+    assert not any("rolled back" in t.get_text() for t in all_ok.ax.texts)
+    plt.close("all")
+
+
+def test_speculative_report_rejects_bad_repeats(model):
+    from dsv3_lessons.course.mtp_lessons import speculative_report
+
+    class Tok:
+        def encode(self, s):
+            return [0, 1]
+
+        def decode(self, ids):
+            return ""
+
+    with pytest.raises(ValueError, match="repeats must be a positive integer"):
+        speculative_report(model, Tok(), "ab", 0.0, 1, 4, repeats=0)
+    assert speculative_report(model, Tok(), "ab", 0.0, 1, 4, repeats=2)["repeats"] == 2

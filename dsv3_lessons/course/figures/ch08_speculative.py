@@ -9,6 +9,8 @@ al. 2023 (arXiv 2211.17192).
 """
 from __future__ import annotations
 
+from matplotlib.patches import Patch
+
 from ..style import PALETTE
 from .draw import Diagram
 
@@ -39,7 +41,7 @@ def draw_speculative_step(context: list[str], last: str, drafts: list[str], main
                  f"One speculative step, k = {k}: {m} draft{'s' if m != 1 else ''} accepted + the main model's "
                  f"own token = {m + 1} tokens for one main forward")
     labels = {"cache": "main cache before", "draft": f"MTP drafts ({k}×\nthe same module)",
-              "verify": "verify: ONE main\nforward over", "main": "main model's\nchoice", "after": "cache after\n(rolled back)"}
+              "verify": "verify: ONE main\nforward over", "main": "main model's\nchoice", "after": "cache after\n" + ("(rolled back)" if m < k else "(nothing rejected)")}
     for key, y in rows.items():
         dg.text(left - 0.25, y, labels[key], ha="right", fontsize=10)
     x0 = left + cw / 2
@@ -73,12 +75,17 @@ def draw_speculative_step(context: list[str], last: str, drafts: list[str], main
     for j in range(m + 1):                                              # what the cache keeps
         dg.box(xn + cw * j, rows["after"], cw - 0.1, 0.9, _show(verify_in[j]), "cached", name=f"keep{j}")
     for j in range(m + 1, k + 1):
-        dg.box(xn + cw * j, rows["after"], cw - 0.1, 0.9, "", "op", name=f"drop{j}", color="#f2f2f2")
+        dg.box(xn + cw * j, rows["after"], cw - 0.1, 0.9, "", "op", name=f"drop{j}", color="#eeeeee")
         dg.text(xn + cw * j, rows["after"], "×", fontsize=12, color="#999999")
     dg.text(xn + cw * (k + 1) + 0.1, rows["after"] - 0.85,
             f"emitted: {' '.join(_show(t) for t in drafts[:m] + [main_choice[m]])}   (next $x_n$ = "
             f"{_show(main_choice[m])}, enters the cache with the next verify)", ha="right", fontsize=9.5)
-    dg.legend(labels={"cached": "in the main model's latent cache", "tensor": "token (orange: drafted)",
-                      "op": "main model's greedy choice (green: used)"}, loc="center")
-    dg.ax.get_legend().set_bbox_to_anchor((0.43, 0.5))                 # the empty middle-left of the canvas
+    swatches = [(PALETTE["cached"], "#a04000", 2.6, "in the main model's latent cache"),
+                (PALETTE["tensor"], "#333333", 1.0, "$x_n$: the main model's latest token"),
+                ("#fde2b8", "#333333", 1.0, "drafted by the MTP module"),
+                ("#d5f0dd", "#333333", 1.0, "main model's choice, used")]
+    if m < k:
+        swatches.append(("#eeeeee", "#333333", 1.0, "discarded (× = rejected draft rolled back)"))
+    dg.ax.legend(handles=[Patch(facecolor=f, edgecolor=e, linewidth=w, label=t) for f, e, w, t in swatches],
+                 loc="center", bbox_to_anchor=(0.43, 0.5), fontsize=9.5, framealpha=0.95)  # empty middle-left
     return dg
