@@ -59,14 +59,14 @@ def draw_mtp_chain(cfg: DeepseekV3Config, depths: int = 2, title: str | None = N
             dg.ax.plot([prev + (1.8 if k == 1 else 2.6), gap, gap, x + 1.4], [y_from, y_from, 0.3, 0.3],
                        color=PALETTE["blue"], lw=2.0, zorder=1)
             dg.arrow((x + 1.4, 0.3), (x + 1.4, 2.15), color=PALETTE["blue"], lw=2.0)
-            dg.text(gap + 0.12, 3.9 if k == 1 else 6.4, f"$h^{{{k - 1}}}_i$", ha="left", fontsize=11,
+            dg.text(gap - 0.15, 1.4, f"$h^{{{k - 1}}}_i$", ha="right", fontsize=11,
                     color=PALETTE["blue"])
             dg.box(x, 7.2, 5.2, 0.9, f"$h^{k}_i$ (handed to depth {k + 1})" if k < depths else f"$h^{k}_i$",
                    "tensor", name=f"h{k}")
             dg.arrow((x, 6.1), (x, 6.75))
         y_head = 8.9
-        dg.box(1.0 + col * k + col / 2, y_head, 4.6, 0.9,
-               "lm_head (shared)" if k == 0 else "shared_head.norm, lm_head (shared)", "weight", name=f"head{k}")
+        dg.box(1.0 + col * k + col / 2, y_head, 4.6, 1.0,
+               "lm_head (shared)" if k == 0 else "shared_head.norm\n+ lm_head (shared)", "weight", name=f"head{k}")
         dg.arrow((1.0 + col * k + col / 2, 6.1 if k == 0 else 7.65), (1.0 + col * k + col / 2, y_head - 0.45))
         dg.text(1.0 + col * k + col / 2, 10.2, f"predicts $t_{{i+{k + 1}}}$", fontsize=11)
     return dg
