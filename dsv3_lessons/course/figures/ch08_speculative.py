@@ -39,7 +39,7 @@ def draw_speculative_step(context: list[str], last: str, drafts: list[str], main
     rows = {"cache": 8.4, "draft": 6.7, "verify": 5.0, "main": 3.5, "after": 1.3}
     dg = Diagram(width=width, height=10.2, title=title or
                  f"One speculative step, k = {k}: {m} draft{'s' if m != 1 else ''} accepted + the main model's "
-                 f"own token = {m + 1} tokens for one main forward")
+                 f"own token = {m + 1} token{'s' if m else ''} for one main forward")
     labels = {"cache": "main cache before", "draft": f"MTP drafts ({k}×\nthe same module)",
               "verify": "verify: ONE main\nforward over", "main": "main model's\nchoice", "after": "cache after\n" + ("(rolled back)" if m < k else "(nothing rejected)")}
     for key, y in rows.items():
