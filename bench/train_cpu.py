@@ -25,16 +25,25 @@ scored on the same held-out windows (16 batches of 32 x 64 characters of the hel
    grouped_mm experts; no MTP, as transformers trains none), trained by the same loop and recipe.
 6. **tiny DeepSeek-V3 + MTP** (D = 1, λ = 0.3), for the record: the chapters 7-8 recipe.
 
-Printed: parameters (total, activated per token), steps, tokens/s (training steps only, evaluation
-excluded), validation loss (nats/char) and the ratios, then the issue's checks as PASS/FAIL lines:
-tiny loss <= 0.90x nanoGPT's; tiny loss <= its dense twin's; tiny tokens/s >= 1.5x transformers'.
-Because a shared machine's speed drifts between runs, the tokens/s ratio to transformers is also measured
-by alternating single training steps of the two (same batch) and taking the median.
+How "equal wall-clock" is measured. A machine's speed drifts: on the quiet 2-core machine of issue 7 two
+runs of the same model minutes apart averaged 70 and 92 ms a step, enough to flip a comparison of
+sequential timed runs. So the bench first **times** every model by alternating single training steps of
+all of them (``--timing-rounds`` rounds, each model on its own recipe's batch, medians), so every model
+is timed under the same conditions, then gives each model the number of steps that fits the budget at
+that speed (budget = nanoGPT's 2000 steps at its measured speed) and trains it **by step count**. The
+losses are then reproducible for a given seed and step count, and the speed ratios are ratios of medians
+taken side by side. ``--seeds 0,1,2`` repeats the training for several seeds (initial weights and batch
+order) and reports the mean and range, because at this scale two seeds can differ by more than the gap
+between two models.
+
+Printed: parameters (total, activated per token), ms per step and tokens/s from the interleaved timing,
+steps, validation loss (nats/char) and the ratios, then the issue's checks as PASS/FAIL lines (on the mean
+over seeds): tiny loss <= 0.90x nanoGPT's; tiny loss <= its dense twin's; tiny tokens/s >= 1.5x
+transformers'.
 
 On a machine shared with other jobs, 2-thread wall-clock timings can swing by an order of magnitude
-from one step to the next; ``--threads 1 --clock process`` then gives every model the same *CPU-time*
-budget, which other programs barely disturb (the default stays the issue's 2 threads, wall clock).
-Timings depend on the machine and on what else runs on it; compare numbers from the same run only.
+from one step to the next; ``--threads 1 --clock process`` then times CPU seconds instead (with one
+thread other programs barely disturb them). Compare numbers from the same run only.
 """
 from __future__ import annotations
 
@@ -55,6 +64,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from dsv3_lessons.model import DeepSeekV3, count_parameters, tiny  # noqa: E402
 from dsv3_lessons.model.deepseek_v3 import use_reference_paths  # noqa: E402
+from dsv3_lessons.model.moe import update_bias  # noqa: E402
 from dsv3_lessons.tools.data import TextData, load_corpus, unigram_entropy  # noqa: E402
 from dsv3_lessons.tools.train import TrainConfig, build_optimizer, clip_gradients, evaluate, train  # noqa: E402
 
@@ -149,66 +159,78 @@ def course_recipe(args) -> dict:
     return dict(batch_size=32, seq_len=64, lr=3e-3, warmup_steps=15, min_lr_ratio=0.1, bias_update_speed=0.01)
 
 
-def run(name: str, build: Callable[[], nn.Module], recipe: dict, data: TextData, args, steps=None,
-        seconds=None) -> dict:
-    """Build (seeded), train, evaluate on the fixed held-out windows; return the row (with the model)."""
-    torch.manual_seed(args.seed)
-    model = build()
-    cfg = TrainConfig(steps=steps, time_budget_s=seconds, eval_interval=0, eval_batches=1, seed=args.seed,
-                      num_threads=args.threads, clock=args.clock,
-                      fused_optimizer=not getattr(model, "reference_optimizer", False), **recipe)
-    hist = train(model, data, cfg, progress=False)
-    val = evaluate(model, data, **EVAL)
-    n_model = sum(p.numel() for p in model.parameters())
-    model_cfg = model.cfg if isinstance(model, DeepSeekV3) else getattr(model, "cfg", None)
-    counts = count_parameters(model_cfg) if model_cfg is not None else None
-    return dict(name=name, model=model, total=counts.total if counts else n_model,
-                activated=counts.activated if counts else n_model, steps=hist.steps_done,
-                tokens_per_s=hist.tokens_per_second, train_s=hist.train_time_s, val=val)
+def step_times(builds: dict[str, Callable[[], nn.Module]], recipes: dict[str, dict], data: TextData,
+               rounds: int, threads: int, clock: str = "wall", seed: int = 0) -> dict[str, float]:
+    """Median seconds per training step of every model, timed by alternating single steps of all of them.
 
-
-def interleaved_speed(a: nn.Module, b: nn.Module, data: TextData, steps: int, threads: int,
-                      clock: str = "wall") -> float:
-    """Median over alternating steps of (b's step time / a's step time): a's speed relative to b's."""
+    Each round draws one batch per model (its recipe's batch size, a fixed generator) and runs one full
+    training step of each model in turn (forward, backward, clipping, AdamW, bias update), so all models
+    are timed under the same machine conditions. The first two rounds are warm-up and not counted. The
+    models trained here are thrown away.
+    """
     torch.set_num_threads(threads)
     timer = time.perf_counter if clock == "wall" else time.process_time
-    x, y = data.get_batch("train", 32, 64, generator=torch.Generator().manual_seed(7))
-    tcfg = TrainConfig(lr=1e-5)
-    opts = {id(m): build_optimizer(m, tcfg) for m in (a, b)}
-
-    def step(m):
-        t0 = timer()
-        out = m(x, y)
-        opts[id(m)].zero_grad(set_to_none=True)
-        out.loss.backward()
-        clip_gradients(m, 1.0)
-        opts[id(m)].step()
-        return timer() - t0
-
-    for m in (a, b):
+    gen = torch.Generator().manual_seed(seed + 99)
+    torch.manual_seed(seed)
+    models = {name: build() for name, build in builds.items()}
+    opts, times = {}, {name: [] for name in models}
+    for name, m in models.items():
+        opts[name] = build_optimizer(m, TrainConfig(lr=1e-5, fused_optimizer=not getattr(m, "reference_optimizer",
+                                                                                          False)))
         m.train()
-        step(m)
-    ratios = [step(b) / step(a) for _ in range(steps)]
-    return statistics.median(ratios)
+    for r in range(rounds + 2):
+        for name, m in models.items():
+            rec = recipes[name]
+            x, y = data.get_batch("train", rec["batch_size"], rec["seq_len"], generator=gen)
+            t0 = timer()
+            out = m(x, y)
+            opts[name].zero_grad(set_to_none=True)
+            out.loss.backward()
+            clip_gradients(m, 1.0)
+            opts[name].step()
+            update_bias(m, rec.get("bias_update_speed", 0.0))
+            if r >= 2:
+                times[name].append(timer() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def run(name: str, build: Callable[[], nn.Module], recipe: dict, data: TextData, args, steps: int,
+        seed: int) -> dict:
+    """Build (seeded), train ``steps`` steps, evaluate on the fixed held-out windows; return the row."""
+    torch.manual_seed(seed)
+    model = build()
+    cfg = TrainConfig(steps=steps, eval_interval=0, eval_batches=1, seed=seed, num_threads=args.threads,
+                      clock=args.clock, fused_optimizer=not getattr(model, "reference_optimizer", False), **recipe)
+    hist = train(model, data, cfg, progress=False)
+    return dict(steps=hist.steps_done, val=evaluate(model, data, **EVAL), run_tokens_per_s=hist.tokens_per_second)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="tiny DeepSeek-V3 vs nanoGPT, dense twin and transformers, 2 CPU threads")
     p.add_argument("--seconds", type=float, default=None,
-                   help="wall-clock budget per model (default: the nanoGPT recipe's 2000 iterations, timed here)")
+                   help="wall-clock budget per model (default: the nanoGPT recipe's 2000 iterations at its speed timed here)")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     p.add_argument("--clock", choices=("wall", "process"), default="wall",
                    help="'wall' (default) or 'process': budgets and tokens/s in CPU seconds of this process, "
                         "for a machine shared with other jobs (needs --threads 1)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default="0", help="comma-separated training seeds, e.g. 0,1,2 (mean and range)")
+    p.add_argument("--timing-rounds", type=int, default=30,
+                   help="rounds of alternating single steps used to time every model")
     p.add_argument("--skip", default="", help="comma-separated rows to skip: reference, mtp")
-    p.add_argument("--interleaved-steps", type=int, default=20)
     args = p.parse_args(argv)
     if args.seconds is not None and args.seconds <= 0:
         p.error("--seconds must be > 0")
     if args.clock == "process" and args.threads != 1:
         p.error("--clock process needs --threads 1 (threads waiting on each other would count as work)")
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    try:
+        seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
+    except ValueError:
+        p.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    if not seeds:
+        p.error("--seeds needs at least one seed")
+    if args.timing_rounds < 3:
+        p.error("--timing-rounds must be >= 3")
     torch.set_num_threads(args.threads)
 
     corpus = load_corpus()
@@ -227,50 +249,74 @@ def main(argv: list[str] | None = None) -> int:
           f"{cfg.moe_intermediate_size}; dense twin FFN width {width}")
     print(f"{args.threads} thread(s), {args.clock} clock, torch {torch.__version__}\n", flush=True)
 
-    rows = []
-    if args.seconds is None:
-        r = run("nanoGPT CPU recipe", lambda: NanoGPT(vocab), NANOGPT_RECIPE, data, args, steps=2000)
-        budget = r["train_s"]
-        print(f"nanoGPT recipe: 2000 iterations in {budget:.1f} s ({args.clock} clock) -> budget {budget:.1f} s "
-              f"per model\n", flush=True)
-    else:
-        budget = args.seconds
-        r = run("nanoGPT CPU recipe", lambda: NanoGPT(vocab), NANOGPT_RECIPE, data, args, seconds=budget)
-    rows.append(r)
     recipe = course_recipe(args)
-    plan = [("tiny DeepSeek-V3 (MTP off)", lambda: DeepSeekV3(no_mtp), recipe),
-            ("  same, reference paths", lambda: reference_paths(DeepSeekV3(no_mtp)), recipe),
-            ("dense twin (MTP off)", lambda: DeepSeekV3(dense), recipe),
-            ("transformers DeepseekV3", lambda: HFCausalLM(no_mtp), recipe),
-            ("tiny DeepSeek-V3 + MTP", lambda: DeepSeekV3(cfg, mtp_loss_weight=0.3), recipe)]
-    for name, build, rec in plan:
-        if ("reference" in name and "reference" in skip) or ("+ MTP" in name and "mtp" in skip):
-            continue
-        rows.append(run(name, build, rec, data, args, seconds=budget))
-        print(f"  done: {name} ({rows[-1]['steps']} steps)", flush=True)
+    plan = {"nanoGPT CPU recipe": (lambda: NanoGPT(vocab), NANOGPT_RECIPE),
+            "tiny DeepSeek-V3 (MTP off)": (lambda: DeepSeekV3(no_mtp), recipe),
+            "same, reference paths": (lambda: reference_paths(DeepSeekV3(no_mtp)), recipe),
+            "dense twin (MTP off)": (lambda: DeepSeekV3(dense), recipe),
+            "transformers DeepseekV3": (lambda: HFCausalLM(no_mtp), recipe),
+            "tiny DeepSeek-V3 + MTP": (lambda: DeepSeekV3(cfg, mtp_loss_weight=0.3), recipe)}
+    if "reference" in skip:
+        del plan["same, reference paths"]
+    if "mtp" in skip:
+        del plan["tiny DeepSeek-V3 + MTP"]
+    builds = {name: build for name, (build, _) in plan.items()}
+    recipes = {name: rec for name, (_, rec) in plan.items()}
 
-    by = {r["name"]: r for r in rows}
-    ours, nano = by["tiny DeepSeek-V3 (MTP off)"], by["nanoGPT CPU recipe"]
-    twin, hf = by["dense twin (MTP off)"], by["transformers DeepseekV3"]
-    print(f"\n| run | params | activated | steps | tokens/s | val loss (nats/char) | loss / nanoGPT |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['name'].strip()} | {r['total']:,} | {r['activated']:,} | {r['steps']} | "
-              f"{r['tokens_per_s']:,.0f} | {r['val']:.4f} | {r['val'] / nano['val']:.3f} |")
-    print(f"\ntransformers: {hf['model'].impl}")
-    speed = ours["tokens_per_s"] / hf["tokens_per_s"]
-    inter = interleaved_speed(ours["model"], hf["model"], data, args.interleaved_steps, args.threads, args.clock)
-    print(f"tokens/s ours / transformers: {speed:.2f}x in the equal-time runs, {inter:.2f}x median of "
-          f"{args.interleaved_steps} alternating steps")
-    if "  same, reference paths" in by:
-        ref = by["  same, reference paths"]
-        print(f"tokens/s fast paths / reference paths: {ours['tokens_per_s'] / ref['tokens_per_s']:.2f}x")
+    sec = step_times(builds, recipes, data, args.timing_rounds, args.threads, args.clock, seeds[0])
+    budget = args.seconds if args.seconds is not None else 2000 * sec["nanoGPT CPU recipe"]
+    steps = {name: 2000 if (name == "nanoGPT CPU recipe" and args.seconds is None)
+             else max(1, round(budget / sec[name])) for name in plan}
+    print(f"interleaved timing ({args.timing_rounds} rounds, {args.clock} clock): "
+          + ", ".join(f"{name.strip()} {1000 * t:.1f} ms" for name, t in sec.items()))
+    print(f"budget {budget:.1f} s per model ({'nanoGPT recipe: 2000 steps' if args.seconds is None else '--seconds'}"
+          f") -> steps: " + ", ".join(f"{name.strip()} {n}" for name, n in steps.items()) + "\n", flush=True)
+
+    vals: dict[str, list[float]] = {name: [] for name in plan}
+    run_tps: dict[str, list[float]] = {name: [] for name in plan}
+    for seed in seeds:
+        for name, (build, rec) in plan.items():
+            r = run(name, build, rec, data, args, steps[name], seed)
+            vals[name].append(r["val"])
+            run_tps[name].append(r["run_tokens_per_s"])
+            print(f"  seed {seed}: {name} ({r['steps']} steps) val {r['val']:.4f}", flush=True)
+
+    def mean(name):
+        return statistics.fmean(vals[name])
+
+    def spread(name):
+        v = vals[name]
+        return f"{mean(name):.4f}" + (f" [{min(v):.4f}, {max(v):.4f}]" if len(v) > 1 else "")
+
+    nano, ours, twin, hf = "nanoGPT CPU recipe", "tiny DeepSeek-V3 (MTP off)", "dense twin (MTP off)", \
+        "transformers DeepseekV3"
+    tps = {name: recipes[name]["batch_size"] * recipes[name]["seq_len"] / sec[name] for name in plan}
+    print(f"\n| run | params | activated | ms/step | tokens/s | steps | val loss (nats/char) | loss / nanoGPT |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, (build, _) in plan.items():
+        model = build()
+        model_cfg = model.cfg if isinstance(model, DeepSeekV3) else getattr(model, "cfg", None)
+        counts = count_parameters(model_cfg) if model_cfg is not None else None
+        n_model = sum(p.numel() for p in model.parameters())
+        print(f"| {name} | {counts.total if counts else n_model:,} | {counts.activated if counts else n_model:,} | "
+              f"{1000 * sec[name]:.1f} | {tps[name]:,.0f} | {steps[name]} | {spread(name)} | "
+              f"{mean(name) / mean(nano):.3f} |")
+    seeds_txt = f"seeds {', '.join(map(str, seeds))}" + (" (mean [min, max])" if len(seeds) > 1 else "")
+    print(f"\n{seeds_txt}; transformers: {HFCausalLM(no_mtp).impl}")
+    print("tokens/s during each model's own training run (sequential, drifts with the machine): "
+          + ", ".join(f"{name.strip()} {statistics.fmean(run_tps[name]):,.0f}" for name in plan))
+    speed = tps[ours] / tps[hf]
+    print(f"speed ours / transformers (interleaved timing): {speed:.2f}x")
+    if "same, reference paths" in plan:
+        print(f"speed fast paths / reference paths: {tps[ours] / tps['same, reference paths']:.2f}x")
+    print(f"speed dense twin / tiny DeepSeek-V3: {tps[twin] / tps[ours]:.2f}x")
+    per_seed = [f"{a - b:+.4f}" for a, b in zip(vals[ours], vals[twin])]
     checks = [
-        (f"tiny val loss {ours['val']:.4f} <= 0.90 x nanoGPT's {nano['val']:.4f} = {0.9 * nano['val']:.4f}",
-         ours["val"] <= 0.9 * nano["val"]),
-        (f"tiny val loss {ours['val']:.4f} <= dense twin's {twin['val']:.4f}", ours["val"] <= twin["val"]),
-        (f"tiny tokens/s {ours['tokens_per_s']:,.0f} >= 1.5 x transformers' {hf['tokens_per_s']:,.0f} "
-         f"(ratio {speed:.2f}; alternating steps {inter:.2f})", speed >= 1.5),
+        (f"tiny val loss {mean(ours):.4f} <= 0.90 x nanoGPT's {mean(nano):.4f} = {0.9 * mean(nano):.4f}",
+         mean(ours) <= 0.9 * mean(nano)),
+        (f"tiny val loss {mean(ours):.4f} <= dense twin's {mean(twin):.4f} (per seed, tiny - twin: "
+         f"{', '.join(per_seed)})", mean(ours) <= mean(twin)),
+        (f"tiny tokens/s {tps[ours]:,.0f} >= 1.5 x transformers' {tps[hf]:,.0f} (ratio {speed:.2f})", speed >= 1.5),
     ]
     print()
     for text, ok in checks:
