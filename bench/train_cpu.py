@@ -24,6 +24,8 @@ scored on the same held-out windows (16 batches of 32 x 64 characters of the hel
 5. **transformers' DeepseekV3ForCausalLM** built from the identical config (its default sdpa attention and
    grouped_mm experts; no MTP, as transformers trains none), trained by the same loop and recipe.
 6. **tiny DeepSeek-V3 + MTP** (D = 1, λ = 0.3), for the record: the chapters 7-8 recipe.
+7. **the dense twin stopped at the tiny model's step count** -- not an equal-time row: it separates what a
+   step learns from what a step costs (``--skip equal-steps`` leaves it out).
 
 How "equal wall-clock" is measured. A machine's speed drifts: on the quiet 2-core machine of issue 7 two
 runs of the same model minutes apart averaged 70 and 92 ms a step, enough to flip a comparison of
@@ -216,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0", help="comma-separated training seeds, e.g. 0,1,2 (mean and range)")
     p.add_argument("--timing-rounds", type=int, default=30,
                    help="rounds of alternating single steps used to time every model")
-    p.add_argument("--skip", default="", help="comma-separated rows to skip: reference, mtp")
+    p.add_argument("--skip", default="", help="comma-separated rows to skip: reference, mtp, equal-steps")
     args = p.parse_args(argv)
     if args.seconds is not None and args.seconds <= 0:
         p.error("--seconds must be > 0")
@@ -267,6 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     budget = args.seconds if args.seconds is not None else 2000 * sec["nanoGPT CPU recipe"]
     steps = {name: 2000 if (name == "nanoGPT CPU recipe" and args.seconds is None)
              else max(1, round(budget / sec[name])) for name in plan}
+    nano, ours, twin, hf = "nanoGPT CPU recipe", "tiny DeepSeek-V3 (MTP off)", "dense twin (MTP off)", \
+        "transformers DeepseekV3"
+    equal = "dense twin, tiny's step count"
+    if "equal-steps" not in skip:  # step for step: does the MoE learn more per step than its twin?
+        plan[equal], recipes[equal], sec[equal], steps[equal] = plan[twin], recipes[twin], sec[twin], steps[ours]
     print(f"interleaved timing ({args.timing_rounds} rounds, {args.clock} clock): "
           + ", ".join(f"{name.strip()} {1000 * t:.1f} ms" for name, t in sec.items()))
     print(f"budget {budget:.1f} s per model ({'nanoGPT recipe: 2000 steps' if args.seconds is None else '--seconds'}"
@@ -288,8 +295,6 @@ def main(argv: list[str] | None = None) -> int:
         v = vals[name]
         return f"{mean(name):.4f}" + (f" [{min(v):.4f}, {max(v):.4f}]" if len(v) > 1 else "")
 
-    nano, ours, twin, hf = "nanoGPT CPU recipe", "tiny DeepSeek-V3 (MTP off)", "dense twin (MTP off)", \
-        "transformers DeepseekV3"
     tps = {name: recipes[name]["batch_size"] * recipes[name]["seq_len"] / sec[name] for name in plan}
     print(f"\n| run | params | activated | ms/step | tokens/s | steps | val loss (nats/char) | loss / nanoGPT |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -310,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     if "same, reference paths" in plan:
         print(f"speed fast paths / reference paths: {tps[ours] / tps['same, reference paths']:.2f}x")
     print(f"speed dense twin / tiny DeepSeek-V3: {tps[twin] / tps[ours]:.2f}x")
+    if equal in plan:
+        print(f"step for step ({steps[ours]} steps each): tiny {mean(ours):.4f} vs dense twin {mean(equal):.4f} "
+              f"(per seed, tiny - twin: {', '.join(f'{a - b:+.4f}' for a, b in zip(vals[ours], vals[equal]))})")
     per_seed = [f"{a - b:+.4f}" for a, b in zip(vals[ours], vals[twin])]
     checks = [
         (f"tiny val loss {mean(ours):.4f} <= 0.90 x nanoGPT's {mean(nano):.4f} = {0.9 * mean(nano):.4f}",

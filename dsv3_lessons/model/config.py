@@ -322,8 +322,9 @@ def tiny(vocab_size: int = 96, **overrides: Any) -> DeepseekV3Config:
     chapters 7–8 (MTP and speculative decoding) train it with λ as V3 does.
     **MoE vs dense at this size.** An MoE step costs ~1.2x a step of the *dense twin* (same attention, dense
     SwiGLU of width (N_s + K_r)·64 = 192) on 2 CPU threads; at equal wall-clock (~98 s) the twin ended
-    0.016 nats/char ahead on the mean of three seeds (``bench/train_cpu.py --seeds 0,1,2``,
-    ``bench/RESULTS.md``). The preset keeps the MoE because it is what the course studies.
+    0.016 nats/char ahead on the mean of three seeds, while at equal *steps* the MoE was 0.014 ahead
+    (``bench/train_cpu.py --skip mtp,reference --seeds 0,1,2``, ``bench/RESULTS.md``). The preset keeps the
+    MoE because it is what the course studies.
     """
     cfg = DeepseekV3Config(
         vocab_size=vocab_size,
