@@ -44,6 +44,8 @@ def test_route_token_no_groups_is_plain_topk():
     assert r.chosen == tuple(s.topk(3).indices.tolist())
     assert sum(r.weights) == pytest.approx(2.5)
     assert r.kept_groups == (0,)
+    # the one group's score is what the caption says, the sum of its two best (not the maximum)
+    assert float(r.group_scores[0]) == pytest.approx(float(s.topk(2).values.sum()))
 
 
 def test_route_token_bias_changes_choice_not_formula():

@@ -142,7 +142,7 @@ def route_token(u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
         raise ValueError(f"top_k must be in [1, topk_group·experts per group = {topk_group * per}], got {top_k}")
     s = torch.sigmoid(weight.float() @ u.float())
     biased = s + bias.float()
-    gscores = biased.view(n_group, per).topk(min(2, per), dim=-1).values.sum(-1) if n_group > 1 else biased.max()[None]
+    gscores = biased.view(n_group, per).topk(min(2, per), dim=-1).values.sum(-1)  # one group too: unused then
     kept = gscores.topk(topk_group).indices if n_group > 1 else torch.tensor([0])
     allowed = torch.zeros(n_group, dtype=torch.bool)
     allowed[kept] = True
