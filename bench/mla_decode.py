@@ -2,7 +2,7 @@
 
 One attention layer with V3's real sizes (d = 7168, n_h = 128, d_c' = 1536, d_c = 512, d_h = 128,
 d_h^R = 64, d_v = 128, YaRN s = 40), float32 on the CPU, batch 1, one thread by default (``--threads``).
-For every context length T the four variants of :mod:`dsv3_lessons.course.mla_decode` get the same weights
+For every context length T the four variants of :mod:`dsv3_lessons.course.ch04_mla_inference.decode` get the same weights
 and equivalent caches (the same latent c^KV / k^R of a random hidden context); their outputs are
 checked to agree, then one decode step of each is timed round-robin (median of ``--repeats``), in the
 same process, so the printed numbers are ratios measured side by side:
@@ -23,7 +23,7 @@ Usage::
 
 ``--prefill N`` also times the prefill of an N-token prompt with both attention implementations of the layer
 (``attn_impl="naive"``: re-expand, ``"absorb"``) and prints the time ratio next to the FLOP ratio of
-:func:`~dsv3_lessons.course.mla_decode.attention_flops`: absorption is a decode-time choice (chapter 04 §6).
+:func:`~dsv3_lessons.course.ch04_mla_inference.decode.attention_flops`: absorption is a decode-time choice (chapter 04 §6).
 
 The course's targets: absorbed ≥ 20× faster per decode step than transformers at T = 4096 (FLOP ratio ≈ 91×),
 per-head / MLA cache bytes ≥ 70×. Memory: peak ≈ 5.7 GB resident with T = 8192 (measured); run time ≈ 2–4 min on 2 cores.
@@ -39,10 +39,11 @@ import time
 import torch
 from tqdm import tqdm
 
-from dsv3_lessons.course.mla_decode import (VARIANTS, attention_flops, build_hf_attention, build_mla,
-                                     cache_elements_per_token,
-                                     context_latents, decode_bytes_read, decode_flops, decode_weight_bytes, expand_latent,
-                                     flop_ratio, make_variants, time_variants, v3_attention_config)
+from dsv3_lessons.course.ch04_mla_inference.decode import (VARIANTS, attention_flops, build_hf_attention,
+                                                           build_mla, cache_elements_per_token, context_latents,
+                                                           decode_bytes_read, decode_flops, decode_weight_bytes,
+                                                           expand_latent, flop_ratio, make_variants,
+                                                           time_variants, v3_attention_config)
 
 
 def parse_args(argv=None):
@@ -53,7 +54,7 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=1, help="untimed decode steps per variant and context")
     p.add_argument("--threads", type=int, default=1,
                    help="torch.set_num_threads (1: on a shared machine, 2 threads mostly measure the scheduler; "
-                        "see dsv3_lessons.course.mla_decode)")
+                        "see dsv3_lessons.course.ch04_mla_inference.decode)")
     p.add_argument("--heads", type=int, default=128, help="num_attention_heads (128 = V3)")
     p.add_argument("--hidden", type=int, default=7168, help="hidden_size (7168 = V3)")
     p.add_argument("--prefill", type=int, default=0,

@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from dsv3_lessons.course.mtp_lessons import held_out_prompts, mtp_train_config_kwargs  # noqa: E402
+from dsv3_lessons.course.ch08_speculative.experiments import held_out_prompts  # noqa: E402
+from dsv3_lessons.course.ch07_mtp.experiments import mtp_train_config_kwargs
 from dsv3_lessons.model import DeepSeekV3, tiny  # noqa: E402
 from dsv3_lessons.tools.data import TextData, load_corpus  # noqa: E402
 from dsv3_lessons.tools.speculative import compare_speed  # noqa: E402

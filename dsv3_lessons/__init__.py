@@ -7,8 +7,8 @@ Three parts, told apart by folder name; imports run one way, ``course -> tools -
   assembled model).
 * ``dsv3_lessons.tools``  -- what you do with a model: ``data`` (corpus, tokenizer, batches), ``train``,
   ``generate`` (cached decoding), ``hf_compat`` (checkpoint export/import).
-* ``dsv3_lessons.course`` -- the apparatus of the chapters: chapter helpers, figures, plots, widgets and
-  exercise checkers.
+* ``dsv3_lessons.course`` -- the apparatus of the chapters, one package per chapter (``ch00_tour`` …) plus
+  ``common``: helpers, figures, widgets and exercise checkers.
 
 Every mechanism lives here once, written from the papers (DeepSeek-V2 report arXiv 2405.04434,
 DeepSeek-V3 report arXiv 2412.19437, loss-free balancing arXiv 2408.15664).

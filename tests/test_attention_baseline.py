@@ -1,4 +1,4 @@
-"""MHA / GQA / MQA baseline (dsv3_lessons.course.attention) against independent oracles.
+"""MHA / GQA / MQA baseline (dsv3_lessons.course.ch01_kv_cache.attention) against independent oracles.
 
 Oracles: transformers' ``LlamaAttention`` (eager) with the same weights; a textbook per-head
 attention written with ``F.scaled_dot_product_attention``; closed-form cache sizes and K/V counts.
@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dsv3_lessons.course.attention import (GroupedQueryAttention, KVCache, as_mha, attention_kind, causal_mask,
-                                    decode)
-from dsv3_lessons.course.kv_cache import AttentionSpec, bytes_per_token
+from dsv3_lessons.course.ch01_kv_cache.attention import (GroupedQueryAttention, KVCache, as_mha, attention_kind,
+                                                         causal_mask, decode)
+from dsv3_lessons.course.ch01_kv_cache.kv_cache import AttentionSpec, bytes_per_token
 from dsv3_lessons.model.rope import apply_rope_interleaved, interleaved_to_half_permutation, rope_inv_freq
 
 HID, HEADS, HDIM = 64, 4, 16

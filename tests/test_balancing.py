@@ -10,8 +10,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dsv3_lessons.course.balancing_lessons import (METHODS, attach_batch_aux_loss, default_budget, load_runs,
-                                                   resimulate_bias, settings_for, train_method)
+from dsv3_lessons.course.ch06_balancing.runs import (METHODS, attach_batch_aux_loss, default_budget, load_runs,
+                                                     resimulate_bias, settings_for, train_method)
 from dsv3_lessons.model import DeepSeekV3, tiny
 from dsv3_lessons.model.moe import (DeepseekMoE, Gate, batch_balance_loss, max_violation, sequence_balance_loss,
                                     update_bias)
@@ -238,7 +238,7 @@ def test_stored_runs_match_the_command(runs):
 
     data = TextData.from_corpus(load_corpus())
     assert runs["meta"]["config"] == tiny(vocab_size=data.vocab_size).to_dict(), \
-        "data/moe_runs was made with another tiny() config: rerun python -m dsv3_lessons.course.balancing_lessons"
+        "data/moe_runs was made with another tiny() config: rerun python -m dsv3_lessons.course.ch06_balancing"
     n = 2
     budget = default_budget(runs["meta"]["budget"]["steps"])
     budget.steps = n                    # warmup covers these steps: the learning rates equal the full run's

@@ -1,4 +1,4 @@
-"""The paper ↔ code ↔ checkpoint ↔ official crosswalk (dsv3_lessons.course.crosswalk) checked against three oracles:
+"""The paper ↔ code ↔ checkpoint ↔ official crosswalk (dsv3_lessons.course.ch00_tour.crosswalk) checked against three oracles:
 
 * our model's state dict (every "our attribute" exists);
 * transformers' ``DeepseekV3ForCausalLM`` state dict and its checkpoint conversion mapping (every
@@ -17,7 +17,7 @@ import torch
 
 from dsv3_lessons import tiny
 from dsv3_lessons.model.config import OFFICIAL_NAMES
-from dsv3_lessons.course.crosswalk import CONFIG_CROSSWALK, CROSSWALK, crosswalk_html, crosswalk_markdown
+from dsv3_lessons.course.ch00_tour.crosswalk import CONFIG_CROSSWALK, CROSSWALK, crosswalk_html, crosswalk_markdown
 from dsv3_lessons.model.deepseek_v3 import DeepSeekV3
 
 # convert.py's leaf table (HF module name -> official module name)
@@ -155,7 +155,7 @@ def test_gate_dtypes_match_the_release():
     transformers keeps both in FP32 on load (``_keep_in_fp32_modules_strict``) because it scores in FP32, which
     is a choice at load time, not the stored dtype. An earlier crosswalk called the weight fp32.
     """
-    from dsv3_lessons.course.crosswalk import RELEASED_GATE_DTYPES
+    from dsv3_lessons.course.ch00_tour.crosswalk import RELEASED_GATE_DTYPES
 
     by_paper = {r.paper: r for r in CROSSWALK}
     gate, bias = by_paper["e_i"], by_paper["b_i"]

@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from dsv3_lessons.course.checking import NOT_ATTEMPTED, RIGHT, WRONG
-from dsv3_lessons.course.exercises.ch00_tour import (___, check_moe_activated_params,
-                                                     check_unigram_entropy_function)
-from dsv3_lessons.course.exercises.ch01_kv_cache import (EXERCISE_CONFIGS, check_kv_cache_bytes_function,
+from dsv3_lessons.course.common.checking import NOT_ATTEMPTED, RIGHT, WRONG
+from dsv3_lessons.course.ch00_tour.exercises import ___, check_moe_activated_params, check_unigram_entropy_function
+from dsv3_lessons.course.ch01_kv_cache.exercises import (EXERCISE_CONFIGS, check_kv_cache_bytes_function,
                                                          check_max_batch_80gb, check_mla_rank_for_gqa_heads)
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from dsv3_lessons.course.checking import NOT_ATTEMPTED, RIGHT, WRONG, ___
-from dsv3_lessons.course.exercises.ch02_mla_latent_spaces import (
-    check_fuse_kv_b, check_kv_b_rows_of_w_uv, check_query_latent_savings, check_split_scores,
-)
+from dsv3_lessons.course.common.checking import NOT_ATTEMPTED, RIGHT, WRONG, ___
+from dsv3_lessons.course.ch02_mla.exercises import (check_fuse_kv_b, check_kv_b_rows_of_w_uv,
+                                                    check_query_latent_savings, check_split_scores)
 
 # V3: d = 7168, n_h = 128, d_h = d_v = 128, d_h^R = 64, d_c' = 1536 (SPEC §1)
 W_UV5 = (5 * 256 + 128, 6 * 256)                                 # (1408, 1536)

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from dsv3_lessons.course.checking import NOT_ATTEMPTED, RIGHT, WRONG
-from dsv3_lessons.course.exercises.ch03_rope_decoupling import (PLACEMENTS, POSITION_ZERO_MISTAKES,
-                                                               SCALE_EXERCISE_CONFIG, YARN_EXERCISE_CONFIGS, ___,
-                                                               check_position_zero, check_rope_placements,
-                                                               check_softmax_scale, check_yarn_frequencies)
-from dsv3_lessons.course.rope_lessons import logit_with_mistake
+from dsv3_lessons.course.common.checking import NOT_ATTEMPTED, RIGHT, WRONG
+from dsv3_lessons.course.ch03_rope.exercises import (PLACEMENTS, POSITION_ZERO_MISTAKES, SCALE_EXERCISE_CONFIG,
+                                                     YARN_EXERCISE_CONFIGS, ___, check_position_zero,
+                                                     check_rope_placements, check_softmax_scale,
+                                                     check_yarn_frequencies)
+from dsv3_lessons.course.ch03_rope.experiments import logit_with_mistake
 
 
 # ------------------------------------------------------------------ 3.1 YaRN frequencies (code)

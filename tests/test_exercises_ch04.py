@@ -14,11 +14,11 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from dsv3_lessons.course.checking import NOT_ATTEMPTED, RIGHT, WRONG, ___
-from dsv3_lessons.course.exercises.ch04_mla_inference import (break_even_queries, check_arithmetic_intensity,
-                                                               check_break_even_queries, check_merged_output,
-                                                               merged_output_matrix)
-from dsv3_lessons.course.mla_decode import build_mla
+from dsv3_lessons.course.common.checking import NOT_ATTEMPTED, RIGHT, WRONG, ___
+from dsv3_lessons.course.ch04_mla_inference.exercises import (break_even_queries, check_arithmetic_intensity,
+                                                              check_break_even_queries, check_merged_output,
+                                                              merged_output_matrix)
+from dsv3_lessons.course.ch04_mla_inference.decode import build_mla
 from dsv3_lessons.model.config import tiny
 from dsv3_lessons.model.mla import split_kv_b
 

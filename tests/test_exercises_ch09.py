@@ -1,8 +1,8 @@
 """Chapter 9 checkers: placeholder -> not attempted + hint; typical wrong answers -> their diagnosis; right -> ✓."""
 import torch
 
-from dsv3_lessons.course.checking import NOT_ATTEMPTED, RIGHT, WRONG
-from dsv3_lessons.course.exercises import ch09_fp8_training as ex
+from dsv3_lessons.course.common.checking import NOT_ATTEMPTED, RIGHT, WRONG
+from dsv3_lessons.course.ch09_fp8 import exercises as ex
 from dsv3_lessons.model import fp8
 
 

@@ -84,7 +84,7 @@ def test_sweep_and_bad_input():
 
 def test_figures_draw(results):
     matplotlib.use("Agg")
-    from dsv3_lessons.course.figures.ch06_dispatch import draw_dispatch_combine, plot_traffic
+    from dsv3_lessons.course.ch06_balancing.figures import draw_dispatch_combine, plot_traffic
 
     fig = plot_traffic(results[:2])
     assert len(fig.axes) == 2

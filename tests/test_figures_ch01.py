@@ -12,10 +12,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
 from dsv3_lessons import tiny  # noqa: E402
-from dsv3_lessons.course.attention import GroupedQueryAttention  # noqa: E402
-from dsv3_lessons.course.figures.ch01_heads import (HeadLayout, draw_kv_head_sharing, head_layout,  # noqa: E402
+from dsv3_lessons.course.ch01_kv_cache.attention import GroupedQueryAttention  # noqa: E402
+from dsv3_lessons.course.ch01_kv_cache.figures import (HeadLayout, draw_kv_head_sharing, head_layout,  # noqa: E402
                                                     visible_slots)
-from dsv3_lessons.course.kv_cache import load_model_configs  # noqa: E402
+from dsv3_lessons.course.ch01_kv_cache.kv_cache import load_model_configs  # noqa: E402
 
 CONFIGS = load_model_configs()
 

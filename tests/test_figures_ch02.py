@@ -7,8 +7,8 @@ import itertools
 import pytest
 import torch
 
-from dsv3_lessons.course.figures.ch02_mla import draw_mla_data_path, mla_shapes
-from dsv3_lessons.course.style import PALETTE
+from dsv3_lessons.course.ch02_mla.figures import draw_mla_data_path, mla_shapes
+from dsv3_lessons.course.common.style import PALETTE
 from dsv3_lessons.model.config import deepseek_v3_671b, tiny
 from dsv3_lessons.model.mla import MultiHeadLatentAttention
 

@@ -1,4 +1,4 @@
-"""Chapter 3's mechanism figure (course/figures/ch03_rope.py): labels computed from the config, readable,
+"""Chapter 3's mechanism figure (course/ch03_rope/figures.py): labels computed from the config, readable,
 nothing cut off or overlapping, for the V3 and the tiny sizes.
 
 Oracles: the config fields themselves (d_c, d_c', d_h, d_h^R, n_h, d) and the SPEC's 512 + 64 = 576 cached
@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from dsv3_lessons import deepseek_v3_671b, tiny  # noqa: E402
-from dsv3_lessons.course.figures.ch03_rope import draw_rope_placement  # noqa: E402
+from dsv3_lessons.course.ch03_rope.figures import draw_rope_placement  # noqa: E402
 
 
 @pytest.fixture(scope="module", params=["v3", "tiny"])

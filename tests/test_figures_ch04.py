@@ -7,8 +7,8 @@ matplotlib.use("Agg")
 
 import pytest  # noqa: E402
 
-from dsv3_lessons.course.figures.ch04_decode import absorbed_decode_labels, draw_absorbed_decode  # noqa: E402
-from dsv3_lessons.course.style import DPI, FIG_WIDTH  # noqa: E402
+from dsv3_lessons.course.ch04_mla_inference.figures import (absorbed_decode_labels, draw_absorbed_decode)  # noqa: E402
+from dsv3_lessons.course.common.style import DPI, FIG_WIDTH  # noqa: E402
 from dsv3_lessons.model.config import deepseek_v3_671b, tiny  # noqa: E402
 
 

@@ -421,7 +421,7 @@ def test_grid_figure_titles_are_computed_from_the_config():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dsv3_lessons.course.figures.ch09_fp8 import draw_fp8_grids
+    from dsv3_lessons.course.ch09_fp8.figures import draw_fp8_grids
     from dsv3_lessons.model.config import deepseek_v3_671b
 
     fig = draw_fp8_grids(deepseek_v3_671b(), tokens=3)
@@ -436,7 +436,7 @@ def test_grid_figure_titles_are_computed_from_the_config():
 
 
 def test_accumulation_sweep_small_case():
-    from dsv3_lessons.course.fp8_lessons import accumulation_sweep
+    from dsv3_lessons.course.ch09_fp8.experiments import accumulation_sweep
 
     s = accumulation_sweep([8, 12, 23], k=256, m=4, n=4)
     assert s.bits == [8, 12, 23] and len(s.plain) == len(s.promoted) == 3

@@ -1,4 +1,4 @@
-"""KV-cache arithmetic (dsv3_lessons.course.kv_cache) against published numbers and independent configs.
+"""KV-cache arithmetic (dsv3_lessons.course.ch01_kv_cache.kv_cache) against published numbers and independent configs.
 
 Oracles: the published per-token table ("Insights into DeepSeek-V3",
 arXiv 2505.09343; KB = 1000 B), the 2.25-group statement of the
@@ -14,11 +14,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsv3_lessons.course import kv_cache as kc
-from dsv3_lessons.course.kv_cache import (GB, KB, AttentionSpec, bytes_per_token, cache_bytes, cache_ratio,
-                                   dtype_bytes, elements_per_token, equivalent_gqa_groups, format_report,
-                                   kv_cache_report, load_model_config, load_model_configs, max_context,
-                                   mla_what_if, naive_mla_elements_per_token_per_layer)
+from dsv3_lessons.course.ch01_kv_cache import kv_cache as kc
+from dsv3_lessons.course.ch01_kv_cache.kv_cache import (GB, KB, AttentionSpec, bytes_per_token, cache_bytes,
+                                                        cache_ratio, dtype_bytes, elements_per_token,
+                                                        equivalent_gqa_groups, format_report, kv_cache_report,
+                                                        load_model_config, load_model_configs, max_context,
+                                                        mla_what_if, naive_mla_elements_per_token_per_layer)
 
 CONFIGS = load_model_configs()
 
@@ -63,7 +64,8 @@ def test_coinciding_lines_are_drawn_distinguishable():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dsv3_lessons.course.plots import kv_coinciding_groups, plot_kv_cache_vs_context, plot_kv_bytes_per_token
+    from dsv3_lessons.course.ch01_kv_cache.figures import (kv_coinciding_groups, plot_kv_cache_vs_context,
+                                                           plot_kv_bytes_per_token)
 
     groups = kv_coinciding_groups(CONFIGS)
     assert sorted(map(sorted, groups)) == [["DeepSeek-V2", "DeepSeek-V3"], ["LLaMA-2-7B", "LLaMA-3.1-405B"],

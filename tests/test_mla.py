@@ -19,7 +19,8 @@ import torch
 import dsv3_lessons.model.mla as mla_module
 from dsv3_lessons.model.config import deepseek_v3_671b, tiny
 from dsv3_lessons.model.mla import LatentCache, MultiHeadLatentAttention, causal_mask, split_kv_b
-from dsv3_lessons.course.mla_decode import build_hf_attention, build_mla, hf_attention_forward, v3_attention_config
+from dsv3_lessons.course.ch04_mla_inference.decode import (build_hf_attention, build_mla, hf_attention_forward,
+                                                           v3_attention_config)
 from dsv3_lessons.model.rope import apply_rope_interleaved, interleaved_to_half_permutation
 
 TOL32 = 1e-5

@@ -1,4 +1,4 @@
-"""Tests of dsv3_lessons.course.mla_decode (the four decode variants, cache bytes, closed-form FLOPs).
+"""Tests of dsv3_lessons.course.ch04_mla_inference.decode (the four decode variants, cache bytes, closed-form FLOPs).
 
 Oracles: absorbed/naive MLA and transformers' ``DeepseekV3Attention`` for the outputs; the cache
 tensors themselves for byte counts, compared with the closed forms of V3 report §2.1.1 (576 and 40,960 elements
@@ -16,11 +16,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dsv3_lessons.model.config import deepseek_v3_671b, tiny
 from dsv3_lessons.model.mla import LatentCache
-from dsv3_lessons.course.mla_decode import (VARIANTS, PerHeadKVCache, attention_flops, build_mla, decode_bytes_read,
-                                     cache_elements_per_token,
-                                     context_latents, decode_flops, decode_weight_bytes, expand_latent,
-                                     flop_ratio, make_variants, max_output_difference, per_head_forward,
-                                     time_decode_step, time_variants, v3_attention_config)
+from dsv3_lessons.course.ch04_mla_inference.decode import (VARIANTS, PerHeadKVCache, attention_flops, build_mla,
+                                                           decode_bytes_read, cache_elements_per_token,
+                                                           context_latents, decode_flops, decode_weight_bytes,
+                                                           expand_latent, flop_ratio, make_variants,
+                                                           max_output_difference, per_head_forward,
+                                                           time_decode_step, time_variants, v3_attention_config)
 
 SLICE = dict(num_attention_heads=4, hidden_size=256)  # V3 per-head and latent widths, 4 heads
 
@@ -162,7 +163,7 @@ def test_time_variants_runs_and_restores(setup):
 def test_time_variants_estimators(setup, monkeypatch):
     """"min" returns the fastest timed step (the usual estimate of the work on a busy machine), "median" the
     middle one; an unknown estimator is refused by name."""
-    import dsv3_lessons.course.mla_decode as md
+    import dsv3_lessons.course.ch04_mla_inference.decode as md
     cfg, mla, c_kv, k_pe, x = setup
     variants = make_variants(mla, c_kv, k_pe, names=("naive", "absorb"))
     steps = {"naive": [0.9, 0.2, 0.5, 0.7, 0.3], "absorb": [0.04, 0.05, 0.01, 0.08, 0.02]}
@@ -228,8 +229,8 @@ def test_prefill_is_cheaper_re_expanded_decode_is_cheaper_absorbed():
 
 
 def test_plot_decode_times():
-    from dsv3_lessons.course.plots import plot_decode_times
-    from dsv3_lessons.course.style import DPI, FIG_WIDTH
+    from dsv3_lessons.course.ch04_mla_inference.figures import plot_decode_times
+    from dsv3_lessons.course.common.style import DPI, FIG_WIDTH
 
     fig = plot_decode_times([1, 2], {"naive": [1e-3, 2e-3], "absorb": [1e-3, 1e-3]},
                             {"per_head": [10, 20], "naive": [1, 2], "absorb": [1, 2]})
@@ -246,7 +247,7 @@ def test_plot_decode_times():
 
 
 def test_plot_decode_costs_and_tradeoff():
-    from dsv3_lessons.course.plots import plot_absorb_tradeoff, plot_decode_costs
+    from dsv3_lessons.course.ch04_mla_inference.figures import plot_absorb_tradeoff, plot_decode_costs
 
     fig = plot_decode_costs([1, 10], {"naive": [2e9, 4e9], "absorb": [1e9, 1e9]}, {"naive": [1e6, 2e6]})
     assert len(fig.axes) == 2 and list(fig.axes[0].lines[0].get_ydata()) == [2.0, 4.0]  # GFLOP

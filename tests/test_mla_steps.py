@@ -8,10 +8,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dsv3_lessons.model.config import count_parameters, deepseek_v3_671b, tiny
 from dsv3_lessons.model.mla import MultiHeadLatentAttention
-from dsv3_lessons.course.mla_steps import (
-    TinyAttentionLM, energy_share, fuse_paper_matrices, mha_cost, mla_cost, mla_rank_report, mla_step_by_step,
-    paper_matrices, rank_for_energy, rope_rotate_complex, singular_values, split_kv_b_keys_first, stack_heads,
-)
+from dsv3_lessons.course.ch02_mla.steps import (TinyAttentionLM, energy_share, fuse_paper_matrices, mha_cost,
+                                                mla_cost, mla_rank_report, mla_step_by_step, paper_matrices,
+                                                rank_for_energy, rope_rotate_complex, singular_values,
+                                                split_kv_b_keys_first, stack_heads)
 from dsv3_lessons.model.rope import apply_rope_interleaved
 
 CONFIGS = {
@@ -272,7 +272,7 @@ def test_tiny_attention_lm(attention):
 
 
 def test_plot_singular_spectra_data():
-    from dsv3_lessons.course.plots import plot_singular_spectra
+    from dsv3_lessons.course.ch02_mla.figures import plot_singular_spectra
 
     s = torch.tensor([4.0, 2.0, 1.0, 0.0], dtype=torch.float64)
     fig = plot_singular_spectra({"p": {"curve": s}}, mark_rank={"p": 2}, floor=1e-3)

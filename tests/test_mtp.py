@@ -152,8 +152,8 @@ def test_depths_form_a_sequential_chain():
 
 
 # ------------------------------------------------------------------------------------------ chapter 7 checkers
-from dsv3_lessons.course.checking import NOT_ATTEMPTED, RIGHT, WRONG, ___  # noqa: E402
-from dsv3_lessons.course.exercises import ch07_multi_token_prediction as ex7  # noqa: E402
+from dsv3_lessons.course.common.checking import NOT_ATTEMPTED, RIGHT, WRONG, ___  # noqa: E402
+from dsv3_lessons.course.ch07_mtp import exercises as ex7
 
 
 def _right_labels(targets, depth, doc_ids):

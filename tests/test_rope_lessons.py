@@ -1,4 +1,4 @@
-"""Chapter 3 oracles (dsv3_lessons.course.rope_lessons) and plots, against independent oracles.
+"""Chapter 3 oracles (dsv3_lessons.course.ch03_rope.experiments) and plots, against independent oracles.
 
 (The exercise checkers are tested in ``test_exercises_ch03.py``, the mechanism figure in ``test_figures_ch03.py``.)
 
@@ -18,13 +18,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from dsv3_lessons.model.config import deepseek_v3_671b  # noqa: E402
-from dsv3_lessons.course.plots import (plot_fold_by_key_position, plot_rope_explorer,  # noqa: E402
-                                       plot_score_vs_distance, plot_yarn_frequencies)
+from dsv3_lessons.course.ch03_rope.figures import (plot_fold_by_key_position, plot_rope_explorer,  # noqa: E402
+                                                   plot_score_vs_distance, plot_yarn_frequencies)
 from dsv3_lessons.model.rope import rope_inv_freq  # noqa: E402
-from dsv3_lessons.course.rope_lessons import (FOLD_CASES, POSITION_ZERO_MISTAKES, V3_ROPE_SCALING,  # noqa: E402
-                                              convention_scores, fold_check, logit_with_mistake, pair_trajectory,
-                                              position_zero_probe, rope_explorer, rope_rotate, rope_scores,
-                                              scores_vs_distance, yarn_table)
+from dsv3_lessons.course.ch03_rope.experiments import (FOLD_CASES, POSITION_ZERO_MISTAKES, V3_ROPE_SCALING,  # noqa: E402
+                                                       convention_scores, fold_check, logit_with_mistake, pair_trajectory,
+                                                       position_zero_probe, rope_explorer, rope_rotate,
+                                                       rope_scores, scores_vs_distance, yarn_table)
 
 SMALL = dict(n_tokens=6, n_heads=2, hidden_size=32, q_lora_rank=24, kv_lora_rank=16, qk_nope_head_dim=8,
              qk_rope_head_dim=4)

@@ -5,9 +5,9 @@ import matplotlib
 import pytest
 import torch
 
-from dsv3_lessons.course.routing_lessons import (CHAR_CLASSES, char_class, experts_reachable, moe_arithmetic,
-                                                 route_token, specialisation, token_context, top_chars,
-                                                 valid_group_counts)
+from dsv3_lessons.course.ch05_routing.routing import (CHAR_CLASSES, char_class, experts_reachable, moe_arithmetic,
+                                                      route_token, specialisation, token_context, top_chars,
+                                                      valid_group_counts)
 from dsv3_lessons.model.config import count_parameters, deepseek_v3_671b, tiny
 
 
@@ -97,7 +97,7 @@ def test_specialisation_counts_and_classes():
 
 def test_routing_figures_render():
     matplotlib.use("Agg")
-    from dsv3_lessons.course.figures.ch05_routing import draw_routing, plot_specialisation
+    from dsv3_lessons.course.ch05_routing.figures import draw_routing, plot_specialisation
 
     g = torch.Generator().manual_seed(0)
     r = route_token(torch.randn(16, generator=g), torch.randn(256, 16, generator=g), None, 8, 4, 8, 2.5)

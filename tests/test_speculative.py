@@ -204,8 +204,8 @@ def test_bad_inputs(model):
 
 
 # ------------------------------------------------------------------------------------------ chapter 8 checkers
-from dsv3_lessons.course.checking import NOT_ATTEMPTED, RIGHT, WRONG, ___  # noqa: E402
-from dsv3_lessons.course.exercises import ch08_speculative_decoding as ex8  # noqa: E402
+from dsv3_lessons.course.common.checking import NOT_ATTEMPTED, RIGHT, WRONG, ___  # noqa: E402
+from dsv3_lessons.course.ch08_speculative import exercises as ex8
 
 
 def _resid(p, q):
@@ -247,7 +247,7 @@ def test_checker_83_tokens_per_step():
 
 # ------------------------------------------------------------------------------------------ widget
 def test_widget_reports_and_reacts(model):
-    from dsv3_lessons.course.widgets.speculative import SpeculativeWidget
+    from dsv3_lessons.course.ch08_speculative.widget import SpeculativeWidget
 
     class Tok:                                                       # a 5-letter tokenizer for the tiny model
         chars = "abcde"
@@ -277,7 +277,7 @@ def test_step_figure_legend_matches_boxes_and_shows_rollback():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from dsv3_lessons.course.figures.ch08_speculative import draw_speculative_step
+    from dsv3_lessons.course.ch08_speculative.figures import draw_speculative_step
 
     dg = draw_speculative_step(list("the "), "c", ["a", "x", "y"], ["a", "t", "u", "v"])   # d_2 rejected
     handles = dg.ax.get_legend().legend_handles
@@ -291,7 +291,7 @@ def test_step_figure_legend_matches_boxes_and_shows_rollback():
 
 
 def test_speculative_report_rejects_bad_repeats(model):
-    from dsv3_lessons.course.mtp_lessons import speculative_report
+    from dsv3_lessons.course.ch08_speculative.experiments import speculative_report
 
     class Tok:
         def encode(self, s):

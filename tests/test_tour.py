@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from dsv3_lessons.course.plots import plot_training_history  # noqa: E402
+from dsv3_lessons.course.common.plots import plot_training_history  # noqa: E402
 from dsv3_lessons.tools.train import History  # noqa: E402
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "00_tour.ipynb"

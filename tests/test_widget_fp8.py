@@ -5,7 +5,7 @@ matplotlib.use("Agg")
 
 import pytest  # noqa: E402
 
-from dsv3_lessons.course.widgets.fp8 import FP8Widget, fp8_report, fp8_widget  # noqa: E402
+from dsv3_lessons.course.ch09_fp8.widget import FP8Widget, fp8_report, fp8_widget  # noqa: E402
 
 
 def test_widget_follows_its_controls():
@@ -46,7 +46,7 @@ def test_bad_values_are_named():
 
 def test_labels_name_what_they_show_and_the_slider_is_fine_enough():
     """The learner's review: bars said "6% → 0", the legend "×56234.1", and the slider moved ×1.78 per step."""
-    from dsv3_lessons.course.fp8_lessons import outlier_label
+    from dsv3_lessons.course.ch09_fp8.experiments import outlier_label
     assert (outlier_label(56234.1), outlier_label(1e4), outlier_label(316.2), outlier_label(1.0)) == \
         ("5.6e4", "1.0e4", "316", "1")
     w = fp8_widget(outlier=1e4, granularity="tensor")

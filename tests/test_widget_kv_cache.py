@@ -6,9 +6,9 @@ not values copied from a run.
 import pytest
 from traitlets import TraitError
 
-from dsv3_lessons.course.kv_cache import GB, load_model_configs
-from dsv3_lessons.course.plots import kv_mathtext
-from dsv3_lessons.course.widgets.kv_cache import kv_cache_widget
+from dsv3_lessons.course.ch01_kv_cache.kv_cache import GB, load_model_configs
+from dsv3_lessons.course.ch01_kv_cache.figures import kv_mathtext
+from dsv3_lessons.course.ch01_kv_cache.widget import kv_cache_widget
 
 CONFIGS = load_model_configs()
 

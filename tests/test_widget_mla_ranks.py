@@ -2,9 +2,9 @@
 import pytest
 
 from dsv3_lessons.model.config import count_parameters, deepseek_v3_671b
-from dsv3_lessons.course.plots import plot_mla_rank_costs
-from dsv3_lessons.course.mla_steps import mla_rank_report
-from dsv3_lessons.course.widgets.mla_ranks import mla_rank_widget
+from dsv3_lessons.course.ch02_mla.figures import plot_mla_rank_costs
+from dsv3_lessons.course.ch02_mla.steps import mla_rank_report
+from dsv3_lessons.course.ch02_mla.widget import mla_rank_widget
 
 V3 = deepseek_v3_671b()
 
@@ -90,7 +90,7 @@ def test_axes_stay_fixed_while_sliders_move():
 
 
 def test_fixed_limits_cover_the_extreme_corner():
-    from dsv3_lessons.course.widgets.mla_ranks import fixed_axis_limits
+    from dsv3_lessons.course.ch02_mla.widget import fixed_axis_limits
 
     lim = fixed_axis_limits()
     # MHA with 256 heads at V3's other sizes (closed form): 2·d·n_h·192 + 2·d·n_h·128 parameters

@@ -12,7 +12,7 @@ import torch
 
 matplotlib.use("Agg")
 
-from dsv3_lessons.course.widgets.rope import rope_widget  # noqa: E402
+from dsv3_lessons.course.ch03_rope.widget import rope_widget  # noqa: E402
 
 
 def theta(i, s=40.0):

@@ -2,10 +2,11 @@
 import pytest
 import torch
 
-from dsv3_lessons.course.balancing_lessons import METHODS, load_runs, load_snapshot
-from dsv3_lessons.course.routing_lessons import route_token, snapshot_config, trained_gates
-from dsv3_lessons.course.widgets.expert_load import RESIM, expert_load_widget, load_view
-from dsv3_lessons.course.widgets.routing import explore_route, routing_explorer
+from dsv3_lessons.course.ch06_balancing.runs import METHODS, load_runs
+from dsv3_lessons.course.ch05_routing.snapshot import load_snapshot
+from dsv3_lessons.course.ch05_routing.routing import route_token, snapshot_config, trained_gates
+from dsv3_lessons.course.ch06_balancing.widget import RESIM, expert_load_widget, load_view
+from dsv3_lessons.course.ch05_routing.widget import explore_route, routing_explorer
 
 
 @pytest.fixture(scope="module")

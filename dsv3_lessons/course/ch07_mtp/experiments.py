@@ -1,0 +1,56 @@
+"""Helpers of chapters 07 (Multi-Token Prediction) and 08 (speculative decoding with the MTP draft).
+
+The mechanisms live in the package (``model/mtp.py``, ``tools/speculative.py``); this module holds the
+apparatus the notebooks need around them: a packed window of documents to look at, the table of which
+token each depth predicts, the chapter's training recipe, the held-out prompts, and the report the
+chapter-08 widget shows.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from dsv3_lessons.model.mtp import IGNORE_INDEX, mtp_labels
+
+__all__ = ["pack_documents", "label_table", "mtp_train_config_kwargs", "V3_LAMBDA_SWITCH"]
+
+#: V3 §4.2: λ = 0.3 for the first 10 T of 14.8 T training tokens, then 0.1 -> the switch at this fraction.
+V3_LAMBDA_SWITCH = 10.0 / 14.8
+
+
+def pack_documents(docs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One packed training window from whole documents: ``(input_ids, targets, doc_ids)``, each ``[1, T]``.
+
+    The documents are concatenated (T + 1 tokens in all); ``targets[:, i] = t_{i+1}``, set to −100 where
+    t_{i+1} starts another document (the packer's rule for the main loss); ``doc_ids[:, i]`` is the
+    document of input token t_i. Raises ValueError for fewer than 2 tokens in all or an empty document.
+    """
+    if not docs or any(len(d) == 0 for d in docs):
+        raise ValueError("docs must be a non-empty list of non-empty token sequences")
+    stream = torch.cat([torch.as_tensor(list(d), dtype=torch.long) for d in docs])
+    if stream.numel() < 2:
+        raise ValueError("the packed documents need at least 2 tokens (one input and its target)")
+    doc = torch.cat([torch.full((len(d),), i, dtype=torch.long) for i, d in enumerate(docs)])
+    targets = torch.where(doc[1:] == doc[:-1], stream[1:], torch.tensor(IGNORE_INDEX))
+    return stream[:-1][None], targets[None], doc[:-1][None]
+
+
+def label_table(targets: torch.Tensor, depths: int, doc_ids: torch.Tensor | None = None) -> list[list[int]]:
+    """Row k (0 = main model, 1 … ``depths`` = MTP depths) holds, for every position i of a ``[1, T]``
+    window, the label id the depth is trained on there, or −100 (masked, or past the end)."""
+    t = targets.shape[1]
+    rows = []
+    for k in range(depths + 1):
+        lab = mtp_labels(targets, k, doc_ids)[0].tolist() if k < t else []
+        rows.append(lab + [IGNORE_INDEX] * k)
+    return rows
+
+
+def mtp_train_config_kwargs(steps: int, with_mtp: bool = True) -> dict:
+    """The chapters' TrainConfig keywords: λ 0.3 -> 0.1 at V3's switch point, scaled to ``steps``."""
+    kw = dict(steps=steps, batch_size=16, seq_len=64, lr=3e-3, warmup_steps=20, eval_interval=0,
+              eval_batches=4, bias_update_speed=0.01, seed=0)
+    if with_mtp:
+        kw["mtp_lambda_schedule"] = (0.3, 0.1, V3_LAMBDA_SWITCH)
+    return kw
