@@ -7,10 +7,15 @@ A chapter's exercise cell holds a placeholder, ``___``, that the learner replace
 
 and the checker prints exactly one line (a :class:`Result`):
 
-* ``… not attempted yet`` plus a first hint, while the placeholder is still there (or the learner's function
-  raises ``NotImplementedError``);
-* ``✗ …`` and a precise diagnosis for a wrong answer (what is off, where to look);
+* ``… not attempted yet`` plus a nudge (what to think about, never the formula or the answer), while the
+  placeholder is still there (or the learner's function raises ``NotImplementedError``);
+* ``✗ …`` and a precise diagnosis for a wrong answer (what is off, where to look), plus a pointer to
+  :func:`hint` when the exercise has further hints;
 * ``✓ …`` for a right one.
+
+Hints come in steps. The nudge is all that Run All shows. Further hints, written by the checker's author as a
+ladder (``more=[...]``), are shown one per call of ``hint("5.1")``, which the ✗ line points to. No hint states
+the formula: the formula and the reasoning live in the worked solutions (``notebooks/solutions/``).
 
 It never raises, so *Run All* always reaches the end of a chapter. Answers may be Python, numpy or 0-d torch
 numbers and bools (:func:`as_number`, :func:`as_bool`); a function the learner wrote may be passed too, and an
@@ -18,7 +23,8 @@ exception inside it becomes a ✗ with the exception's message.
 
 Writing a checker::
 
-    @checker("1.1", hint="per token and layer a cache holds K and V for every KV head ...")
+    @checker("1.1", hint="what does one layer keep per token, and how many layers are there?",
+             more=["count keys and values separately", "..."])
     def check_kv_bytes_per_token(answer):
         x = as_number(answer, "the answer (bytes)")       # raises Wrong with a readable message
         if x == right:
@@ -35,9 +41,9 @@ import functools
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-__all__ = ["___", "Placeholder", "Result", "Wrong", "checker", "as_number", "as_bool", "is_placeholder",
+__all__ = ["___", "Placeholder", "Result", "Wrong", "checker", "hint", "as_number", "as_bool", "is_placeholder",
            "call_learner", "NOT_ATTEMPTED", "WRONG", "RIGHT", "close"]
 
 NOT_ATTEMPTED, WRONG, RIGHT = "not attempted", "wrong", "right"
@@ -69,6 +75,7 @@ class Result:
     exercise: str
     status: str
     message: str
+    more_hints: bool = False
 
     @property
     def ok(self) -> bool:
@@ -78,11 +85,42 @@ class Result:
         if self.status == RIGHT:
             return f"✓ Exercise {self.exercise}: {self.message}"
         if self.status == WRONG:
-            return f"✗ Exercise {self.exercise}: {self.message}"
+            tail = f'\n  Stuck? hint("{self.exercise}") gives a hint.' if self.more_hints else ""
+            return f"✗ Exercise {self.exercise}: {self.message}{tail}"
         return f"Exercise {self.exercise}: not attempted yet. Hint: {self.message}"
 
     def _ipython_display_(self) -> None:
         """Nothing: the checker has printed the line already (no duplicate when it ends a cell)."""
+
+
+#: exercise id -> the hint ladder after the nudge (see :func:`checker`), and how many steps were shown
+_LADDERS: dict[str, list[str]] = {}
+_SHOWN: dict[str, int] = {}
+
+
+def hint(exercise: str) -> str:
+    """Print (and return) the next hint of ``exercise`` ("5.1"): one step further each call.
+
+    The first call gives the first step of the ladder the checker was declared with, the next call the second,
+    and so on; after the last step it says where the worked solution is. Never raises: an unknown id prints the
+    ids that have hints.
+    """
+    key = str(exercise).strip()
+    ladder = _LADDERS.get(key)
+    if ladder is None:
+        known = ", ".join(sorted(_LADDERS, key=lambda k: [int(x) if x.isdigit() else x for x in k.split(".")]))
+        text = (f"No hints for exercise {key!r}. Exercises with hints (of the chapters imported so far): "
+                f"{known or 'none'}")
+    elif _SHOWN.get(key, 0) < len(ladder):
+        i = _SHOWN.get(key, 0)
+        _SHOWN[key] = i + 1
+        text = f"Hint {i + 1}/{len(ladder)} for exercise {key}: {ladder[i]}"
+    else:
+        chapter = key.split(".")[0].zfill(2)
+        text = (f"That was the last hint for exercise {key}. The worked solution, with the reasoning, is in "
+                f"notebooks/solutions/{chapter}_*_solutions.ipynb.")
+    print(text)
+    return text
 
 
 def is_placeholder(value: Any) -> bool:
@@ -153,16 +191,24 @@ def close(x: float, right: float, rel: float = 1e-6, abs_tol: float = 0.0) -> bo
     return math.isclose(x, right, rel_tol=rel, abs_tol=abs_tol)
 
 
-def checker(exercise: str, hint: str) -> Callable[[Callable[..., str | None]], Callable[..., Result]]:
+def checker(exercise: str, hint: str, more: Sequence[str] = ()) -> Callable[[Callable[..., str | None]],
+                                                                        Callable[..., Result]]:
     """Decorator turning a grader into a never-raising checker that prints and returns a :class:`Result`.
 
     Args:
         exercise: the exercise number shown to the learner ("2.1").
-        hint: the first hint, printed while the placeholder ``___`` is still in any argument.
+        hint: the nudge printed while the placeholder ``___`` is still in any argument: what to think about,
+            never the formula or the answer (Run All prints it before the learner has tried anything).
+        more: the hint ladder, shown one step per call of :func:`hint` (the ✗ line points to it); also never
+            the formula, which belongs in the worked solution.
     The grader receives the learner's arguments unchanged; it returns the ✓ message (or None) and raises
     :class:`Wrong` with a diagnosis otherwise. ``NotImplementedError`` from it (or from a learner's function
     it calls) counts as not attempted; any other exception becomes a ✗ naming the exception.
     """
+    ladder = [str(m) for m in more]
+    if ladder:
+        _LADDERS[str(exercise)] = ladder
+
     def decorate(grade: Callable[..., str | None]) -> Callable[..., Result]:
         @functools.wraps(grade)
         def check(*args: Any, **kwargs: Any) -> Result:
@@ -173,16 +219,18 @@ def checker(exercise: str, hint: str) -> Callable[[Callable[..., str | None]], C
                     message = grade(*args, **kwargs)
                     result = Result(exercise, RIGHT, message or "right.")
                 except Wrong as exc:
-                    result = Result(exercise, WRONG, str(exc))
+                    result = Result(exercise, WRONG, str(exc), more_hints=bool(ladder))
                 except NotImplementedError:
                     result = Result(exercise, NOT_ATTEMPTED, hint)
                 except Exception as exc:  # the learner's code failed: report it, never stop Run All
-                    result = Result(exercise, WRONG, f"your answer raised {type(exc).__name__}: {exc}")
+                    result = Result(exercise, WRONG, f"your answer raised {type(exc).__name__}: {exc}",
+                                    more_hints=bool(ladder))
             print(result)
             return result
 
         check.exercise = exercise  # type: ignore[attr-defined]
         check.hint = hint          # type: ignore[attr-defined]
+        check.more = tuple(ladder)  # type: ignore[attr-defined]
         return check
 
     return decorate

@@ -1,0 +1,59 @@
+"""The checker pattern (dsv3_lessons.course.common.checking): three outcomes, never raises, hints in steps."""
+from dsv3_lessons.course.common import checking as ck
+from dsv3_lessons.course.common.checking import NOT_ATTEMPTED, RIGHT, WRONG, Wrong, ___, as_number, checker, hint
+
+
+@checker("99.1", hint="think about what doubles", more=["first step", "second step"])
+def check_double(x):
+    if as_number(x) == 4:
+        return "4 is 2 doubled."
+    raise Wrong(f"{x} is not 2 doubled")
+
+
+@checker("99.2", hint="no ladder here")
+def check_plain(x):
+    raise Wrong("always wrong")
+
+
+def test_three_outcomes_and_the_nudge(capsys):
+    assert check_double(___).status == NOT_ATTEMPTED
+    assert "not attempted yet. Hint: think about what doubles" in capsys.readouterr().out
+    assert check_double(4).status == RIGHT
+    assert capsys.readouterr().out.startswith("✓ Exercise 99.1: 4 is 2 doubled.")
+    r = check_double(5)
+    assert r.status == WRONG
+    out = capsys.readouterr().out
+    assert out.startswith("✗ Exercise 99.1: 5 is not 2 doubled")
+    assert 'hint("99.1")' in out          # a wrong answer points to the ladder
+
+
+def test_no_pointer_without_a_ladder(capsys):
+    check_plain(1)
+    out = capsys.readouterr().out
+    assert out.startswith("✗ Exercise 99.2: always wrong") and "hint(" not in out
+
+
+def test_learner_exception_is_a_cross_not_a_crash(capsys):
+    def boom(_):
+        raise ZeroDivisionError("division by zero")
+
+    @checker("99.3", hint="h")
+    def check_fn(fn):
+        return fn(1)
+
+    r = check_fn(boom)
+    assert r.status == WRONG and "ZeroDivisionError" in r.message
+
+
+def test_hint_ladder_steps_then_points_to_the_solution(capsys):
+    ck._SHOWN.pop("99.1", None)
+    assert hint("99.1") == "Hint 1/2 for exercise 99.1: first step"
+    assert hint("99.1") == "Hint 2/2 for exercise 99.1: second step"
+    last = hint("99.1")
+    assert "last hint" in last and "notebooks/solutions/99_" in last
+    assert hint(" 99.1 ").startswith("That was the last hint")   # stays at the end, never raises
+
+
+def test_unknown_exercise_lists_known_ones(capsys):
+    text = hint("0.42")
+    assert "No hints for exercise '0.42'" in text and "99.1" in text and "99.2" not in text
