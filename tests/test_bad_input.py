@@ -29,10 +29,16 @@ from dsv3_lessons.model.deepseek_v3 import DeepSeekV3
     ("hidden_size", True, "hidden_size must be a positive integer"),
     ("rms_norm_eps", "1e-6", "rms_norm_eps must be a finite number"),
     ("rope_theta", None, "rope_theta must be a finite number"),
-    ("routed_scaling_factor", math.inf, "routed_scaling_factor must be a finite number"),
-    ("initializer_range", -1.0, "initializer_range must be a finite number >= 0"),
-    ("initializer_range", math.nan, "initializer_range must be a finite number >= 0"),
+    ("routed_scaling_factor", math.inf, r"routed_scaling_factor must be a number in \(0, 1000\]"),
+    ("routed_scaling_factor", 1e300, r"routed_scaling_factor must be a number in \(0, 1000\]"),   # was NaN logits
+    ("initializer_range", -1.0, r"initializer_range must be a number in \[0, 1\]"),
+    ("initializer_range", math.nan, r"initializer_range must be a number in \[0, 1\]"),
+    ("initializer_range", 1e142, r"initializer_range must be a number in \[0, 1\]"),          # was NaN logits
+    ("rms_norm_eps", 5e-324, "rms_norm_eps must be a finite number >= 1.18e-38"),             # is 0 in float32
     ("attention_bias", "no", "attention_bias must be True or False"),
+    ("norm_topk_prob", "yes", "norm_topk_prob must be True or False"),
+    ("tie_word_embeddings", 1, "tie_word_embeddings must be True or False"),
+    ("topk_method", "greedy", "topk_method must be 'noaux_tc'"),                            # V2's rule: not built
 ])
 def test_config_rejects_wrong_types_and_non_finite_values(field, value, message):
     with pytest.raises(ConfigError, match=message):
@@ -40,7 +46,11 @@ def test_config_rejects_wrong_types_and_non_finite_values(field, value, message)
 
 
 @pytest.mark.parametrize("key,value", [("factor", math.inf), ("factor", "4"), ("beta_fast", math.nan),
-                                       ("original_max_position_embeddings", 64.5), ("mscale_all_dim", None)])
+                                       ("original_max_position_embeddings", 64.5), ("mscale_all_dim", None),
+                                       # these crashed (ZeroDivisionError, math domain error, OverflowError)
+                                       # or gave NaN logits before they were checked
+                                       ("beta_slow", 0.0), ("beta_slow", -1.0), ("mscale", -1.0),
+                                       ("mscale_all_dim", 1e150), ("original_max_position_embeddings", 10**400)])
 def test_config_rejects_bad_yarn_values(key, value):
     rs = dict(tiny().rope_scaling, **{key: value})
     with pytest.raises(ConfigError, match=f"rope_scaling.{key}"):

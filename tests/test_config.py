@@ -161,6 +161,9 @@ def test_load_errors(tmp_path):
     ({"hidden_size": 0}, "hidden_size"),
     ({"num_key_value_heads": 2}, "num_key_value_heads"),
     ({"scoring_func": "softmax"}, "scoring_func"),
+    ({"n_routed_experts": 4}, "n_routed_experts / n_group = 4 / 4 = 1; raise n_routed_experts or lower n_group"),
+    ({"n_routed_experts": 4, "n_group": 2, "topk_group": 1, "num_experts_per_tok": 3},
+     r"topk_group·\(n_routed_experts/n_group\) = 1·\(4/2\) = 2; lower num_experts_per_tok"),
 ])
 def test_validation_names_the_field(changes, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):

@@ -210,6 +210,83 @@ def test_local_corpus_errors(tmp_path, monkeypatch):
         D.load_corpus(path=latin1, val_fraction=1.5)
 
 
+# ------------------------------------------------------------------------------------------ bad corpus files
+PNG_HEADER = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x10"
+
+
+@pytest.mark.parametrize("name, payload, expected", [
+    ("empty.txt", b"", r"is empty; give a UTF-8 text file of at least 16 characters"),
+    ("one.txt", b"a", r"too short: it has 1 character and needs at least 16 characters"),
+    ("fifteen.txt", b"a" * 15, r"too short: it has 15 characters and needs at least 16 characters"),
+    ("image.png", PNG_HEADER, r"looks like a binary file, not text \(NUL byte at offset 8\); give a plain UTF-8"),
+    ("nul.dat", b"valid ascii\x00with a NUL" * 4, r"looks like a binary file, not text \(NUL byte at offset 11\)"),
+    ("latin1.txt", "café au lait ".encode("latin-1") * 4,
+     r"is not UTF-8 text \('utf-8' codec can't decode byte 0xe9 in position 3.*convert it to UTF-8"),
+    ("utf16.txt", "\ufeffhello, world".encode("utf-16-le"), r"is UTF-16 or UTF-32 text .* save it as UTF-8"),
+])
+def test_bad_corpus_files_get_an_error_naming_the_file_and_the_fix(tmp_path, monkeypatch, name, payload, expected):
+    f = tmp_path / name
+    f.write_bytes(payload)
+    monkeypatch.setenv(D.CORPUS_ENV, str(f))                         # the DSV3_CORPUS route
+
+    def no_download(dest):
+        raise AssertionError("a local corpus must not download")
+
+    with pytest.raises(D.CorpusError, match=expected) as err:
+        D.load_corpus(download=no_download, cache_dir=tmp_path / "none")
+    assert str(f) in str(err.value)                                  # which file
+
+
+def test_shortest_local_corpus_is_the_closed_form_minimum(tmp_path):
+    # val_fraction 0.1: 16 characters split round(14.4) = 14 / 2; 15 split round(13.5) = 14 / 1 (too few)
+    ok, short = tmp_path / "ok.txt", tmp_path / "short.txt"
+    ok.write_text("abcdefghijklmnop")
+    short.write_text("abcdefghijklmno")
+    corpus = D.load_corpus(path=ok)
+    assert [len(t) for t in corpus.train.values()] == [14] and [len(t) for t in corpus.val.values()] == [2]
+    with pytest.raises(D.CorpusError, match="needs at least 16 characters"):
+        D.load_corpus(path=short)
+    # against a brute-force oracle: the first length whose two parts both hold a window
+    for frac in (0.1, 0.25, 0.5, 0.7):
+        for window in (1, 2, 17, 65):
+            brute = next(n for n in range(1, 10_000)
+                         if round(n * (1 - frac)) >= window and n - round(n * (1 - frac)) >= window)
+            assert D.min_local_corpus_chars(frac, window) == brute
+    with pytest.raises(ValueError, match="val_fraction"):
+        D.min_local_corpus_chars(1.0)
+    with pytest.raises(ValueError, match="window"):
+        D.min_local_corpus_chars(0.1, 0)
+
+
+def test_corpus_shorter_than_a_training_window_says_how_long_it_must_be(tmp_path):
+    from dsv3_lessons import tiny
+    from dsv3_lessons.model.deepseek_v3 import DeepSeekV3
+    from dsv3_lessons.tools.train import TrainConfig, train
+
+    text = "".join(chr(ord("a") + (i * 7) % 26) for i in range(700))
+    f = tmp_path / "mine.txt"
+    f.write_text(text[:100])                                        # loads: 90 train / 10 val characters
+    data = D.TextData.from_corpus(D.load_corpus(path=f))
+    want = (r"no val document holds one training window of seq_len \+ 1 = 65 tokens: the longest, "
+            r"'mine.txt\[val\]', has 10 \(documents from local file .*mine.txt.*lower seq_len to at most 9 or "
+            r"use a longer text: the corpus file needs at least 645 characters for seq_len=64")
+    with pytest.raises(ValueError, match=want):
+        data.get_batch("val", 4, 64)
+    model = DeepSeekV3(tiny(vocab_size=data.vocab_size, num_hidden_layers=1, num_nextn_predict_layers=0))
+    with pytest.raises(ValueError, match=want):                     # what train() reports (its first evaluation)
+        train(model, data, TrainConfig(steps=1, seq_len=64, batch_size=2, eval_batches=1), progress=False)
+    assert data.get_batch("val", 4, 9)[0].shape == (4, 9)            # the largest seq_len it named works
+    # the length it names is exact: 645 characters give one window in each part, 644 do not
+    for n, fits in ((645, True), (644, False)):
+        f.write_text(text[:n])
+        d = D.TextData.from_corpus(D.load_corpus(path=f))
+        if fits:
+            assert d.get_batch("val", 2, 64)[0].shape == d.get_batch("train", 2, 64)[0].shape == (2, 64)
+        else:
+            with pytest.raises(ValueError, match="at least 645 characters"):
+                d.get_batch("val", 2, 64)
+
+
 def test_prepare_cli(tmp_path, monkeypatch, capsys):
     spec = importlib.util.spec_from_file_location("prepare", Path(__file__).parents[1] / "data" / "prepare.py")
     prepare = importlib.util.module_from_spec(spec)
@@ -276,7 +353,7 @@ def test_batches_stay_inside_one_document_and_cover_every_window():
 
 def test_batches_errors_and_determinism():
     td = D.TextData(arange_docs(), [torch.arange(0, 20)])
-    with pytest.raises(ValueError, match="longest has 12 tokens"):
+    with pytest.raises(ValueError, match="the longest, 'train0', has 12. To fix it, lower seq_len to at most 11"):
         td.get_batch("train", 2, 12)
     with pytest.raises(ValueError, match="split must be"):
         td.get_batch("test", 2, 4)

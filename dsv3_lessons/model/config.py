@@ -34,6 +34,14 @@ __all__ = [
 ]
 
 
+#: float32's smallest normal number: the lower bound of ``rms_norm_eps`` (RMSNorm statistics are float32).
+_FLOAT32_TINY = 2.0 ** -126
+#: Upper bound of ``routed_scaling_factor`` (published configs: 1.0 to 16); far larger overflows activations.
+_MAX_ROUTED_SCALE = 1000.0
+#: Upper bound of YaRN's ``mscale``/``mscale_all_dim`` (published: 0.707 and 1.0); far larger overflows logits.
+_MAX_MSCALE = 10.0
+
+
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field and what was expected."""
 
@@ -182,16 +190,24 @@ class DeepseekV3Config:
         need(self.first_k_dense_replace <= self.num_hidden_layers,
              f"first_k_dense_replace must be in [0, num_hidden_layers={self.num_hidden_layers}], "
              f"got {self.first_k_dense_replace}")
-        need(is_num(self.rms_norm_eps) and self.rms_norm_eps > 0,
-             f"rms_norm_eps must be a finite number > 0, got {self.rms_norm_eps!r}")
+        need(is_num(self.rms_norm_eps) and self.rms_norm_eps >= _FLOAT32_TINY,
+             f"rms_norm_eps must be a finite number >= {_FLOAT32_TINY:.3g} (float32's smallest normal number: "
+             f"the norm's statistics are float32, where a smaller ε rounds to 0 and an all-zero input "
+             f"gives 0/0; V3 uses 1e-6), got {self.rms_norm_eps!r}")
         need(is_num(self.rope_theta) and self.rope_theta > 1,
              f"rope_theta must be a finite number > 1, got {self.rope_theta!r}")
-        need(is_num(self.initializer_range) and self.initializer_range >= 0,
-             f"initializer_range must be a finite number >= 0 (a standard deviation), got {self.initializer_range!r}")
-        need(isinstance(self.attention_bias, bool), f"attention_bias must be True or False, got {self.attention_bias!r}")
+        need(is_num(self.initializer_range) and 0 <= self.initializer_range <= 1,
+             f"initializer_range must be a number in [0, 1] (the weights' initial standard deviation; V3 uses "
+             f"0.006, transformers' default is 0.02), got {self.initializer_range!r}")
+        for name in ("attention_bias", "norm_topk_prob", "tie_word_embeddings"):
+            value = getattr(self, name)
+            need(isinstance(value, bool), f"{name} must be True or False, got {value!r}")
         need(self.hidden_act == "silu", f"hidden_act must be 'silu' (SwiGLU experts), got {self.hidden_act!r}")
         need(self.scoring_func == "sigmoid",
              f"scoring_func must be 'sigmoid' (DeepSeek-V3 gate, V3 eq. 15), got {self.scoring_func!r}")
+        need(self.topk_method == "noaux_tc",
+             f"topk_method must be 'noaux_tc' (V3's selection by biased scores, group-limited; the only one "
+             f"this model implements -- V2's 'greedy'/'group_limited_greedy' are not), got {self.topk_method!r}")
         # the MoE fields matter as soon as any block -- main model or MTP module -- is an MoE block
         if any(self.is_moe_layer(i) for i in range(self.num_hidden_layers + self.num_nextn_predict_layers)):
             need(self.n_routed_experts >= 1, f"n_routed_experts must be >= 1, got {self.n_routed_experts}")
@@ -201,16 +217,19 @@ class DeepseekV3Config:
                  f"so every group holds the same number of experts")
             per_group = self.n_routed_experts // self.n_group
             need(per_group >= 2 or self.n_group == 1,
-                 f"each group needs >= 2 experts (the group score sums the top-2), got "
-                 f"{per_group} per group; lower n_group")
+                 f"each group needs >= 2 experts (the group score sums its top-2 scores), but n_routed_experts / "
+                 f"n_group = {self.n_routed_experts} / {self.n_group} = {per_group}; raise n_routed_experts or "
+                 f"lower n_group (n_group = 1 switches group limiting off)")
             need(1 <= self.topk_group <= self.n_group,
                  f"topk_group must be in [1, n_group={self.n_group}], got {self.topk_group}")
             reachable = self.topk_group * per_group
             need(1 <= self.num_experts_per_tok <= reachable,
                  f"num_experts_per_tok ({self.num_experts_per_tok}) must be between 1 and the experts left after "
-                 f"group limiting, topk_group*experts_per_group = {self.topk_group}*{per_group} = {reachable}")
-            need(is_num(self.routed_scaling_factor) and self.routed_scaling_factor > 0,
-                 f"routed_scaling_factor must be a finite number > 0, got {self.routed_scaling_factor!r}")
+                 f"group limiting, topk_group·(n_routed_experts/n_group) = {self.topk_group}·({self.n_routed_experts}"
+                 f"/{self.n_group}) = {reachable}; lower num_experts_per_tok or raise topk_group or n_routed_experts")
+            need(is_num(self.routed_scaling_factor) and 0 < self.routed_scaling_factor <= _MAX_ROUTED_SCALE,
+                 f"routed_scaling_factor must be a number in (0, {_MAX_ROUTED_SCALE:g}] (it multiplies the routed "
+                 f"experts' output; published configs use 1.0 to 16, V3 2.5), got {self.routed_scaling_factor!r}")
         if self.rope_scaling is not None:
             rs = self.rope_scaling
             need(isinstance(rs, dict), f"rope_scaling must be a dict or None, got {type(rs).__name__}")
@@ -220,14 +239,21 @@ class DeepseekV3Config:
                 need(key in rs, f"rope_scaling needs '{key}' for YaRN")
             need(is_num(rs["factor"]) and rs["factor"] >= 1,
                  f"rope_scaling.factor must be a finite number >= 1, got {rs['factor']!r}")
-            need(is_int(rs["original_max_position_embeddings"]) and rs["original_max_position_embeddings"] > 0,
-                 f"rope_scaling.original_max_position_embeddings must be a positive integer, "
-                 f"got {rs['original_max_position_embeddings']!r}")
+            need(is_int(rs["original_max_position_embeddings"]) and 0 < rs["original_max_position_embeddings"] <= 2**53,
+                 f"rope_scaling.original_max_position_embeddings must be a positive integer (the pre-training "
+                 f"context length, V3: 4096; at most 2**53), got {rs['original_max_position_embeddings']!r}")
             for key in ("beta_fast", "beta_slow", "mscale", "mscale_all_dim"):
                 need(key not in rs or is_num(rs[key]),
                      f"rope_scaling.{key} must be a finite number, got {rs.get(key)!r}")
+            need(rs.get("beta_slow", 1) > 0,
+                 f"rope_scaling.beta_slow must be > 0 (a number of rotations; YaRN and V3 use 1), "
+                 f"got {rs.get('beta_slow')!r}")
             need(rs.get("beta_fast", 32) > rs.get("beta_slow", 1),
                  f"rope_scaling.beta_fast must exceed beta_slow, got {rs.get('beta_fast')} <= {rs.get('beta_slow')}")
+            for key in ("mscale", "mscale_all_dim"):
+                need(0 <= rs.get(key, 0) <= _MAX_MSCALE,
+                     f"rope_scaling.{key} must be in [0, {_MAX_MSCALE:g}] (YaRN's attention temperature "
+                     f"0.1·{key}·ln(factor) + 1 must stay >= 1; DeepSeek-V2 uses 0.707, V3 1.0), got {rs.get(key)!r}")
         return self
 
     # ------------------------------------------------------------------ (de)serialisation

@@ -49,8 +49,12 @@ def rope_inv_freq(dim: int, base: float = 10000.0) -> torch.Tensor:
 
 
 def _correction_dim(num_rotations: float, dim: int, base: float, original_len: int) -> float:
-    """Channel-pair index whose wavelength fits ``num_rotations`` full turns in ``original_len`` tokens."""
-    return dim * math.log(original_len / (num_rotations * 2 * math.pi)) / (2 * math.log(base))
+    """Channel-pair index whose wavelength fits ``num_rotations`` full turns in ``original_len`` tokens.
+
+    The log of the ratio is taken as a difference of logs, so that a tiny ``num_rotations`` (β_slow) with a
+    long ``original_len`` gives a large finite index instead of overflowing the ratio to infinity.
+    """
+    return dim * (math.log(original_len) - math.log(num_rotations * 2 * math.pi)) / (2 * math.log(base))
 
 
 def yarn_correction_range(dim: int, base: float, original_len: int,

