@@ -205,8 +205,28 @@ def _trial_moes():
         torch.manual_seed(seed)
         moe = DeepseekMoE(tiny(**overrides), impl="loop").eval()
         with torch.no_grad():
-            moe.gate.e_score_correction_bias.normal_(0.0, 0.3)   # a trained-looking bias: it must not weigh
+            # a bias that pushes most biased scores below 0 (a bias only shifts them): it must not weigh,
+            # and masked groups filled with 0 would then be chosen
+            moe.gate.e_score_correction_bias.normal_(-0.9, 0.3)
         out.append(moe)
+    return out
+
+
+@torch.no_grad()
+def _eq12_variant(moe, u: torch.Tensor, weights_from_biased: bool = False, fill: float = float("-inf")):
+    """u + shared + Σ g·FFN with one typical mistake: weights from the biased scores, or masked groups filled
+    with ``fill`` instead of −inf (the diagnoses of 5.3)."""
+    gate, scale = moe.gate, moe.gate.routed_scaling_factor
+    s = torch.sigmoid(u @ gate.weight.T)
+    biased = s + gate.e_score_correction_bias
+    idx = biased.masked_fill(~gate.group_mask(biased), fill).topk(gate.top_k, dim=-1).indices
+    g = (biased if weights_from_biased else s).gather(1, idx)
+    g = g / g.sum(-1, keepdim=True) * scale
+    out = u + moe.shared_experts(u)
+    for slot in range(idx.shape[1]):
+        for e in idx[:, slot].unique().tolist():
+            rows = idx[:, slot] == e
+            out[rows] = out[rows] + g[rows, slot, None] * moe.experts[e](u[rows])
     return out
 
 
@@ -250,20 +270,14 @@ def check_moe_output(moe_output_fn) -> str:
         for want, message in diagnoses:
             if torch.allclose(got, want, **tol):
                 raise Wrong(message)
-        w, idx, s = moe.gate(u)
-        biased = s + moe.gate.e_score_correction_bias
-        gb = biased.gather(1, idx)
-        gb = gb / gb.sum(-1, keepdim=True) * scale
-        leak = u + shared
-        for slot in range(idx.shape[1]):
-            for e in idx[:, slot].unique().tolist():
-                rows = idx[:, slot] == e
-                leak[rows] = leak[rows] + gb[rows, slot, None] * moe.experts[e](u[rows])
-        if torch.allclose(got, leak.detach(), **tol):
+        if torch.allclose(got, _eq12_variant(moe, u, weights_from_biased=True), **tol):
             raise Wrong("the weights now come from the biased scores s + b: the bias chooses, it never weighs")
+        if torch.allclose(got, _eq12_variant(moe, u, fill=0.0), **tol):
+            raise Wrong("the masked groups are filled with 0: a biased score below 0 then loses to a masked expert, "
+                        "and the token reaches a group (a node) it was not allowed to; fill with −inf")
         raise Wrong(f"the output differs from u + DeepseekMoE(u) by up to {float((got - ref).abs().max()):.3g}; "
                     f"the bug is one line and the rest was right: compare your change with the original")
-    return ("equal to u + DeepseekMoE(u) on two layers with a trained-looking bias. The bug (SPEC §9, scaling factor "
+    return ("equal to u + DeepseekMoE(u) on two layers whose bias pushes the biased scores below 0. The bug (SPEC §9, scaling factor "
             "applied twice) only scales the routed part by 2.5: nothing crashes and the model still trains, which "
             "is why it survives in public code; a test against a reference layer catches it at once.")
 
