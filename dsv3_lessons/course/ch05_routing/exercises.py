@@ -310,9 +310,9 @@ def check_bias_threshold(answer) -> str:
     if right - 0.006 <= x <= right + 0.011:
         return (f"Δb ≈ {right:.3f}: first expert {expert}'s group must pass the weakest kept group (from Δb ≈ "
                 f"{float(sorted(r.group_scores.tolist())[-cfg.topk_group]) - float(r.group_scores[expert // per]):.3f}); "
-                f"it then pushes the group of e{r.chosen[-1]} out, so expert {expert} only has to beat the best "
-                f"remaining rival of the kept groups. The group limit made it EASIER here: without it expert "
-                f"{expert} would have to beat e{r.chosen[-1]}.")
+                f"it then pushes the group of e{r.chosen[-1]} out, so expert {expert} only has to pass the "
+                f"K_r-th best (K_r = {cfg.num_experts_per_tok}) of the experts left in the kept groups. The group limit made "
+                f"it EASIER here: without it expert {expert} would have to beat e{r.chosen[-1]}.")
     group_gap = float(sorted(r.group_scores.tolist())[-cfg.topk_group]) - float(r.group_scores[expert // per])
     free = explore_route(snap, passage, position, layer, topk_group=cfg.n_group)
     beat_free = float(b[free.chosen[-1]] - b[expert]) if free.chosen else float("nan")
