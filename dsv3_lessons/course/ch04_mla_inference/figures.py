@@ -299,7 +299,8 @@ class DecodeCostFigure:
     :func:`~dsv3_lessons.course.ch04_mla_inference.costs.fixed_cost_limits`, so the notebook's figure and the
     widget's look alike).
     Attributes: ``fig`` (a matplotlib Figure; managed by pyplot only with ``pyplot=True``), ``update(report)``
-    redraws the data.
+    redraws the data. With ``pyplot=False`` (the widget) the changing artists are *animated* (blitting): render the
+    current state with :meth:`render_png`; a plain ``fig.savefig`` would draw only the static background.
     """
 
     def __init__(self, report, ylims: dict | None = None, title: str | None = None, pyplot: bool = False):
