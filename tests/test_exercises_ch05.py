@@ -1,10 +1,20 @@
-"""Exercise checkers of chapter 5: placeholder, typical wrong answers (with the hint each gets), right answer."""
+"""Exercise checkers of chapter 5: placeholder, the right answer, typical wrong answers with their diagnoses.
+
+Oracles: the stored routing snapshot (5.1, 5.4: the measurement and a brute-force scan of Δb), the paper's
+node-limited rule written independently here (5.2), the library's DeepseekMoE (5.3), arithmetic (5.5).
+"""
+import json
+from pathlib import Path
+
+import pytest
 import torch
 
 from dsv3_lessons.course.common.checking import NOT_ATTEMPTED, RIGHT, WRONG, ___
-from dsv3_lessons.course.ch05_routing.exercises import (check_activated_params, check_experts_reachable,
-                                                        check_group_mask, check_weight_unchanged)
-from dsv3_lessons.model.config import deepseek_v3_671b
+from dsv3_lessons.course.ch05_routing.exercises import (MOE_OUTPUT_WITH_BUG, THRESHOLD_TOKEN, check_bias_threshold,
+                                                        check_experts_reachable, check_group_mask,
+                                                        check_limit_prediction, check_moe_output)
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "05_deepseekmoe_routing.ipynb"
 
 
 def _wrong(result, words):
@@ -12,63 +22,169 @@ def _wrong(result, words):
     assert words in result.message, result.message
 
 
+# ---------------------------------------------------------------- 5.1 prediction
+def test_limit_prediction_checker(capsys):
+    assert check_limit_prediction(___).status == NOT_ATTEMPTED
+    for right in (0, 0.0, 0.3, torch.tensor(0.0)):
+        r = check_limit_prediction(right)
+        assert r.status == RIGHT and "never binds" in r.message and "21.4" in r.message
+    _wrong(check_limit_prediction(21.4), "official code's top-2 sum")
+    _wrong(check_limit_prediction(31), "official code's top-2 sum")
+    _wrong(check_limit_prediction(50), "could not be otherwise")
+    _wrong(check_limit_prediction(150), "between 0 and 100")
+    _wrong(check_limit_prediction("none"), "must be a number")
+    capsys.readouterr()
 
-# ---------------------------------------------------------------- 5.1 group mask (code)
-def good_mask(biased, n_group, topk_group):
-    n = biased.shape[0]
-    gs = biased.view(n, n_group, -1).topk(2, dim=-1).values.sum(-1)
-    keep = torch.zeros(n, n_group, dtype=torch.bool).scatter_(1, gs.topk(topk_group, dim=-1).indices, True)
-    return keep.repeat_interleave(biased.shape[1] // n_group, dim=1)
+
+# ---------------------------------------------------------------- 5.2 group mask for any K_r/M (variation)
+def _rule(biased, n_group, topk_group, top_k, count=None, tile=False):
+    """The paper's rule (sum of the K_r/M best per group), and variants, written without the package."""
+    n, n_r = biased.shape
+    per = n_r // n_group
+    k = top_k // topk_group if count is None else min(count, per)
+    scores = biased.view(n, n_group, per).sort(dim=-1, descending=True).values[..., :k].sum(-1)
+    keep = torch.zeros(n, n_group, dtype=torch.bool)
+    keep[torch.arange(n)[:, None], scores.argsort(dim=-1, descending=True)[:, :topk_group]] = True
+    return keep.repeat(1, per) if tile else keep.repeat_interleave(per, dim=1)
 
 
 def test_group_mask_checker(capsys):
     assert check_group_mask(___).status == NOT_ATTEMPTED
-    assert "not attempted" in capsys.readouterr().out
 
-    def not_impl(b, g, k):
-        raise NotImplementedError
+    def half_filled(biased, n_group, topk_group, top_k):
+        n, n_r = biased.shape
+        group_scores = ___
+        keep = ___
+        return ___
 
-    assert check_group_mask(not_impl).status == NOT_ATTEMPTED
-    assert check_group_mask(good_mask).status == RIGHT
-    _wrong(check_group_mask(lambda b, g, k: ~good_mask(b, g, k)), "inverted")
-
-    def max_mask(b, g, k):
-        n = b.shape[0]
-        gs = b.view(n, g, -1).max(-1).values
-        keep = torch.zeros(n, g, dtype=torch.bool).scatter_(1, gs.topk(k, dim=-1).indices, True)
-        return keep.repeat_interleave(b.shape[1] // g, dim=1)
-
-    _wrong(check_group_mask(max_mask), "max")
-    _wrong(check_group_mask(lambda b, g, k: good_mask(b, g, k)[:, ::2]), "shape")
-    _wrong(check_group_mask(lambda b, g, k: good_mask(b, g, k).float()), "bool")
-    _wrong(check_group_mask(lambda b, g, k: 1 / 0), "ZeroDivisionError")
-
-
-# ---------------------------------------------------------------- 5.2 – 5.4
-def test_activated_params_checker():
-    cfg = deepseek_v3_671b()
-    expert = 3 * cfg.hidden_size * cfg.moe_intermediate_size
-    assert check_activated_params(___).status == NOT_ATTEMPTED
-    r = check_activated_params(9 * expert)
-    assert r.status == RIGHT and "396,361,728" in r.message
-    assert 9 * expert == 3 * cfg.hidden_size * cfg.intermediate_size   # equal to the dense FFN
-    _wrong(check_activated_params(8 * expert), "shared expert")
-    _wrong(check_activated_params(9 * 2 * cfg.hidden_size * cfg.moe_intermediate_size), "THREE")
-    _wrong(check_activated_params(257 * expert), "every expert")
-    _wrong(check_activated_params("396M"), "must be a number")
+    assert check_group_mask(half_filled).status == NOT_ATTEMPTED
+    r = check_group_mask(_rule)
+    assert r.status == RIGHT and "K_r/M = 1, 2, 3 and 4" in r.message
+    cases = [
+        (lambda b, g, m, k: _rule(b, g, m, k, tile=True), "`repeat_interleave`"),      # repeat vs repeat_interleave
+        (lambda b, g, m, k: _rule(b, g, m, k, count=2), "hard-coded 2"),
+        (lambda b, g, m, k: _rule(b, g, m, k, count=1), "single best expert (max)"),
+        (lambda b, g, m, k: _rule(b, g, m, k, count=b.shape[1]), "you summed the whole group"),
+        (lambda b, g, m, k: _rule(b, g, m, k, count=m), "topk_group (M) best"),
+        (lambda b, g, m, k: _rule(b, g, m, k, count=k), "top_k (K_r) best"),
+        (lambda b, g, m, k: ~_rule(b, g, m, k), "inverted"),
+        (lambda b, g, m, k: _rule(b, g, m, k)[:, ::2], "shape"),
+        (lambda b, g, m, k: _rule(b, g, m, k).float(), "bool"),
+        (lambda b, g, m, k: torch.ones_like(b, dtype=torch.bool), "exactly topk_group"),
+        (lambda b, g, m, k: 1 / 0, "ZeroDivisionError"),
+        ("group_mask", "pass your function itself"),
+    ]
+    for answer, words in cases:
+        _wrong(check_group_mask(answer), words)
+    # the review's point: "summing the whole group" must not be called "max" or "hard-coded 2"
+    msg = check_group_mask(lambda b, g, m, k: _rule(b, g, m, k, count=b.shape[1])).message
+    assert "max" not in msg and "hard-coded" not in msg
+    capsys.readouterr()
 
 
-def test_experts_reachable_checker():
+# ---------------------------------------------------------------- 5.3 bug hunt (eq. 12, scale applied twice)
+def _define(source, tmp_path, name):
+    path = tmp_path / f"{name}.py"
+    path.write_text(source)
+    ns = {"torch": torch}
+    exec(compile(source, str(path), "exec"), ns)
+    return ns["moe_output"]
+
+
+_BUGGY_LINE = "            out[rows] += scale * g[rows, k, None] * moe.experts[e](u[rows])"
+
+
+def test_moe_output_checker(tmp_path, capsys):
+    assert _BUGGY_LINE in MOE_OUTPUT_WITH_BUG
+    given = check_moe_output(_define(MOE_OUTPUT_WITH_BUG, tmp_path, "given"))
+    assert given.status == WRONG and "this is the function as given" in given.message
+    assert "twice" not in given.message and "2.5" not in given.message         # no give-away on Run All
+    edited = MOE_OUTPUT_WITH_BUG.replace("# slot k of every token", "# edited, same bug")
+    _wrong(check_moe_output(_define(edited, tmp_path, "edited")), "applied twice")
+    fixed = MOE_OUTPUT_WITH_BUG.replace(_BUGGY_LINE, _BUGGY_LINE.replace("scale * ", ""))
+    assert check_moe_output(_define(fixed, tmp_path, "fixed")).status == RIGHT
+    other_fix = MOE_OUTPUT_WITH_BUG.replace("g = g / g.sum(-1, keepdim=True) * scale", "g = g / g.sum(-1, keepdim=True)")
+    assert check_moe_output(_define(other_fix, tmp_path, "other_fix")).status == RIGHT
+    skipped = fixed.replace("g = g / g.sum(-1, keepdim=True) * scale", "g = g / g.sum(-1, keepdim=True)")
+    _wrong(check_moe_output(_define(skipped, tmp_path, "skipped")), "must be applied once")
+    leak = fixed.replace("g = s.gather(1, idx)", "g = biased.gather(1, idx)")
+    _wrong(check_moe_output(_define(leak, tmp_path, "leak")), "biased scores")
+    no_shared = fixed.replace("out = u + moe.shared_experts(u)", "out = u.clone()")
+    _wrong(check_moe_output(_define(no_shared, tmp_path, "no_shared")), "shared expert is missing")
+    no_residual = fixed.replace("out = u + moe.shared_experts(u)", "out = moe.shared_experts(u)")
+    _wrong(check_moe_output(_define(no_residual, tmp_path, "no_residual")), "residual u is missing")
+    zero_mask = fixed.replace('float("-inf")', "0.0")
+    _wrong(check_moe_output(_define(zero_mask, tmp_path, "zero_mask")), "filled with 0")
+    sign = fixed.replace("out[rows] += g[rows, k, None]", "out[rows] -= g[rows, k, None]")
+    _wrong(check_moe_output(_define(sign, tmp_path, "sign")), "differs from u + DeepseekMoE(u)")
+    assert check_moe_output(___).status == NOT_ATTEMPTED
+    _wrong(check_moe_output(42), "pass your function itself")
+    capsys.readouterr()
+
+
+def test_bug_hunt_text_is_the_notebooks():
+    nb = json.loads(NOTEBOOK.read_text())
+    cells = [c for c in nb["cells"] if c["cell_type"] == "code" and MOE_OUTPUT_WITH_BUG.strip() in "".join(c["source"])]
+    assert len(cells) == 1
+    out = "".join("".join(o.get("text", "")) for o in cells[0]["outputs"])
+    assert "✗ Exercise 5.3: this is the function as given" in out
+
+
+# ---------------------------------------------------------------- 5.4 bias threshold
+def test_bias_threshold_checker(capsys):
+    from dsv3_lessons.course.ch05_routing.snapshot import load_snapshot
+    from dsv3_lessons.course.ch05_routing.widget import explore_route
+
+    snap = load_snapshot()
+    passage, position, layer, expert = THRESHOLD_TOKEN
+    # brute force over the explorer's slider steps: the first Δb that gets expert 3 chosen
+    steps = [round(0.01 * i, 2) for i in range(0, 101)]
+    first = next(d for d in steps if expert in explore_route(snap, passage, position, layer, expert=expert,
+                                                             bias=d).chosen)
+    assert first == 0.16                      # the stored snapshot: threshold 0.1515…
+    assert check_bias_threshold(___).status == NOT_ATTEMPTED
+    for right in (first, first - 0.01, 0.152):
+        r = check_bias_threshold(right)
+        assert r.status == RIGHT and "EASIER" in r.message, (right, r.message)
+    _wrong(check_bias_threshold(0.10), "GROUP kept")
+    _wrong(check_bias_threshold(0.23), "without a group limit")
+    _wrong(check_bias_threshold(0.25), "beats the best expert")
+    _wrong(check_bias_threshold(0.12), "still not chosen")
+    _wrong(check_bias_threshold(0.5), "already at a smaller")
+    _wrong(check_bias_threshold("0.15"), "must be a number")
+    capsys.readouterr()
+
+
+# ---------------------------------------------------------------- 5.5 cluster
+def test_experts_reachable_checker(capsys):
     assert check_experts_reachable(___).status == NOT_ATTEMPTED
     assert check_experts_reachable(12).status == RIGHT
     assert check_experts_reachable(torch.tensor(12.0)).status == RIGHT
     _wrong(check_experts_reachable(4), "per NODE")
     _wrong(check_experts_reachable(12.8), "V3's case")
     _wrong(check_experts_reachable(7), "multiply")
+    _wrong(check_experts_reachable(0.75), "divided")
+    _wrong(check_experts_reachable(20), "count what one IB transfer")
+    capsys.readouterr()
 
 
-def test_weight_unchanged_checker():
-    assert check_weight_unchanged(___).status == NOT_ATTEMPTED
-    assert check_weight_unchanged(True).status == RIGHT
-    _wrong(check_weight_unchanged(False), "selection")
-    _wrong(check_weight_unchanged(1), "True or False")
+# ---------------------------------------------------------------- hints: nudges, never the formula
+@pytest.mark.parametrize("check", [check_limit_prediction, check_group_mask, check_moe_output, check_bias_threshold,
+                                   check_experts_reachable])
+def test_hints_are_nudges_with_a_ladder(check):
+    assert len(check.more) >= 2
+    for text in (check.hint, *check.more):
+        assert "repeat_interleave(" not in text and "topk(top_k // topk_group" not in text
+        assert "3 × 4" not in text and "0.15" not in text
+
+
+def test_exercises_stored_unattempted():
+    nb = json.loads(NOTEBOOK.read_text())
+    stored = {}
+    for c in nb["cells"]:
+        text = "".join("".join(o.get("text", "")) for o in c.get("outputs", []))
+        for n in ("5.1", "5.2", "5.4", "5.5"):
+            if f"Exercise {n}:" in text:
+                stored[n] = text
+    assert set(stored) == {"5.1", "5.2", "5.4", "5.5"}
+    assert all("not attempted yet" in t and "✓" not in t for t in stored.values())

@@ -103,7 +103,90 @@ def test_routing_figures_render():
     r = route_token(torch.randn(16, generator=g), torch.randn(256, 16, generator=g), None, 8, 4, 8, 2.5)
     fig = draw_routing(r, title="V3")
     texts = " ".join(t.get_text() for t in fig.axes[0].texts)
-    assert "kept groups: 4 of 8" in texts and texts.count("(−∞)") == 4
+    assert "Kept: 4 of 8 groups" in texts and texts.count("(−∞)") == 4
     counts = torch.tensor([[5, 1, 0, 0, 0, 0, 0], [1, 5, 0, 0, 0, 0, 0]])
     fig = plot_specialisation(counts, CHAR_CLASSES)
     assert [t.get_text().split("\n")[0] for t in fig.axes[0].get_xticklabels()] == ["vowel", "consonant"]
+
+
+# ----------------------------------------------------------------------------------- the group score's K_r/M rule
+def test_group_rules_against_the_library_gate_and_max():
+    from dsv3_lessons.course.ch05_routing.routing import group_scores, paper_group_mask
+    from dsv3_lessons.model.moe import Gate
+
+    g = torch.Generator().manual_seed(0)
+    cfg = tiny(n_routed_experts=32, n_group=8, topk_group=4, num_experts_per_tok=8)   # V3's K_r/M = 2
+    biased = torch.randn(50, 32, generator=g)
+    assert torch.equal(paper_group_mask(biased, 8, 4, 8), Gate(cfg).group_mask(biased))  # = the code's topk(2)
+    assert torch.equal(group_scores(biased, 8, 1), biased.view(50, 8, 4).amax(-1))
+    with pytest.raises(ValueError, match="topk_group must divide"):
+        paper_group_mask(biased, 8, 3, 8)
+    with pytest.raises(ValueError, match="per_group_k"):
+        group_scores(biased, 8, 5)
+
+
+def test_max_rule_never_binds_when_k_equals_m():
+    """The chapter's claim (and 5.1's answer): with K_r = M and groups scored by their max, the limit never
+    changes the chosen experts -- on random scores, for several layouts."""
+    from dsv3_lessons.course.ch05_routing.routing import routed_sets
+
+    g = torch.Generator().manual_seed(1)
+    for n_r, n_group, k in ((8, 4, 2), (16, 8, 4), (64, 8, 3), (32, 16, 5)):
+        biased = torch.randn(400, n_r, generator=g)
+        assert torch.equal(routed_sets(biased, n_group, k, k, 1), routed_sets(biased, n_group, k, k, None))
+        # and the top-2 sum does bind on such data (the rule matters)
+        if n_r // n_group >= 2:
+            assert not torch.equal(routed_sets(biased, n_group, k, k, 2), routed_sets(biased, n_group, k, k, None))
+
+
+def test_limit_changes_on_the_stored_snapshot():
+    from dsv3_lessons.course.ch05_routing.routing import limit_changes
+    from dsv3_lessons.course.ch05_routing.snapshot import load_snapshot
+
+    snap = load_snapshot()
+    assert [limit_changes(snap, layer, 1) for layer in (0, 1)] == [0.0, 0.0]
+    # the review measured 21.4 % / 31.0 % for the code's top-2 sum: 82 and 119 of 384 tokens
+    assert [round(384 * limit_changes(snap, layer, 2)) for layer in (0, 1)] == [82, 119]
+
+
+def test_bias_threshold_matches_a_scan():
+    from dsv3_lessons.course.ch05_routing.routing import bias_threshold
+    from dsv3_lessons.course.ch05_routing.snapshot import load_snapshot
+    from dsv3_lessons.course.ch05_routing.widget import explore_route
+
+    snap = load_snapshot()
+    for expert in (3, 6):
+        t = bias_threshold(snap, 0, 10, 0, expert)
+        assert expert not in explore_route(snap, 0, 10, 0, expert=expert, bias=t - 1e-4).chosen
+        assert expert in explore_route(snap, 0, 10, 0, expert=expert, bias=t + 1e-4).chosen
+    assert bias_threshold(snap, 0, 10, 0, 1) == 0.0          # already chosen
+
+
+def test_heatmap_paints_zero_counts_grey():
+    import numpy as np
+    from dsv3_lessons.course.ch05_routing.figures import plot_specialisation
+
+    counts = torch.tensor([[10, 0, 5], [3, 7, 0], [0, 4, 9]])
+    fig = plot_specialisation(counts, ("a", "b", "c"))
+    image = fig.axes[0].images[0].get_array()
+    assert np.ma.is_masked(image) and image.mask.tolist() == (counts == 0).tolist()
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts.count("0") == 3 and "0.0" not in texts
+    __import__("matplotlib.pyplot").pyplot.close(fig)
+
+
+def test_routing_drawing_fills_the_width():
+    from dsv3_lessons.course.ch05_routing.figures import draw_routing
+    from dsv3_lessons.course.ch05_routing.routing import route_token
+
+    g = torch.Generator().manual_seed(2)
+    r = route_token(torch.randn(16, generator=g), torch.randn(8, 16, generator=g), None, 4, 2, 2, 2.5)
+    fig = draw_routing(r, title="tiny layout", bias_expert=3, bias_delta=0.25)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in fig.axes[0].texts if t.get_text().strip()]
+    right_edge = max(b.x1 for b in boxes) / fig.bbox.width
+    assert 0.75 < right_edge <= 1.0                      # content reaches the right quarter, nothing cut off
+    assert min(b.x0 for b in boxes) >= 0
+    assert any("Δb +0.25" in t.get_text() for t in fig.axes[0].texts)
+    __import__("matplotlib.pyplot").pyplot.close(fig)

@@ -127,3 +127,69 @@ def test_load_view_errors(runs):
     with pytest.raises(ValueError, match="snapshot"):
         load_view(runs, RESIM, 0, 1, 0.01, None)
     assert set(METHODS) == set(runs["runs"])
+
+
+# ----------------------------------------------------------------------------------- routing explorer: item 7, speed
+def _bias_marker(fig):
+    from matplotlib.colors import to_rgba
+    from matplotlib.patches import Rectangle
+
+    from dsv3_lessons.course.common.style import PALETTE
+
+    purple = to_rgba(PALETTE["purple"])
+    return [p for p in fig.axes[0].patches if isinstance(p, Rectangle) and p.get_edgecolor() == purple]
+
+
+def test_selected_expert_is_marked_before_any_bias(snap):
+    """Browser review item 7: at Δb = 0 the expert slider must show where the bias will land."""
+    w = routing_explorer(snap)
+    assert w.bias.value == 0.0
+    (marker,) = _bias_marker(w.figure)
+    assert marker.get_visible()
+    x0 = marker.get_x()
+    png = w.image.value
+    w.expert.value = 3
+    assert w.bias.value == 0.0 and w.last_result.chosen == explore_route(snap, 0, w.position.value).chosen
+    (marker,) = _bias_marker(w.figure)
+    assert marker.get_visible() and marker.get_x() != x0           # it moved to expert 3's cell
+    assert w.image.value != png                                    # the learner sees it move
+    assert "on e3 (purple dashes)" in w.readout.value
+    texts = [t.get_text() for t in w.figure.axes[0].texts if t.get_visible()]
+    assert "Δb +0.00" in texts
+
+
+def test_explorer_keeps_one_figure_per_layout(snap):
+    w = routing_explorer(snap)
+    first = w.figure
+    w.position.value = 3
+    w.bias.value = 0.4
+    assert w.figure is first                                       # updated in place
+    w.n_group.value = 2
+    other = w.figure
+    assert other is not first
+    w.n_group.value = snapshot_config(snap).n_group
+    assert w.figure is first
+
+
+def test_explore_route_at_every_corner_of_the_controls(snap):
+    """All min/max corners of the explorer's controls give a finite report (n_group over its whole list)."""
+    import itertools
+    import math
+
+    from dsv3_lessons.course.ch05_routing.routing import valid_group_counts
+
+    cfg = snapshot_config(snap)
+    n_layers, n_pass, t_len, _ = snap["gate_inputs"].shape
+    n = 0
+    for passage, position, layer, expert, bias in itertools.product(
+            (0, n_pass - 1), (0, t_len - 1), (0, n_layers - 1), (0, cfg.n_routed_experts - 1), (-1.0, 1.0)):
+        for n_group in valid_group_counts(cfg.n_routed_experts):
+            per = cfg.n_routed_experts // n_group
+            for topk_group in (1, n_group):
+                for top_k in (1, topk_group * per):
+                    r = explore_route(snap, passage, position, layer, n_group, topk_group, top_k, expert, bias)
+                    assert len(r.chosen) == top_k and len(r.kept_groups) == topk_group
+                    assert all(math.isfinite(x) for x in (*r.weights, *r.scores.tolist(), *r.biased.tolist()))
+                    assert abs(sum(r.weights) - cfg.routed_scaling_factor) < 1e-5
+                    n += 1
+    assert n == 2 ** 5 * len(valid_group_counts(cfg.n_routed_experts)) * 4

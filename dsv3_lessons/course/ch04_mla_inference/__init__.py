@@ -1,20 +1,28 @@
 """Chapter 4 (MLA at inference): absorbed decoding on the latent cache, decode variants, FLOPs and bytes.
 
-``decode`` (the four decode variants, their timing, closed-form FLOPs/bytes), ``figures`` (absorbed-decode diagram,
-time/cost plots) and ``exercises``. Builds on chapter 2.
+``decode`` (the four decode variants, their timing, closed-form FLOPs/bytes), ``costs`` (MHA vs a per-head cache vs
+absorbed MLA per decoded token: the crossover and the arithmetic intensity), ``figures`` (absorbed-decode diagram,
+time/cost plots), ``widget`` (the decode-cost widget) and ``exercises``. Builds on chapter 2.
 
 The notebook imports everything it uses from here: ``from dsv3_lessons.course.ch04_mla_inference import ...``.
 """
-from dsv3_lessons.course.common.checking import ___
+from dsv3_lessons.course.common.checking import ___, hint
+from dsv3_lessons.course.ch04_mla_inference.costs import (H800_RIDGE, crossover_context, decode_cost_report,
+                                                          mha_attention_flops)
 from dsv3_lessons.course.ch04_mla_inference.decode import (attention_flops, build_mla, context_latents,
                                                            decode_bytes_read, decode_flops, make_variants,
                                                            PerHeadKVCache, time_variants, v3_attention_config)
-from dsv3_lessons.course.ch04_mla_inference.exercises import (check_arithmetic_intensity,
-                                                              check_break_even_queries, check_merged_output)
+from dsv3_lessons.course.ch04_mla_inference.exercises import (check_break_even_queries, check_chunk_step,
+                                                              check_decode_step, check_intensity_prediction,
+                                                              check_merged_output)
 from dsv3_lessons.course.ch04_mla_inference.figures import (draw_absorbed_decode, plot_absorb_tradeoff,
-                                                            plot_decode_costs, plot_decode_times)
+                                                            plot_decode_cost_report, plot_decode_costs,
+                                                            plot_decode_times)
+from dsv3_lessons.course.ch04_mla_inference.widget import decode_cost_widget
 
-__all__ = ["___", "attention_flops", "build_mla", "context_latents", "decode_bytes_read", "decode_flops",
-           "make_variants", "PerHeadKVCache", "time_variants", "v3_attention_config", "check_arithmetic_intensity",
-           "check_break_even_queries", "check_merged_output", "draw_absorbed_decode", "plot_absorb_tradeoff",
-           "plot_decode_costs", "plot_decode_times"]
+__all__ = ["___", "hint", "H800_RIDGE", "crossover_context", "decode_cost_report", "mha_attention_flops",
+           "attention_flops", "build_mla", "context_latents", "decode_bytes_read", "decode_flops", "make_variants",
+           "PerHeadKVCache", "time_variants", "v3_attention_config", "check_break_even_queries", "check_chunk_step",
+           "check_decode_step", "check_intensity_prediction", "check_merged_output", "draw_absorbed_decode",
+           "plot_absorb_tradeoff", "plot_decode_cost_report", "plot_decode_costs", "plot_decode_times",
+           "decode_cost_widget"]

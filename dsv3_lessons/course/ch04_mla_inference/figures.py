@@ -278,3 +278,144 @@ def plot_absorb_tradeoff(lengths, ratios: dict, title: str | None = None):
 
 
 __all__ += ["plot_decode_times", "plot_decode_costs", "plot_absorb_tradeoff"]
+
+
+# ---------------------------------------------------------------------------------------------- decode costs
+_COST_STYLE = {
+    "mha": dict(color="#E69F00", marker="D", linestyle="-", markersize=5),
+    "per_head": dict(color="#0072B2", marker="s", linestyle="--", markersize=5),
+    "absorb": dict(color="#009E73", marker="^", linestyle="-", markersize=6),
+}
+
+
+class DecodeCostFigure:
+    """The decode-cost figure of chapter 4, built once and updated in place (the widget redraws only data).
+
+    Two log-log panels over the context length: FLOPs per decoded token (left) and bytes read per decoded token
+    (right), one line per layer of :data:`~dsv3_lessons.course.ch04_mla_inference.costs.COST_VARIANTS`; a dotted
+    line at the chosen context with its three values marked; a dashed line at the context where absorbed MLA
+    starts to need more FLOPs than MHA. ``ylims`` (``{"flops": (lo, hi), "bytes": (lo, hi)}`` in MFLOP and MB)
+    fixes the axes, so they do not move while a widget's controls move (default: the widget's
+    :func:`~dsv3_lessons.course.ch04_mla_inference.costs.fixed_cost_limits`, so the notebook's figure and the
+    widget's look alike).
+    Attributes: ``fig`` (a matplotlib Figure; managed by pyplot only with ``pyplot=True``), ``update(report)``
+    redraws the data. With ``pyplot=False`` (the widget) the changing artists are *animated* (blitting): render the
+    current state with :meth:`render_png`; a plain ``fig.savefig`` would draw only the static background.
+    """
+
+    def __init__(self, report, ylims: dict | None = None, title: str | None = None, pyplot: bool = False):
+        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import FuncFormatter
+
+        from dsv3_lessons.course.common.style import DPI, FIG_WIDTH, RC
+        from dsv3_lessons.course.ch04_mla_inference.costs import COST_LABELS, COST_VARIANTS
+
+        self.variants = COST_VARIANTS
+        size = dict(figsize=(FIG_WIDTH, 4.4), dpi=DPI, layout="constrained")
+        # pyplot=True: a pyplot figure that plt.show() displays (the notebook's direct call); False: a bare Figure
+        # that a widget keeps and re-renders (pyplot never shows it a second time)
+        self.fig = plt.figure(**size) if pyplot else Figure(**size)
+        if not pyplot:
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+            FigureCanvasAgg(self.fig)  # a real canvas, so draw() below solves the layout
+        axes = self.fig.subplots(1, 2)
+        self.ax_f, self.ax_b = axes
+        grid = list(report.grid)
+        if ylims is None:
+            from dsv3_lessons.course.ch04_mla_inference.costs import fixed_cost_limits
+
+            ylims = fixed_cost_limits()
+        self.lines, self.dots = {}, {}
+        fmt = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}")
+        for ax, key, ylabel, panel in ((self.ax_f, "flops", "MFLOP per decoded token", "arithmetic"),
+                                       (self.ax_b, "bytes", "MB read per decoded token", "memory traffic")):
+            for v in COST_VARIANTS:
+                style = _COST_STYLE[v]
+                (line,) = ax.plot(grid, [1.0] * len(grid), label=COST_LABELS[v], linewidth=1.8, **style)
+                (dot,) = ax.plot([grid[0]], [1.0], linestyle="none", marker="o", markersize=9,
+                                 markerfacecolor="none", markeredgecolor=style["color"], markeredgewidth=2)
+                self.lines[key, v], self.dots[key, v] = line, dot
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlim(grid[0] / 1.3, grid[-1] * 1.3)
+            ax.set_ylim(*ylims[key])
+            ax.set_xticks(grid[::2], [f"{t // 1024}K" if t >= 1024 else str(t) for t in grid[::2]])
+            ax.minorticks_off()    # fewer artists: each update re-renders only what it must
+            ax.yaxis.set_major_formatter(fmt)
+            ax.set_xlabel("context T (cached tokens)")
+            ax.set_ylabel(ylabel)
+            ax.set_title(panel, fontsize=RC["axes.titlesize"])
+            ax.grid(True, which="major", alpha=0.3)
+        self.now = [ax.axvline(grid[0], color="#555555", linestyle=":", linewidth=1.4) for ax in axes]
+        self.cross = self.ax_f.axvline(grid[0], color="#CC79A7", linestyle="--", linewidth=1.4)
+        self.cross_text = self.ax_f.text(0.02, 0.97, "", transform=self.ax_f.transAxes, fontsize=9.5, va="top",
+                                         ha="left", color="#8a3b6b",
+                                         bbox=dict(facecolor="white", edgecolor="none", alpha=0.85, pad=1.5))
+        self.ax_b.legend(loc="lower right", fontsize=9)
+        self.title = self.fig.suptitle(title or " ", fontsize=RC["axes.titlesize"])
+        self.fixed_title = title
+        self._background = None
+        self.update(report)
+        self.fig.canvas.draw()                  # solve the constrained layout once ...
+        self.fig.set_layout_engine("none")     # ... then keep it: updates move only data
+        if not pyplot:
+            # blitting: the axes, ticks, labels and legend are rendered once into a background; an update
+            # restores it and draws only the artists that change (see render_png)
+            for artist in self._dynamic():
+                artist.set_animated(True)
+            self.fig.canvas.draw()
+            self._background = self.fig.canvas.copy_from_bbox(self.fig.bbox)
+
+    def _dynamic(self) -> list:
+        return [*self.lines.values(), *self.dots.values(), *self.now, self.cross, self.cross_text, self.title]
+
+    def render_png(self) -> bytes:
+        """PNG bytes of the current state (widget mode): the cached background plus the changing artists."""
+        import io
+
+        from PIL import Image
+
+        if self._background is None:
+            buf = io.BytesIO()
+            self.fig.savefig(buf, format="png")
+            return buf.getvalue()
+        canvas = self.fig.canvas
+        canvas.restore_region(self._background)
+        for artist in self._dynamic():
+            self.fig.draw_artist(artist)
+        buf = io.BytesIO()
+        Image.fromarray(__import__("numpy").asarray(canvas.buffer_rgba())).save(buf, format="png", compress_level=1)
+        return buf.getvalue()
+
+    def update(self, report) -> None:
+        """Redraw the data of ``report`` (a :class:`~dsv3_lessons.course.ch04_mla_inference.costs.DecodeCostReport`)."""
+        for key, curves, now in (("flops", report.curve_flops, report.flops),
+                                 ("bytes", report.curve_bytes, report.bytes)):
+            for v in self.variants:
+                self.lines[key, v].set_ydata([y / 1e6 for y in curves[v]])
+                self.dots[key, v].set_data([report.context], [now[v] / 1e6])
+        for line in self.now:
+            line.set_xdata([report.context, report.context])
+        if report.crossover is None:
+            self.cross.set_visible(False)
+            self.cross_text.set_text("absorbed MLA needs fewer FLOPs than MHA at every context")
+        else:
+            self.cross.set_visible(True)
+            self.cross.set_xdata([report.crossover, report.crossover])
+            self.cross_text.set_text(f"dashed: absorbed MLA = MHA at T = {report.crossover:,}\n"
+                                     f"(fewer FLOPs left of it, more right of it)")
+        if not self.fixed_title:
+            self.title.set_text(f"one V3-width attention layer, {report.heads} heads, batch {report.batch}, "
+                                f"{report.queries} new token{'s' if report.queries > 1 else ''} per step, BF16; "
+                                f"dotted: T = {report.context:,}")
+
+
+def plot_decode_cost_report(report, ylims: dict | None = None, title: str | None = None):
+    """Draw a :class:`~dsv3_lessons.course.ch04_mla_inference.costs.DecodeCostReport`; return the Figure
+    (the same drawing the decode-cost widget updates in place)."""
+    return DecodeCostFigure(report, ylims=ylims, title=title, pyplot=True).fig
+
+
+__all__ += ["DecodeCostFigure", "plot_decode_cost_report"]

@@ -23,7 +23,8 @@ from dsv3_lessons.model.moe import Gate
 
 __all__ = ["MoEArithmetic", "moe_arithmetic", "RouteReport", "route_token", "valid_group_counts",
            "experts_reachable", "CHAR_CLASSES", "char_class", "specialisation", "top_chars",
-           "trained_gates", "snapshot_config", "token_context"]
+           "trained_gates", "snapshot_config", "token_context", "group_scores", "paper_group_mask", "routed_sets",
+           "limit_changes", "bias_threshold"]
 
 
 # ----------------------------------------------------------------------------------- sizes
@@ -237,3 +238,87 @@ def token_context(text: str, pos: int, width: int = 12) -> str:
     show = lambda s: s.replace("\n", "⏎")  # noqa: E731
     return f"…{show(text[max(0, pos - width):pos])}[{show(text[pos])}]{show(text[pos + 1:pos + 1 + width])}…"
 
+
+
+# ----------------------------------------------------------------------------------- where the "2" comes from
+def group_scores(biased: torch.Tensor, n_group: int, per_group_k: int) -> torch.Tensor:
+    """Each group's score: the sum of its ``per_group_k`` largest biased scores. ``biased [n, N_r]`` -> ``[n, G]``.
+
+    V3 §2.1.2 selects nodes "according to the sum of the highest K_r/M affinity scores of the experts distributed
+    on each node": ``per_group_k = K_r / M`` (8 / 4 = 2 for V3). The official ``Gate`` hard-codes 2 (``topk(2)``)
+    when a bias is present and takes the max (``per_group_k = 1``) otherwise; V2's device-limited routing
+    (V2 report §2.2.2) picks the devices holding the highest-scoring experts, i.e. the max.
+    Raises ValueError if ``per_group_k`` is not in [1, N_r / n_group] or n_group does not split N_r.
+    """
+    n, n_r = biased.shape
+    if n_group < 1 or n_r % n_group:
+        raise ValueError(f"n_group must split the {n_r} experts evenly, got {n_group}")
+    if not 1 <= per_group_k <= n_r // n_group:
+        raise ValueError(f"per_group_k must be in [1, {n_r // n_group}] (experts per group), got {per_group_k}")
+    return biased.view(n, n_group, -1).topk(per_group_k, dim=-1).values.sum(-1)
+
+
+def paper_group_mask(biased: torch.Tensor, n_group: int, topk_group: int, top_k: int) -> torch.Tensor:
+    """Boolean ``[n, N_r]``: experts of the ``topk_group`` groups with the largest sums of their K_r/M best biased
+    scores (K_r = ``top_k``, M = ``topk_group``): V3 §2.1.2's rule for any K_r/M (exercise 5.2's oracle).
+
+    Raises ValueError if M does not divide K_r or the group sizes do not fit.
+    """
+    if topk_group < 1 or top_k % topk_group:
+        raise ValueError(f"topk_group must divide top_k (K_r / M experts per kept group), got K_r={top_k}, "
+                         f"M={topk_group}")
+    n, n_r = biased.shape
+    scores = group_scores(biased, n_group, top_k // topk_group)
+    keep = torch.zeros(n, n_group, dtype=torch.bool).scatter_(1, scores.topk(topk_group, dim=-1).indices, True)
+    return keep.repeat_interleave(n_r // n_group, dim=1)
+
+
+def routed_sets(biased: torch.Tensor, n_group: int, topk_group: int, top_k: int,
+                per_group_k: int | None = None) -> torch.Tensor:
+    """The chosen experts ``[n, K_r]`` (sorted ids) under group limiting with groups scored by their
+    ``per_group_k`` best (``None``: no group limit at all)."""
+    n, n_r = biased.shape
+    if per_group_k is None:
+        allowed = torch.ones_like(biased, dtype=torch.bool)
+    else:
+        scores = group_scores(biased, n_group, per_group_k)
+        keep = torch.zeros(n, n_group, dtype=torch.bool).scatter_(1, scores.topk(topk_group, dim=-1).indices, True)
+        allowed = keep.repeat_interleave(n_r // n_group, dim=1)
+    return biased.masked_fill(~allowed, float("-inf")).topk(top_k, dim=-1).indices.sort(-1).values
+
+
+@torch.no_grad()
+def limit_changes(snap: dict, layer: int, per_group_k: int) -> float:
+    """Fraction of the snapshot's held-out tokens (all passages, one MoE ``layer``) whose chosen experts differ
+    between group-limited routing (groups scored by their ``per_group_k`` best biased scores) and no limit."""
+    cfg = snapshot_config(snap)
+    u = snap["gate_inputs"][layer].reshape(-1, cfg.hidden_size).float()
+    biased = torch.sigmoid(u @ snap["gate_weight"][layer].float().T) + snap["gate_bias"][layer].float()
+    g, m, k = cfg.n_group, cfg.topk_group, cfg.num_experts_per_tok
+    limited = routed_sets(biased, g, m, k, per_group_k)
+    free = routed_sets(biased, g, m, k, None)
+    return float((limited != free).any(-1).float().mean())
+
+
+def bias_threshold(snap: dict, passage: int, position: int, layer: int, expert: int, hi: float = 4.0,
+                   tol: float = 1e-6) -> float:
+    """The smallest extra bias Δb on ``expert`` that gets it chosen for one stored token (bisection over
+    :func:`dsv3_lessons.course.ch05_routing.widget.explore_route`, whose choice is monotone in Δb: a larger bias
+    only raises the expert's score and its group's). 0.0 if it is chosen already.
+
+    Raises ValueError if even Δb = ``hi`` does not get it chosen.
+    """
+    from dsv3_lessons.course.ch05_routing.widget import explore_route
+
+    def chosen(delta: float) -> bool:
+        return expert in explore_route(snap, passage, position, layer, expert=expert, bias=delta).chosen
+
+    if chosen(0.0):
+        return 0.0
+    if not chosen(hi):
+        raise ValueError(f"expert {expert} is not chosen even with Δb = {hi}")
+    lo = 0.0
+    while hi - lo > tol:
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if chosen(mid) else (mid, hi)
+    return hi

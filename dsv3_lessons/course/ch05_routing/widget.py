@@ -8,8 +8,12 @@ The hidden state u_t entering each MoE layer's gate was captured from the traine
 Controls (attributes): ``passage`` (Dropdown), ``position`` (IntSlider), ``layer`` (Dropdown),
 ``n_group`` (Dropdown of group counts that split N_r evenly), ``topk_group`` and ``top_k`` (IntSliders whose
 maxima follow ``n_group``/``topk_group`` so no setting is impossible), ``expert`` (IntSlider: which expert's
-bias to change) and ``bias`` (FloatSlider, added to that expert's trained bias). Moving ``bias`` changes which
+bias to change; the figure outlines it in purple dashes at every setting, so the learner sees where Δb will land
+before moving it) and ``bias`` (FloatSlider, added to that expert's trained bias). Moving ``bias`` changes which
 experts are chosen; the weights of chosen experts stay their unbiased affinities, renormalised.
+
+Speed: one :class:`~dsv3_lessons.course.ch05_routing.figures.RoutingFigure` per ``n_group`` layout is built on
+first use and then updated in place (colours and texts only), and the PNG is written with light compression.
 
 Headless use (``tests/test_widget_routing.py``)::
 
@@ -19,9 +23,12 @@ Headless use (``tests/test_widget_routing.py``)::
 """
 from __future__ import annotations
 
+import html
+import io
+
 import ipywidgets as widgets
 
-from dsv3_lessons.course.ch05_routing.figures import draw_routing, routing_canvas
+from dsv3_lessons.course.ch05_routing.figures import RoutingFigure, routing_canvas
 from dsv3_lessons.course.ch05_routing.routing import (RouteReport, route_token, snapshot_config, token_context,
                                                       valid_group_counts)
 from dsv3_lessons.course.common.widget import ReportWidget
@@ -87,6 +94,7 @@ class RoutingExplorer(ReportWidget):
                                         description="extra bias Δb on that expert", style=style, layout=lay,
                                         continuous_update=False)
         self._adjusting = False
+        self._drawings: dict[tuple[int, int], RoutingFigure] = {}   # one persistent figure per layout
         # one figure height for every n_group: the tallest layout's aspect (height / width)
         self._aspect = max(h / w for w, h in (routing_canvas(g, n_r // g) for g in valid_group_counts(n_r)))
         controls = [self.passage, self.position, self.layer, self.n_group, self.topk_group, self.top_k,
@@ -117,14 +125,39 @@ class RoutingExplorer(ReportWidget):
         return token_context(text, self.position.value, width=10)
 
     def draw(self, report: RouteReport):
+        """Update (or build, on first use of a layout) the persistent figure of this ``n_group`` layout."""
+        key = (report.n_group, report.per_group)
+        if key not in self._drawings:
+            self._drawings[key] = RoutingFigure(*key, min_aspect=self._aspect, pyplot=False)
         ch = self.snap["passage_text"][self.passage.value][self.position.value].replace("\n", "⏎")
-        return draw_routing(report, token_label=f"'{ch}'\n$u_t$", title=self._label(), min_aspect=self._aspect)
+        return self._drawings[key].update(report, token_label=f"'{ch}'\n$u_t$", title=self._label(),
+                                          bias_expert=self.expert.value, bias_delta=self.bias.value)
+
+    def update(self) -> RouteReport:
+        """As :meth:`ReportWidget.update`, with the figure updated in place (:class:`RoutingFigure`, one per
+        layout) and a PNG written with light compression (a third of the encoding time, a slightly larger file)."""
+        try:
+            report = self.compute()
+        except ValueError as exc:
+            self.last_error = exc
+            self.readout.value = f"<pre style='color:#b00'>error: {html.escape(str(exc))}</pre>"
+            raise
+        self.last_error = None
+        fig = self.draw(report)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=self.dpi, pil_kwargs={"compress_level": 1})
+        self.figure = fig
+        self.image.value = buf.getvalue()
+        self.readout.value = f"<pre>{html.escape(self.describe(report))}</pre>"
+        self.last_result = report
+        return report
 
     def describe(self, report: RouteReport) -> str:
         gs = "  ".join(f"{g}:{float(v):.3f}" for g, v in enumerate(report.group_scores))
         picks = "".join(f"\n  e{e}: g={w:.3f}  (s={float(report.scores[e]):.3f}, s+b={float(report.biased[e]):+.3f})"
                         for e, w in zip(report.chosen, report.weights))
-        return (f"token {self._label()}\n"
+        mark = f"Δb = {self.bias.value:+.2f} on e{self.expert.value} (purple dashes)\n"
+        return (f"token {self._label()}\n" + mark +
                 f"group scores (sum of 2 best biased): {gs}\n"
                 f"kept groups: {list(report.kept_groups)}\n"
                 f"chosen experts:{picks}\n"

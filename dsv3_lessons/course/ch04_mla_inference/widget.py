@@ -1,0 +1,123 @@
+"""Decode-cost widget (chapter 4): context, heads, batch and queries per step against FLOPs and bytes per token.
+
+The numbers come from :func:`dsv3_lessons.course.ch04_mla_inference.costs.decode_cost_report` (closed form) and
+the figure from :class:`dsv3_lessons.course.ch04_mla_inference.figures.DecodeCostFigure`; the notebook calls both
+once directly before building the widget, so an error surfaces in the cell, not inside a callback.
+
+Speed: the figure is built once (layout solved once) and every update only moves data (``set_ydata``) and
+re-renders the PNG; the y axes are fixed to hold every curve the controls can produce
+(:func:`fixed_cost_limits`), so they do not move either.
+
+Headless use (what ``tests/test_widget_mla_decode.py`` does)::
+
+    w = decode_cost_widget()
+    w.heads.value = 16
+    w.last_result.core_intensity["absorb"]    # 30.2 FLOP per cached byte at 16 heads
+"""
+from __future__ import annotations
+
+import html
+
+import ipywidgets as widgets
+
+from dsv3_lessons.course.ch04_mla_inference.costs import (CONTROL_OPTIONS, COST_LABELS, COST_VARIANTS, H800_RIDGE,
+                                                          DecodeCostReport, decode_cost_report, fixed_cost_limits)
+from dsv3_lessons.course.ch04_mla_inference.figures import DecodeCostFigure
+from dsv3_lessons.course.common.widget import ReportWidget
+
+__all__ = ["CONTROL_OPTIONS", "fixed_cost_limits", "format_decode_cost_report", "DecodeCostWidget",
+           "decode_cost_widget"]
+
+def format_decode_cost_report(r: DecodeCostReport) -> str:
+    """The readout: the three layers' FLOPs, bytes and intensities at the chosen setting, and the crossover."""
+    width = f"{r.mha_qk_width}/128"
+    head = (f"T = {r.context:,} cached tokens, {r.heads} heads, batch {r.batch}, {r.queries} new token"
+            f"{'s' if r.queries > 1 else ''} per sequence and step, BF16; per decoded token, one layer:\n")
+    names = {"mha": f"MHA ({width}-wide heads)", "per_head": COST_LABELS["per_head"],
+             "absorb": COST_LABELS["absorb"]}
+    rows = [f"  {'':<26}{'MFLOP':>10}{'MB read':>10}{'cache row B':>13}{'core FLOP/B':>13}{'step FLOP/B':>13}"]
+    for v in COST_VARIANTS:
+        rows.append(f"  {names[v]:<26}{r.flops[v] / 1e6:>10,.1f}{r.bytes[v] / 1e6:>10,.2f}"
+                    f"{r.cache_row_bytes[v]:>13,}{r.core_intensity[v]:>13,.1f}{r.step_intensity[v]:>13,.1f}")
+    if r.crossover is None:
+        cross = "absorbed MLA needs fewer FLOPs than MHA at every context"
+    else:
+        side = "fewer" if r.context < r.crossover else "more"
+        cross = (f"absorbed MLA needs fewer FLOPs than MHA below T = {r.crossover:,} and more from there on "
+                 f"(here: {side}); it reads fewer bytes at every T")
+    core = r.core_intensity["absorb"]
+    bound = "at or past" if core >= H800_RIDGE else "below"
+    return (head + "\n".join(rows) + f"\n{cross}\nabsorbed attention core: {core:,.0f} FLOP per cached byte, "
+            f"{bound} an H800's ridge of {H800_RIDGE:.0f} FLOP/B (FlashMLA: 660 TFLOPS / 3000 GB/s): "
+            f"{'compute-bound' if core >= H800_RIDGE else 'memory-bound'} there")
+
+
+class DecodeCostWidget(ReportWidget):
+    """Controls (attributes): ``context`` (SelectionSlider, powers of two 64 … 131,072), ``heads``
+    (SelectionSlider 8 … 128), ``batch`` (SelectionSlider 1 … 256), ``queries`` (ToggleButtons 1 or 2),
+    ``mha_qk_width`` (ToggleButtons 192 or 128). Outputs as every :class:`ReportWidget`; ``ylims`` holds the
+    fixed axis limits."""
+
+    def __init__(self, context: int = 4096, heads: int = 128, batch: int = 1, queries: int = 1,
+                 mha_qk_width: int = 192):
+        for name, value in (("context", context), ("heads", heads), ("batch", batch), ("queries", queries),
+                            ("mha_qk_width", mha_qk_width)):
+            if value not in CONTROL_OPTIONS[name]:
+                raise ValueError(f"{name} must be one of {CONTROL_OPTIONS[name]}, got {value!r}")
+        style = {"description_width": "initial"}
+        lay = widgets.Layout(width="520px")
+        self.context = widgets.SelectionSlider(options=[(f"{t:,}", t) for t in CONTROL_OPTIONS["context"]],
+                                               value=context, description="context T (cached tokens)",
+                                               style=style, layout=lay, continuous_update=False)
+        self.heads = widgets.SelectionSlider(options=CONTROL_OPTIONS["heads"], value=heads,
+                                             description="attention heads n_h", style=style, layout=lay,
+                                             continuous_update=False)
+        self.batch = widgets.SelectionSlider(options=CONTROL_OPTIONS["batch"], value=batch,
+                                             description="batch (sequences decoded together)", style=style,
+                                             layout=lay, continuous_update=False)
+        self.queries = widgets.ToggleButtons(options=[("1 (plain decode)", 1), ("2 (MTP draft verified)", 2)],
+                                             value=queries, description="new tokens per step", style=style)
+        self.mha_qk_width = widgets.ToggleButtons(options=[("192 (V3's q/k width)", 192), ("128", 128)],
+                                                  value=mha_qk_width, description="MHA key width", style=style)
+        self.ylims = fixed_cost_limits()
+        self._plot: DecodeCostFigure | None = None
+        controls = [self.context, self.heads, self.batch, self.queries, self.mha_qk_width]
+        self._build(controls)
+
+    def update(self) -> DecodeCostReport:
+        """As :meth:`ReportWidget.update`, but the PNG comes from the persistent figure's blitted render
+        (:meth:`DecodeCostFigure.render_png`) instead of a full ``savefig``: ticks, labels and legend are drawn
+        once, an update draws only the curves, markers and texts."""
+        try:
+            report = self.compute()
+        except ValueError as exc:
+            self.last_error = exc
+            self.readout.value = f"<pre style='color:#b00'>error: {html.escape(str(exc))}</pre>"
+            raise
+        self.last_error = None
+        self.figure = self.draw(report)
+        self.image.value = self._plot.render_png()
+        self.readout.value = f"<pre>{html.escape(self.describe(report))}</pre>"
+        self.last_result = report
+        return report
+
+    def compute(self) -> DecodeCostReport:
+        return decode_cost_report(self.context.value, self.heads.value, self.batch.value, self.queries.value,
+                                  self.mha_qk_width.value)
+
+    def draw(self, report: DecodeCostReport):
+        if self._plot is None:
+            self._plot = DecodeCostFigure(report, ylims=self.ylims)
+        else:
+            self._plot.update(report)
+        return self._plot.fig
+
+    def describe(self, report: DecodeCostReport) -> str:
+        return format_decode_cost_report(report)
+
+
+def decode_cost_widget(**initial) -> DecodeCostWidget:
+    """Build the decode-cost widget (see :class:`DecodeCostWidget`); ``initial`` sets starting values.
+
+    Raises ValueError for a starting value a control does not offer."""
+    return DecodeCostWidget(**initial)
