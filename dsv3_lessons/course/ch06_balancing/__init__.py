@@ -14,8 +14,8 @@ from dsv3_lessons.course.ch06_balancing.exercises import (check_max_violation_bo
                                                           check_wrong_sign_prediction, unfixed_update_bias)
 from dsv3_lessons.course.ch06_balancing.figures import (draw_bias_loop, draw_dispatch_combine,
                                                         plot_balance_curves, plot_bias_trajectories,
-                                                        plot_load_heatmaps, plot_seed_scatter, plot_traffic,
-                                                        seed_results)
+                                                        plot_load_heatmaps, plot_rule_comparison, plot_seed_scatter,
+                                                        plot_traffic, seed_results)
 from dsv3_lessons.course.ch06_balancing.runs import LABELS, load_runs, METHODS, resimulate_bias
 from dsv3_lessons.course.ch06_balancing.sequences import load_sequence_study
 from dsv3_lessons.course.ch06_balancing.widget import expert_load_widget, load_view, RESIM
@@ -25,5 +25,6 @@ __all__ = ["___", "hint", "check_max_violation_bound", "check_padded_balance_los
            "check_update_bias", "check_wrong_sign_prediction", "unfixed_update_bias", "resimulate_bias",
            "load_sequence_study", "draw_bias_loop",
            "draw_dispatch_combine", "plot_balance_curves", "plot_bias_trajectories", "plot_load_heatmaps",
+           "plot_rule_comparison",
            "plot_seed_scatter", "plot_traffic", "seed_results", "LABELS", "load_runs", "METHODS",
            "expert_load_widget", "load_view", "RESIM", "load_snapshot", "trained_gates"]

@@ -118,7 +118,7 @@ def plot_traffic(results: Sequence, title: str | None = None):
     ax.set_xlabel("node limit")
     top = max(max(a + b for a, b in zip(disp, comb)), max((p or 0) / 1e3 for p in pairs))
     ax.set_ylim(0, top * 1.35)
-    ax.legend(loc="upper left", fontsize=10)
+    ax.legend(loc="center left", fontsize=10)   # between the bars and the dashed line
     width = 0.8 / len(results)
     ramp = NODE_LIMIT_COLOURS[-len(results):] if len(results) <= len(NODE_LIMIT_COLOURS) else None
     for i, r in enumerate(results):
@@ -308,3 +308,25 @@ def plot_seed_scatter(runs: dict):
 
 
 __all__ += ["seed_results", "plot_seed_scatter"]
+
+
+def plot_rule_comparison(runs_by_label: dict, title: str | None = None):
+    """MaxVio_batch over re-simulated steps for several bias rules: ``{label: resimulate_bias(...) result}``
+    (chapter 6, exercise 6.3: the library's rule against 6.1's unfixed code). Returns the Figure."""
+    from dsv3_lessons.course.common.style import subplots
+
+    fig, ax = subplots(1, 1, height=3.2)
+    styles = [("#0072B2", "-"), ("#D55E00", "--"), ("#009E73", ":"), ("#000000", "-.")]
+    for (label, sim), (colour, ls) in zip(runs_by_label.items(), styles):
+        mv = sim["max_vio"]
+        ax.plot(range(1, len(mv) + 1), mv.tolist(), color=colour, ls=ls, lw=1.6, label=label)
+    ax.set_xlabel("re-simulated step (frozen router)")
+    ax.set_ylabel("MaxVio_batch")
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="center right")
+    if title:
+        ax.set_title(title, fontsize=12)
+    return fig
+
+
+__all__.append("plot_rule_comparison")
