@@ -20,10 +20,13 @@ one ``imshow`` for the grid (fast at any T); token names are written in the cell
 """
 from __future__ import annotations
 
+import html
+import io
 import math
 from dataclasses import dataclass
 
 import ipywidgets as widgets
+import matplotlib.pyplot as plt
 import torch
 from matplotlib.colors import to_rgb
 
@@ -199,11 +202,34 @@ class WindowExplorer(ReportWidget):
         self.lam = widgets.FloatSlider(value=lam, min=0.05, max=0.5, step=0.05, description="loss weight λ",
                                        style=style, readout_format=".2f", continuous_update=False)
         self._figure: WindowFigure | None = None
+        self._drawn = None                    # (documents, D) of the grid on show
         self._build([self.docs, self.depths, self.lam],
                     layout=[self.docs, widgets.HBox([self.depths, self.lam])])
 
     def compute(self) -> WindowReport:
         return window_report(self.docs.value, self.depths.value, self.lam.value)
+
+    def update(self) -> WindowReport:
+        """As :meth:`ReportWidget.update` (a ValueError shows in red and is re-raised), but the grid is redrawn only
+        when the documents or D change: λ changes the readout alone."""
+        try:
+            report = self.compute()
+        except ValueError as exc:
+            self.last_error = exc
+            self.readout.value = f"<pre style='color:#b00'>error: {html.escape(str(exc))}</pre>"
+            raise
+        self.last_error = None
+        key = (report.doc_lengths, report.depths)
+        if key != self._drawn:
+            self.figure = self.draw(report)
+            buf = io.BytesIO()
+            self.figure.savefig(buf, format="png", dpi=self.dpi)
+            plt.close(self.figure)
+            self.image.value = buf.getvalue()
+            self._drawn = key
+        self.readout.value = f"<pre>{html.escape(self.describe(report))}</pre>"
+        self.last_result = report
+        return report
 
     def draw(self, report: WindowReport):
         if self._figure is None:
