@@ -76,32 +76,6 @@ def _routings_6_1() -> list[tuple[torch.Tensor, torch.Tensor, float]]:
     return out
 
 
-def _mentions_placeholder(fn: Callable) -> bool:
-    """True when the body of ``fn`` (or of a function/lambda nested in it) still names ``___``."""
-    stack = [getattr(fn, "__code__", None)]
-    while stack:
-        code = stack.pop()
-        if code is None:
-            continue
-        if "___" in code.co_names:
-            return True
-        stack += [c for c in code.co_consts if hasattr(c, "co_names")]
-    return False
-
-
-def _call(fn: Callable, *args: Any) -> Any:
-    """:func:`call_learner`, plus: any exception from a body that still holds ``___`` (``counts = ___`` then
-    ``counts.mean()``) means "not attempted", not a bug to diagnose."""
-    try:
-        return call_learner(fn, *args)
-    except NotImplementedError:
-        raise
-    except Exception:
-        if _mentions_placeholder(fn):
-            raise NotImplementedError from None
-        raise
-
-
 def _call_keeping_locals(fn: Callable, *args: Any) -> tuple[Any, dict]:
     """Run the learner's ``fn`` (via :func:`call_learner`) and return ``(result, its locals at return)``.
 
@@ -117,7 +91,7 @@ def _call_keeping_locals(fn: Callable, *args: Any) -> tuple[Any, dict]:
     previous = sys.getprofile()
     sys.setprofile(profile if code is not None else previous)
     try:
-        result = _call(fn, *args)
+        result = call_learner(fn, *args)
     finally:
         sys.setprofile(previous)
     return result, seen
@@ -330,7 +304,7 @@ def check_padded_balance_loss(loss_fn) -> str:
         raise Wrong(f"pass your function itself (padded_balance_loss), got {type(loss_fn).__name__}")
     for scores, indices, mask, alpha in _padded_cases():
         leaf = scores.clone().requires_grad_(True)
-        got = _call(loss_fn, leaf, indices.clone(), mask.clone(), alpha)
+        got = call_learner(loss_fn, leaf, indices.clone(), mask.clone(), alpha)
         if not isinstance(got, torch.Tensor):
             raise Wrong(f"return a torch tensor (the loss, 0-d), got {type(got).__name__}")
         if got.numel() != 1:

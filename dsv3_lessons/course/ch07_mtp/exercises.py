@@ -53,35 +53,6 @@ def _compile(source: str, name: str) -> Callable:
 unfixed_depth_loss = _compile(BUG_7_4, "depth_loss")
 
 
-def _mentions_placeholder(fn: Callable) -> bool:
-    """True when the body of ``fn`` (or of a function/lambda nested in it) still names ``___``."""
-    stack = [getattr(fn, "__code__", None)]
-    while stack:
-        code = stack.pop()
-        if code is None:
-            continue
-        if "___" in code.co_names:
-            return True
-        stack += [c for c in code.co_consts if hasattr(c, "co_names")]
-    return False
-
-
-def _call(fn: Callable, *args: Any) -> Any:
-    """:func:`call_learner`, plus: any exception from a body that still holds ``___`` (e.g. ``targets[:, ___:]``,
-    a ``TypeError`` about indices) means "not attempted", not a bug to diagnose."""
-    try:
-        out = call_learner(fn, *args)
-    except NotImplementedError:
-        raise
-    except Exception:
-        if _mentions_placeholder(fn):
-            raise NotImplementedError from None
-        raise
-    if out is None and _mentions_placeholder(fn):
-        raise NotImplementedError
-    return out
-
-
 # ------------------------------------------------------------------------------------------- 7.1 (variation)
 def eos_window(doc_lengths, eos: int = 0, vocab: int = 50, masked: tuple[int, int] | None = None,
                seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -124,7 +95,7 @@ def check_eos_labels(fn) -> str:
         t = ids.shape[1]
         for depth in (2, 1):          # depth 2 first: there an EOS counted in the next document differs from no mask
             want = mtp_labels(targets, depth, doc_ids)
-            got = _call(fn, ids.clone(), targets.clone(), depth, 0)
+            got = call_learner(fn, ids.clone(), targets.clone(), depth, 0)
             if not isinstance(got, torch.Tensor):
                 raise Wrong(f"return a tensor of labels, got {type(got).__name__}")
             if got.shape != want.shape:
@@ -268,7 +239,7 @@ def check_depth_loss(fn) -> str:
     if not callable(fn):
         raise Wrong(f"pass your function itself (depth_loss), got {type(fn).__name__}")
     for logits, targets, depth, doc_ids in _loss_cases():
-        got = _call(fn, logits.clone(), targets.clone(), depth, doc_ids.clone())
+        got = call_learner(fn, logits.clone(), targets.clone(), depth, doc_ids.clone())
         if not isinstance(got, torch.Tensor) or got.numel() != 1:
             raise Wrong(f"return the loss as a 0-d tensor, got "
                         f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}")
