@@ -88,7 +88,7 @@ def test_routing_in_bf16_model_stays_fp32():
 
 
 # ----------------------------------------------------------------------------------- balance losses
-def test_sequence_loss_floor_is_alpha_without_epsilon_or_softmax():
+def test_sequence_loss_is_alpha_at_uniform_routing_without_epsilon():
     n_r, k, t = 8, 2, 8
     even = ((torch.arange(t)[:, None] + torch.arange(k)) % n_r)[None]
     for scale in (1.0, 1e-3, 1e-9):                       # an epsilon in s/Σs would lower the loss for tiny scores
@@ -102,6 +102,24 @@ def test_sequence_loss_floor_is_alpha_without_epsilon_or_softmax():
     p = torch.softmax(s, -1)
     f = torch.zeros(2, t, n_r).scatter_(2, idx, 1.0).sum(1) * n_r / (k * t)
     assert not torch.allclose(sequence_balance_loss(s, idx, 1.0), (f * p.mean(1)).sum(-1).mean())
+
+
+def test_alpha_is_the_value_at_uniform_routing_not_a_floor():
+    """Expert review ch05-09, item 1: α is what uniform routing scores; routings below it exist. Oracle: the
+    closed form L = α·Σ f_i·P_i evaluated by hand for 3 tokens and 3 experts (K_r = 1)."""
+    s = torch.tensor([[[0.50, 0.45, 0.45], [0.50, 0.45, 0.45], [0.05, 0.90, 0.85]]])
+    p = (s / s.sum(-1, keepdim=True)).mean(1)[0]                    # P_i by hand
+    top1 = s.argmax(-1, keepdim=True)                                 # unbiased top-1: experts 0, 0, 1
+    assert top1.flatten().tolist() == [0, 0, 1]
+    assert math.isclose(sequence_balance_loss(s, top1, 1.0).item(), float(2 * p[0] + p[1]), rel_tol=1e-6)
+    assert sequence_balance_loss(s, top1, 1.0).item() < 0.9            # below α without any bias
+    steered = torch.zeros(1, 3, 1, dtype=torch.long)                  # every token on expert 0: maximal imbalance
+    assert math.isclose(sequence_balance_loss(s, steered, 1.0).item(), float(3 * p[0]), rel_tol=1e-6)
+    assert sequence_balance_loss(s, steered, 1.0).item() < 0.75
+    # uniform f: α·Σ P_i = α for ANY normalisation that sums to 1 (a softmax too)
+    uniform = torch.arange(3).view(1, 3, 1)
+    assert math.isclose(sequence_balance_loss(s, uniform, 1.0).item(), 1.0, rel_tol=1e-6)
+    assert math.isclose(float(torch.softmax(torch.logit(s), -1).mean(1).sum()), 1.0, rel_tol=1e-6)
 
 
 def test_batch_vs_sequence_loss_differ_on_half_and_half_sequences():
@@ -290,3 +308,47 @@ def test_resimulation_balances_a_skewed_router():
         resimulate_bias(scores, 3, 2, 2, 0.01)
     with pytest.raises(ValueError, match="method"):
         settings_for("softmax")
+
+
+# ----------------------------------------------------------------------------------- the per-sequence study
+def test_sequence_study_file_matches_the_stored_runs(runs):
+    """data/moe_runs/sequence_balance.json trains "bias" (α = 0) and "bias + sequence loss" (α = 1e-4) again with the
+    same recipe and seeds as balancing_histories.json: their final held-out numbers must be the stored runs' (a stale
+    or differently made file fails here), and every per-sequence statistic must be a MaxVio of 64-token sequences."""
+    from dsv3_lessons.course.ch06_balancing.sequences import SEQUENCE_ALPHAS, load_sequence_study
+
+    study = load_sequence_study()
+    assert study["meta"]["config"] == runs["meta"]["config"]
+    assert study["meta"]["budget"] == runs["meta"]["budget"]
+    assert study["meta"]["alphas"] == list(SEQUENCE_ALPHAS) and study["meta"]["seeds"] == [0, *runs["meta"]["replicate_seeds"]]
+    by = {(r["alpha"], r["seed"]): r for r in study["results"]}
+    assert len(by) == len(SEQUENCE_ALPHAS) * len(study["meta"]["seeds"])
+    for alpha, method in ((0.0, "bias"), (runs["meta"]["seq_alpha"], "bias+seq")):
+        stored = {p["seed"]: p for p in [{"seed": 0, **runs["runs"][method]["final"]}, *runs["replicates"][method]]}
+        for seed, p in stored.items():
+            r = by[(alpha, seed)]
+            assert r["val_loss"] == pytest.approx(p["val_loss"], abs=1e-4), (method, seed)
+            assert r["max_vio_global"] == pytest.approx(p["max_vio_global"], abs=1e-4), (method, seed)
+    k, n_r = runs["meta"]["config"]["num_experts_per_tok"], runs["meta"]["config"]["n_routed_experts"]
+    for r in study["results"]:
+        assert 0 <= r["seq_max_vio_mean"] <= r["seq_max_vio_p90"] <= n_r / k - 1
+        assert r["n_sequences"] == 256
+
+
+def test_per_sequence_counts_sum_to_the_global_counts():
+    """The per-sequence counts of a model add up to the counts evaluate() reports on the same windows."""
+    from dsv3_lessons.course.ch06_balancing.sequences import per_sequence_counts, sequence_max_vio
+    from dsv3_lessons.tools.data import TextData, load_corpus
+    from dsv3_lessons.tools.train import evaluate
+
+    data = TextData.from_corpus(load_corpus())
+    torch.manual_seed(0)
+    model = DeepSeekV3(tiny(vocab_size=data.vocab_size))
+    per_seq = per_sequence_counts(model, data, batches=2, batch_size=4, seq_len=32, seed=11)
+    _, total = evaluate(model, data, batches=2, batch_size=4, seq_len=32, seed=11, return_counts=True)
+    assert per_seq.shape == (8, total.shape[0], total.shape[1])
+    assert torch.equal(per_seq.sum(0), total)
+    assert torch.all(per_seq.sum(-1) == 32 * model.cfg.num_experts_per_tok)
+    mv = sequence_max_vio(per_seq)
+    c = per_seq[3].float()
+    assert math.isclose(float(mv[3]), float(((c.max(-1).values - c.mean(-1)) / c.mean(-1)).mean()), rel_tol=1e-6)

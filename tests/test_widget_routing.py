@@ -1,22 +1,16 @@
-"""Chapter 5/6 widgets driven headless: set .value, assert the new report and figure."""
+"""Chapter 5's routing explorer driven headless: set .value, assert the new report and figure. (Chapter 6's
+expert-load widget: tests/test_widget_expert_load.py.)"""
 import pytest
 import torch
 
-from dsv3_lessons.course.ch06_balancing.runs import METHODS, load_runs
 from dsv3_lessons.course.ch05_routing.snapshot import load_snapshot
 from dsv3_lessons.course.ch05_routing.routing import route_token, snapshot_config, trained_gates
-from dsv3_lessons.course.ch06_balancing.widget import RESIM, expert_load_widget, load_view
 from dsv3_lessons.course.ch05_routing.widget import explore_route, routing_explorer
 
 
 @pytest.fixture(scope="module")
 def snap():
     return load_snapshot()
-
-
-@pytest.fixture(scope="module")
-def runs():
-    return load_runs()
 
 
 def test_explorer_default_matches_library_gate(snap):
@@ -91,42 +85,6 @@ def test_route_token_equals_gate_for_v3_layout():
         assert r.chosen == tuple(idx[t].tolist())
         assert torch.allclose(torch.tensor(r.weights), weights[t], atol=1e-6)
         assert len(r.kept_groups) == 4
-
-
-def test_expert_load_widget(runs, snap):
-    unbalanced = load_snapshot(which="unbalanced")
-    w = expert_load_widget(runs, unbalanced)
-    steps = len(runs["runs"]["none"]["step"])
-    assert w.step.value == steps and w.gamma.disabled
-    w.method.value = "none"
-    v = w.last_result
-    counts = torch.tensor(runs["runs"]["none"]["counts"][-1][runs["runs"]["none"]["main_layers"][0]], dtype=torch.float)
-    assert torch.equal(v.counts, counts)
-    assert abs(v.max_vio - float((counts.max() - counts.mean()) / counts.mean())) < 1e-6
-    w.step.value = 1
-    assert w.last_result.step == 1 and "step 1" in w.readout.value
-    w.method.value = RESIM
-    assert not w.gamma.disabled
-    w.gamma.value = 0.1
-    fast = w.last_result
-    w.gamma.value = 0.0001
-    slow = w.last_result
-    # step 1 has a zero bias whatever γ; later the larger γ has moved the biases further
-    w.step.value = steps
-    far = w.last_result.bias.abs().max()
-    w.gamma.value = 0.1
-    assert w.last_result.bias.abs().max() > far
-    assert fast.step == slow.step == 1
-
-
-def test_load_view_errors(runs):
-    with pytest.raises(ValueError, match="method"):
-        load_view(runs, "softmax", 0, 1)
-    with pytest.raises(ValueError, match="step"):
-        load_view(runs, "none", 0, 0)
-    with pytest.raises(ValueError, match="snapshot"):
-        load_view(runs, RESIM, 0, 1, 0.01, None)
-    assert set(METHODS) == set(runs["runs"])
 
 
 # ----------------------------------------------------------------------------------- routing explorer: item 7, speed

@@ -239,7 +239,12 @@ def sequence_balance_loss(scores: torch.Tensor, indices: torch.Tensor, alpha: fl
         indices: selected experts, ``[batch, seq, K_r]``.
         alpha: α (V3: 1e-4).
     f_i = N_r/(K_r·T)·#{t : i selected}; s' = s/Σ_j s_j (no epsilon); P_i = mean_t s'_{i,t};
-    L = α·Σ_i f_i·P_i. f carries no gradient. Perfectly uniform routing gives exactly α.
+    L = α·Σ_i f_i·P_i. f carries no gradient. Perfectly uniform routing gives exactly α -- the value at
+    uniform routing, not a lower bound: with f concentrated on experts of low P_i (e.g. a bias steering
+    tokens to experts the scores dislike) L falls below α. With uniform f, L = α·Σ_i P_i = α for any P
+    that sums to 1 (a softmax's too); an ε in Σ_j s_j would lower it.
+    ``indices`` are the experts actually routed to (selected on s + b within the kept groups); eq. 18 as
+    printed counts the plain top-K_r of the unbiased s -- the two agree when b = 0 and no group limit binds.
     """
     b, t, n_r = scores.shape
     k = indices.shape[-1]
@@ -250,9 +255,10 @@ def sequence_balance_loss(scores: torch.Tensor, indices: torch.Tensor, alpha: fl
 
 
 def batch_balance_loss(scores: torch.Tensor, indices: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Classic batch-wise auxiliary loss (same shape as eq. 17–20, statistics over all tokens).
+    """Batch-wise auxiliary loss: the shape of eqs. 17–20 with f and P over all tokens of the batch.
 
-    ``scores [n_tokens, N_r]``, ``indices [n_tokens, K_r]``. Used only for the comparison lesson.
+    ``scores [n_tokens, N_r]``, ``indices [n_tokens, K_r]``. Used only for the comparison lesson: V3 §4.5.3
+    compares the auxiliary-loss-free method with such a batch-wise loss (equal validation loss at 1B and 3B).
     """
     return sequence_balance_loss(scores.reshape(1, -1, scores.shape[-1]),
                                  indices.reshape(1, -1, indices.shape[-1]), alpha)

@@ -22,11 +22,15 @@ Conventions pinned here:
 * **Labels.** With ``targets[:, i] = t_{i+1}``, depth k's target at position i is ``targets[:, i+k]``;
   positions i ≥ T−k are dropped (never wrapped), and the ignore index (−100) is respected. For *packed*
   windows (several documents in one row) :func:`mtp_labels` takes ``doc_ids`` and masks every label whose
-  token lies in another document than position i: no label crosses a document boundary.
-* **Loss.** L_MTP = (λ/D)·Σ_k CE_k (eq. 25); λ is the caller's ``mtp_loss_weight``. CE_k is the mean over
-  depth k's *own* unmasked labels (never divided by the main loss's token count, which would shrink deep
-  depths' losses by their dropped tail); a depth whose labels are all masked contributes exactly 0, with
-  finite (zero) gradients.
+  token lies in another document than position i: no label crosses a document boundary. That masking is this
+  course's rule, not the paper's: V3 §4.1 packs documents without cross-sample attention masking and says
+  nothing about masking MTP labels at document boundaries.
+* **Loss: a convention of this course.** L_MTP = (λ/D)·Σ_k L^k_MTP (eq. 25); λ is the caller's
+  ``mtp_loss_weight``. Eq. 24 as printed is L^k_MTP = −(1/T)·Σ_{i=2+k}^{T+1} log P^k_i[t_i]: depth k's T − k
+  terms divided by T, the input length. This library divides instead by depth k's *own* count of unmasked
+  labels (a mean per label), so that labels lost to the dropped tail and to document masks do not shrink a
+  depth's weight; at V3's T = 4096 with D = 1 the two differ by the factor (T − 1)/T. A depth whose labels
+  are all masked contributes exactly 0, with finite (zero) gradients.
 * **Reuse as a drafter.** At inference the one module can be applied k times in a row to draft k tokens
   (``dsv3_lessons.tools.speculative``); ``start_pos``/``cache`` give it its own :class:`LatentCache`.
 """
@@ -137,9 +141,10 @@ def mtp_inputs_and_targets(input_ids: torch.Tensor, targets: torch.Tensor, depth
 def mtp_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over the depth's own non-ignored targets (nats/token).
 
-    ``logits [b, T', V]``, ``targets [b, T']``. The mean divides by this depth's unmasked label count
-    (not the main loss's). A depth whose targets are all ignored contributes exactly 0 (not NaN) and
-    its gradient is 0 everywhere (finite).
+    ``logits [b, T', V]``, ``targets [b, T']``. The mean divides by this depth's unmasked label count -- the
+    course's convention; eq. 24 as printed divides the sum by T, the input length (see the module docstring).
+    A depth whose targets are all ignored contributes exactly 0 (not NaN) and its gradient is 0 everywhere
+    (finite).
     """
     if not bool((targets != IGNORE_INDEX).any()):
         return logits.sum() * 0.0

@@ -2,23 +2,29 @@
 trained side by side; MaxVio; node-limited dispatch.
 
 ``runs`` (train the four methods and store their histories: ``python -m dsv3_lessons.course.ch06_balancing``),
+``sequences`` (MaxVio per held-out sequence with and without the sequence-wise loss: ``... --sequence-study``),
 ``figures`` (bias loop and dispatch diagrams, stored-run plots), ``widget`` (expert load) and ``exercises``.
 Builds on chapter 5's routing.
 
 The notebook imports everything it uses from here: ``from dsv3_lessons.course.ch06_balancing import ...``.
 """
-from dsv3_lessons.course.common.checking import ___
-from dsv3_lessons.course.ch06_balancing.exercises import (check_f_i, check_max_violation, check_remote_rows,
-                                                          check_update_bias)
+from dsv3_lessons.course.common.checking import ___, hint
+from dsv3_lessons.course.ch06_balancing.exercises import (check_max_violation_bound, check_padded_balance_loss,
+                                                          check_remote_rows, check_update_bias,
+                                                          check_wrong_sign_prediction, unfixed_update_bias)
 from dsv3_lessons.course.ch06_balancing.figures import (draw_bias_loop, draw_dispatch_combine,
                                                         plot_balance_curves, plot_bias_trajectories,
-                                                        plot_load_heatmaps, plot_seed_scatter, plot_traffic,
-                                                        seed_results)
-from dsv3_lessons.course.ch06_balancing.runs import LABELS, load_runs, METHODS
+                                                        plot_load_heatmaps, plot_rule_comparison, plot_seed_scatter,
+                                                        plot_traffic, seed_results)
+from dsv3_lessons.course.ch06_balancing.runs import LABELS, load_runs, METHODS, resimulate_bias
+from dsv3_lessons.course.ch06_balancing.sequences import load_sequence_study
 from dsv3_lessons.course.ch06_balancing.widget import expert_load_widget, load_view, RESIM
 from dsv3_lessons.course.ch05_routing import load_snapshot, trained_gates
 
-__all__ = ["___", "check_f_i", "check_max_violation", "check_remote_rows", "check_update_bias", "draw_bias_loop",
+__all__ = ["___", "hint", "check_max_violation_bound", "check_padded_balance_loss", "check_remote_rows",
+           "check_update_bias", "check_wrong_sign_prediction", "unfixed_update_bias", "resimulate_bias",
+           "load_sequence_study", "draw_bias_loop",
            "draw_dispatch_combine", "plot_balance_curves", "plot_bias_trajectories", "plot_load_heatmaps",
+           "plot_rule_comparison",
            "plot_seed_scatter", "plot_traffic", "seed_results", "LABELS", "load_runs", "METHODS",
            "expert_load_widget", "load_view", "RESIM", "load_snapshot", "trained_gates"]

@@ -16,7 +16,12 @@ from dsv3_lessons.course.common.style import PALETTE, subplots
 from dsv3_lessons.course.common.draw import Diagram
 from dsv3_lessons.course.ch06_balancing.runs import LABELS, METHODS
 
-__all__ = ["draw_dispatch_combine", "plot_traffic"]
+__all__ = ["draw_dispatch_combine", "plot_traffic", "EXPERT_COLOURS", "NODE_LIMIT_COLOURS"]
+
+#: one colour per expert (Okabe-Ito, colour-blind safe), shared by the bias plots and the widget's bars
+EXPERT_COLOURS = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#CC79A7", "#0072B2", "#D55E00", "#8C6D31"]
+#: node limits M = 1 … no limit: a light-to-dark blue ramp (orange and green mean dispatch and combine)
+NODE_LIMIT_COLOURS = ["#c6dbef", "#6baed6", "#2171b5", "#08306b"]
 
 
 def draw_dispatch_combine(n_nodes: int = 4, experts_per_node: int = 8, top_k: int = 8, node_limit: int = 2,
@@ -113,18 +118,20 @@ def plot_traffic(results: Sequence, title: str | None = None):
     ax.set_xlabel("node limit")
     top = max(max(a + b for a, b in zip(disp, comb)), max((p or 0) / 1e3 for p in pairs))
     ax.set_ylim(0, top * 1.35)
-    ax.legend(loc="upper left", fontsize=9)
+    ax.legend(loc="center left", fontsize=10)   # between the bars and the dashed line
     width = 0.8 / len(results)
+    ramp = NODE_LIMIT_COLOURS[-len(results):] if len(results) <= len(NODE_LIMIT_COLOURS) else None
     for i, r in enumerate(results):
         counts = torch.bincount(r.nodes_per_token, minlength=n_nodes + 1)[1:].float()
         share = counts / counts.sum()
         ax2.bar([j + 1 + (i - (len(results) - 1) / 2) * width for j in range(n_nodes)], share.tolist(),
-                width=width, label=labels[i].replace("\n", " "))
+                width=width, label=labels[i].replace("\n", " "), color=ramp[i] if ramp else None,
+                edgecolor="#333333", linewidth=0.5)
     ax2.set_xticks(range(1, n_nodes + 1))
     ax2.set_xlabel("nodes hosting the token's experts")
     ax2.set_ylabel("share of tokens")
     ax2.set_ylim(0, 1.1)
-    ax2.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=len(results), frameon=False)
+    ax2.legend(fontsize=10, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=len(results), frameon=False)
     if title:
         fig.suptitle(title)
     return fig
@@ -221,7 +228,7 @@ def plot_load_heatmaps(runs: dict, layer: int = 0, cap: float = 3.0):
         rel = (c / c.mean(-1, keepdim=True)).clamp(max=cap)
         im = ax.imshow(rel.T.numpy(), aspect="auto", cmap="viridis", vmin=0, vmax=cap, interpolation="nearest",
                        extent=(0.5, c.shape[0] + 0.5, c.shape[1] - 0.5, -0.5))
-        ax.set_title(LABELS[m], fontsize=10)
+        ax.set_title(LABELS[m], fontsize=12)
         ax.set_xlabel("training step")
     axes[0].set_ylabel(f"expert ({runs['runs'][METHODS[0]]['layer_names'][runs['runs'][METHODS[0]]['main_layers'][layer]]})")
     fig.colorbar(im, ax=list(axes), label=f"load / mean (capped at {cap:g})")
@@ -239,12 +246,13 @@ def plot_bias_trajectories(runs: dict, layer: int = 0, methods: tuple[str, ...] 
         row = r["main_layers"][layer]
         b = torch.tensor([step[row] for step in r["bias"]])
         for i in range(b.shape[1]):
-            ax.plot(r["step"], b[:, i].tolist(), lw=1.3, label=f"expert {i}")
-        ax.axhline(0, color="k", lw=0.8)
-        ax.set_title(f"{LABELS[m]} (γ = {r['settings']['gamma']:g})", fontsize=10)
+            ax.plot(r["step"], b[:, i].tolist(), lw=1.4, color=EXPERT_COLOURS[i % len(EXPERT_COLOURS)],
+                    label=f"expert {i}")
+        ax.axhline(0, color="#888888", lw=0.8, ls="--")
+        ax.set_title(f"{LABELS[m]} (γ = {r['settings']['gamma']:g})", fontsize=12)
         ax.set_xlabel("training step")
     axes[0].set_ylabel("bias $b_i$")
-    axes[-1].legend(fontsize=8, ncols=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    axes[-1].legend(fontsize=10, ncols=1, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return fig
 
 
@@ -300,3 +308,25 @@ def plot_seed_scatter(runs: dict):
 
 
 __all__ += ["seed_results", "plot_seed_scatter"]
+
+
+def plot_rule_comparison(runs_by_label: dict, title: str | None = None):
+    """MaxVio_batch over re-simulated steps for several bias rules: ``{label: resimulate_bias(...) result}``
+    (chapter 6, exercise 6.3: the library's rule against 6.1's unfixed code). Returns the Figure."""
+    from dsv3_lessons.course.common.style import subplots
+
+    fig, ax = subplots(1, 1, height=3.2)
+    styles = [("#0072B2", "-"), ("#D55E00", "--"), ("#009E73", ":"), ("#000000", "-.")]
+    for (label, sim), (colour, ls) in zip(runs_by_label.items(), styles):
+        mv = sim["max_vio"]
+        ax.plot(range(1, len(mv) + 1), mv.tolist(), color=colour, ls=ls, lw=1.6, label=label)
+    ax.set_xlabel("re-simulated step (frozen router)")
+    ax.set_ylabel("MaxVio_batch")
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="center right")
+    if title:
+        ax.set_title(title, fontsize=12)
+    return fig
+
+
+__all__.append("plot_rule_comparison")

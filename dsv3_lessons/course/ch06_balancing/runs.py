@@ -3,8 +3,11 @@
 The four balancing methods compared (same initial weights, same batches, same budget):
 
 * ``"none"`` -- no balancing at all (γ = 0, no balance loss);
-* ``"aux_loss"`` -- a classic batch-wise auxiliary loss, α·Σ_i f_i·P_i over all tokens of the batch
-  (:func:`dsv3_lessons.model.moe.batch_balance_loss`; α = ``AUX_ALPHA``), no bias;
+* ``"aux_loss"`` -- a batch-wise auxiliary loss, α·Σ_i f_i·P_i over all tokens of the batch
+  (:func:`dsv3_lessons.model.moe.batch_balance_loss`; α = ``AUX_ALPHA``), no bias. This is the baseline of V3
+  §4.5.3, which reports that a batch-wise auxiliary loss reaches the same validation loss as the auxiliary-loss-free
+  method (1B: 2.253 vs 2.253; 3B: 2.080 vs 2.080). It is *not* the LF paper's baseline, which is sequence-wise
+  with α = 0.001 (LF §2.2, §4.1);
 * ``"bias"`` -- the auxiliary-loss-free bias: after each optimizer step b_i ← b_i + γ·sign(mean(c) − c_i)
   (LF paper arXiv 2408.15664 Alg. 1, :func:`~dsv3_lessons.model.moe.update_bias`), γ = ``GAMMA``;
 * ``"bias+seq"`` -- V3's recipe: the bias plus the complementary sequence-wise loss, α = 1e-4 (V3 eqs. 17–20).
@@ -27,8 +30,9 @@ real difference from run-to-run noise (differences in floating-point summation a
 a few hundredths of a nat, because routing decisions are discrete and trajectories diverge).
 
 Choices for the tiny scale (written down because they differ from V3): γ = 0.01 instead of 0.001 (a few hundred
-steps at 0.001 move a bias by at most a few tenths; V3 had 14.3 T tokens), and the classic loss's α = 0.01
-(Switch-Transformer's order of magnitude; DeepSeek-V2 used 0.003 for its expert-level loss).
+steps at 0.001 move a bias by at most a few tenths; V3 used 0.001 for 14.3 T tokens and 0 for the last 500 B, §4.2),
+and the batch-wise loss's α = 0.01 (Switch-Transformer's order of magnitude; DeepSeek-V2 used 0.003 for its
+expert-level loss).
 """
 from __future__ import annotations
 
@@ -37,7 +41,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -52,11 +56,11 @@ __all__ = ["METHODS", "LABELS", "GAMMA", "AUX_ALPHA", "SEQ_ALPHA", "RUNS_DIR", "
            "max_vio_rows"]
 
 METHODS = ("none", "aux_loss", "bias", "bias+seq")
-LABELS = {"none": "no balancing", "aux_loss": "classic aux loss", "bias": "aux-loss-free bias",
+LABELS = {"none": "no balancing", "aux_loss": "batch-wise aux loss", "bias": "aux-loss-free bias",
           "bias+seq": "bias + sequence loss (V3)"}
-#: bias update speed γ for the tiny runs (V3: 0.001 over 14.3 T tokens)
+#: bias update speed γ for the tiny runs (V3 §4.2: 0.001 for the first 14.3 T tokens, then 0 for the last 500 B)
 GAMMA = 0.01
-#: α of the classic batch-wise auxiliary loss
+#: α of the batch-wise auxiliary loss (the baseline of V3 §4.5.3)
 AUX_ALPHA = 0.01
 #: α of V3's complementary sequence-wise loss (V3 §4.2)
 SEQ_ALPHA = 1e-4
@@ -74,10 +78,12 @@ class MethodSettings:
     batch_alpha: float
 
 
-def settings_for(method: str, gamma: float = GAMMA, aux_alpha: float = AUX_ALPHA) -> MethodSettings:
-    """The knobs of one method. Raises ValueError for a method not in :data:`METHODS`."""
+def settings_for(method: str, gamma: float = GAMMA, aux_alpha: float = AUX_ALPHA,
+                 seq_alpha: float = SEQ_ALPHA) -> MethodSettings:
+    """The knobs of one method (``seq_alpha``: α of ``"bias+seq"``). Raises ValueError for a method not in
+    :data:`METHODS`."""
     table = {"none": MethodSettings(0.0, 0.0, 0.0), "aux_loss": MethodSettings(0.0, 0.0, aux_alpha),
-             "bias": MethodSettings(gamma, 0.0, 0.0), "bias+seq": MethodSettings(gamma, SEQ_ALPHA, 0.0)}
+             "bias": MethodSettings(gamma, 0.0, 0.0), "bias+seq": MethodSettings(gamma, seq_alpha, 0.0)}
     if method not in table:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     return table[method]
@@ -90,7 +96,7 @@ def default_budget(steps: int = 200) -> TrainConfig:
 
 
 def attach_batch_aux_loss(model: torch.nn.Module, alpha: float) -> list:
-    """Make every MoE layer's ``aux_loss`` the classic batch-wise loss (training forwards only).
+    """Make every MoE layer's ``aux_loss`` the batch-wise auxiliary loss (training forwards only).
 
     The model adds each layer's ``aux_loss`` to its loss; this sets it, after the layer's forward, to
     :func:`~dsv3_lessons.model.moe.batch_balance_loss` of the gate's scores and choices (f over all tokens of
@@ -174,7 +180,7 @@ def _r(x: float, digits: int = 6) -> float:
 
 def train_method(method: str, data, budget: TrainConfig | None = None, cfg: DeepseekV3Config | None = None,
                  model_seed: int = 0, gamma: float = GAMMA, aux_alpha: float = AUX_ALPHA,
-                 final_batches: int = 16) -> tuple[DeepSeekV3, dict]:
+                 final_batches: int = 16, seq_alpha: float = SEQ_ALPHA) -> tuple[DeepSeekV3, dict]:
     """Train one method; return the model and a JSON-ready history.
 
     History keys: ``method``, ``label``, ``settings``; per step ``step``, ``main_loss``, ``aux_loss``,
@@ -183,7 +189,7 @@ def train_method(method: str, data, budget: TrainConfig | None = None, cfg: Deep
     ``final`` (``val_loss``, ``max_vio_global``, ``counts`` on ``final_batches`` held-out batches);
     ``layer_names``, ``main_layers``, ``train_time_s``.
     """
-    s = settings_for(method, gamma, aux_alpha)
+    s = settings_for(method, gamma, aux_alpha, seq_alpha)
     budget = budget or default_budget()
     budget = TrainConfig(**{**asdict(budget), "bias_update_speed": s.gamma})
     cfg = cfg or tiny(vocab_size=data.vocab_size)
@@ -279,12 +285,17 @@ def load_runs(path: str | Path | None = None) -> dict:
 # ----------------------------------------------------------------------------------- fast re-simulation
 @torch.no_grad()
 def resimulate_bias(scores: torch.Tensor, n_group: int, topk_group: int, top_k: int, gamma: float,
-                    steps: int = 200, batch_tokens: int = 1024, seed: int = 0) -> dict[str, torch.Tensor]:
+                    steps: int = 200, batch_tokens: int = 1024, seed: int = 0,
+                    update: Callable[[torch.Tensor, torch.Tensor, float], Any] | None = None) -> dict[str, torch.Tensor]:
     """The bias update on a FROZEN router: how fast γ balances loads when the scores do not move.
 
     Each step draws ``batch_tokens`` rows of ``scores [n, N_r]`` (unbiased sigmoid affinities of real
     tokens), routes them with the group-limited rule on s + b, counts tokens per expert and applies
     b ← b + γ·sign(mean(c) − c) (LF Alg. 1). Training would move the scores too; this isolates γ.
+
+    ``update``: another bias rule to simulate instead, called after each step as
+    ``update(bias [N_r] float32, routed [batch_tokens, K_r] expert ids, gamma)``; it must change ``bias`` in
+    place (chapter 6 runs exercise 6.1's unfixed function through it).
 
     Returns ``{"counts": [steps, N_r], "bias": [steps, N_r] (value used at the step), "max_vio": [steps]}``.
     Raises ValueError for a negative γ or a group layout that does not fit ``N_r``.
@@ -294,21 +305,37 @@ def resimulate_bias(scores: torch.Tensor, n_group: int, topk_group: int, top_k: 
         raise ValueError(f"gamma must be >= 0, got {gamma}")
     if n_r % n_group or not 1 <= topk_group <= n_group or not 1 <= top_k <= topk_group * (n_r // n_group):
         raise ValueError(f"n_group={n_group}, topk_group={topk_group}, top_k={top_k} do not fit {n_r} experts")
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # [1024, 8] tensors: one thread is faster, and ~10x faster on a busy 2-core machine
+    try:
+        return _resimulate(scores, n_group, topk_group, top_k, gamma, steps, batch_tokens, seed, update)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _resimulate(scores, n_group, topk_group, top_k, gamma, steps, batch_tokens, seed, update):
+    n, n_r = scores.shape
     gen = torch.Generator().manual_seed(seed)
     bias = torch.zeros(n_r)
     counts, biases = [], []
+    size = n_r // n_group
     for _ in range(steps):
         rows = scores[torch.randint(n, (batch_tokens,), generator=gen)]
         biased = rows + bias
-        if n_group > 1:
-            grouped = biased.view(batch_tokens, n_group, -1)
-            keep = grouped.topk(min(2, n_r // n_group), dim=-1).values.sum(-1).topk(topk_group, dim=-1).indices
+        if n_group > 1:   # group score: sum of the group's two largest biased scores (= the sum for 2 experts)
+            grouped = biased.view(batch_tokens, n_group, size)
+            group_score = grouped.sum(-1) if size <= 2 else grouped.topk(2, dim=-1).values.sum(-1)
+            keep = group_score.topk(topk_group, dim=-1).indices
             mask = torch.zeros(batch_tokens, n_group, dtype=torch.bool).scatter_(1, keep, True)
-            biased = biased.masked_fill(~mask.repeat_interleave(n_r // n_group, dim=1), float("-inf"))
-        c = torch.bincount(biased.topk(top_k, dim=-1).indices.flatten(), minlength=n_r).float()
+            biased = grouped.masked_fill(~mask[..., None], float("-inf")).view(batch_tokens, n_r)
+        routed = biased.topk(top_k, dim=-1).indices
+        c = torch.bincount(routed.flatten(), minlength=n_r).float()
         biases.append(bias.clone())
         counts.append(c)
-        bias += gamma * torch.sign(c.mean() - c)
+        if update is None:
+            bias += gamma * torch.sign(c.mean() - c)
+        else:
+            update(bias, routed, gamma)
     counts_t = torch.stack(counts)
     mean = counts_t.mean(-1, keepdim=True)
     return {"counts": counts_t, "bias": torch.stack(biases),
@@ -320,11 +347,20 @@ def main(argv: list[str] | None = None) -> int:
                                             f"in {RUNS_DIR}")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--out", default=str(RUNS_DIR))
+    p.add_argument("--sequence-study", action="store_true",
+                   help="only measure MaxVio per held-out sequence with and without the sequence-wise loss "
+                        "(writes sequence_balance.json; see ch06_balancing.sequences)")
     args = p.parse_args(argv)
     from dsv3_lessons.tools.data import TextData, load_corpus
 
     torch.set_num_threads(1)
     data = TextData.from_corpus(load_corpus())
+    if args.sequence_study:
+        from dsv3_lessons.course.ch06_balancing.sequences import save_sequence_study, sequence_study
+
+        path = save_sequence_study(sequence_study(data, steps=args.steps), args.out)
+        print(f"wrote {path}")
+        return 0
     histories, snaps = run_all(data, args.steps)
     for path in save_runs(histories, snaps, args.out):
         print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")

@@ -9,22 +9,36 @@ Controls (attributes): ``method`` (Dropdown), ``layer`` (Dropdown of the main Mo
 linked to ``play``, a Play button), ``gamma`` (FloatLogSlider; used only by the re-simulation, disabled otherwise).
 The axes stay fixed while the step moves: loads are shown relative to the mean (1 = perfectly balanced),
 y-limits and colour scales are fixed per layer.
+
+Speed (browser review, issue 18): the figure is built once (:class:`LoadFigure`) and updated in place -- bar
+heights, two step lines and the titles on every move; the heatmap data and the bias lines only when the method,
+layer or γ changes -- with the layout solved once and frozen. The re-simulation of the default γ is computed
+when the widget is built, so the first switch to it does not wait; other γ are cached once computed.
 """
 from __future__ import annotations
 
+import html
+import io
 from dataclasses import dataclass
 
 import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import numpy
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from PIL import Image
 
+from dsv3_lessons.course.ch06_balancing.figures import EXPERT_COLOURS
 from dsv3_lessons.course.ch06_balancing.runs import LABELS, METHODS, resimulate_bias
-from dsv3_lessons.course.common.style import PALETTE, subplots
+from dsv3_lessons.course.common.style import subplots
 from dsv3_lessons.course.common.widget import ReportWidget
 
-__all__ = ["RESIM", "LoadView", "load_view", "plot_load_view", "ExpertLoadWidget", "expert_load_widget"]
+__all__ = ["RESIM", "LoadView", "load_view", "LoadFigure", "plot_load_view", "ExpertLoadWidget", "expert_load_widget"]
 
 RESIM = "resim"
 _CAP = 4.0  # relative loads above this are drawn at the top of the axis
+_HEAT_CAP = 3.0  # the heatmap's colour scale ends here
+_MAX_BACKGROUNDS = 12  # blitting backgrounds kept by the widget's figure
 
 
 @dataclass(frozen=True)
@@ -99,33 +113,108 @@ def load_view(runs: dict, method: str, layer: int, step: int, gamma: float | Non
     return LoadView(label, rel, bias, step, mv, c, float(g))
 
 
+class LoadFigure:
+    """The widget's figure, built once and updated in place (fast redraws: no new artists per update).
+
+    Three panels: loads at the step (bars, relative to the mean, one colour per expert as in the bias panel),
+    loads over steps (heatmap, a white line at the step), biases over steps (one line per expert, a legend of
+    expert ids, a black line at the step). The layout is solved once, then frozen. :meth:`show` puts a
+    :class:`LoadView` on it and returns the Figure; :meth:`png` renders it.
+
+    With ``blit=True`` (the widget) the artists that follow the step -- the bars, the step title and the two step
+    lines -- are *animated*: :meth:`png` draws everything else once per (method, layer, γ), keeps that background,
+    and for a new step only restores it and draws those few artists (matplotlib's blitting, on the Agg canvas).
+    The last few backgrounds are kept, so going back to a method already seen needs no full draw either.
+    """
+
+    def __init__(self, n_steps: int, n_routed: int, bias_limit: float = 1.0, blit: bool = False):
+        self.n_steps, self.n_routed, self.blit = n_steps, n_routed, blit
+        fig, (a1, a2, a3) = subplots(1, 3, height=3.7, gridspec_kw={"width_ratios": [1, 1.35, 1.25]})
+        self.fig, self.axes = fig, (a1, a2, a3)
+        colours = [EXPERT_COLOURS[i % len(EXPERT_COLOURS)] for i in range(n_routed)]
+        self.bars = list(a1.bar(range(n_routed), [1.0] * n_routed, color=colours))
+        a1.axhline(1.0, color="#555555", ls="--", lw=1)
+        a1.set_ylim(0, _CAP)
+        a1.set_xticks(range(n_routed))
+        a1.set_xlabel("expert")
+        a1.set_ylabel("load / mean load")
+        self.step_title = a1.text(0.5, 1.015, " ", transform=a1.transAxes, ha="center", va="bottom", fontsize=12)
+        self.im = a2.imshow(torch.zeros(n_routed, n_steps).numpy(), aspect="auto", cmap="viridis", vmin=0,
+                            vmax=_HEAT_CAP, extent=(0.5, n_steps + 0.5, n_routed - 0.5, -0.5),
+                            interpolation="nearest")
+        self.step_line2 = a2.axvline(n_steps, color="w", lw=1.5)
+        a2.set_xlabel("training step")
+        a2.set_ylabel("expert")
+        fig.colorbar(self.im, ax=a2, label=f"load / mean (capped at {_HEAT_CAP:g})")
+        steps = list(range(1, n_steps + 1))
+        self.lines = [a3.plot(steps, [0.0] * n_steps, lw=1.3, color=c, label=f"e{i}")[0]
+                      for i, c in enumerate(colours)]
+        self.step_line3 = a3.axvline(n_steps, color="k", lw=1)
+        a3.set_ylim(-bias_limit, bias_limit)
+        a3.set_xlabel("training step")
+        a3.set_ylabel("bias $b_i$")
+        a3.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=10, handlelength=1.2, frameon=False,
+                  title="expert", title_fontsize=10)
+        for ax in self.axes:                 # reserve the title row before the layout is frozen; a fixed title
+            ax.set_title(" ", fontsize=12, y=1.01)   # position spares a tight-bbox search per full draw
+        if blit:                             # pyplot never shows this figure: it lives on its own Agg canvas
+            plt.close(fig)
+            FigureCanvasAgg(fig)
+        fig.canvas.draw()                    # solve the constrained layout once ...
+        fig.set_layout_engine(None)         # ... and keep it: updates move no axes, savefig draws once
+        self._dynamic = [*self.bars, self.step_title, self.step_line2, self.step_line3]
+        for artist in self._dynamic:
+            artist.set_animated(blit)
+        self._series = None
+        self._backgrounds: dict = {}          # series key -> the rendered static part (pixels)
+
+    def show(self, view: LoadView, bias_limit: float | None = None, series_key=None):
+        """Draw ``view``; the heatmap and bias lines are replaced only when ``series_key`` changes."""
+        a1, a2, a3 = self.axes
+        rel = view.rel_load[view.step - 1].clamp(max=_CAP)
+        for bar, h in zip(self.bars, rel.tolist()):
+            bar.set_height(h)
+        self.step_title.set_text(f"step {view.step}: MaxVio = {view.max_vio:.2f}")
+        key = (series_key if series_key is not None else id(view.rel_load), bias_limit)
+        if key != self._series:
+            self.im.set_data(view.rel_load.T.clamp(max=_HEAT_CAP).numpy())
+            a2.set_title(view.label if len(view.label) <= 34 else view.label.split(",")[0], fontsize=12, y=1.01)
+            for line, ys in zip(self.lines, view.bias.T.tolist()):
+                line.set_ydata(ys)
+            a3.set_title(f"biases (γ = {view.gamma:g})", fontsize=12, y=1.01)
+            if bias_limit is not None:
+                a3.set_ylim(-bias_limit, bias_limit)
+            self._series = key
+        self.step_line2.set_xdata([view.step, view.step])
+        self.step_line3.set_xdata([view.step, view.step])
+        return self.fig
+
+    def png(self) -> bytes:
+        """The figure as PNG bytes at its own dpi (blitting when built with ``blit=True``)."""
+        canvas = self.fig.canvas
+        if not self.blit:
+            buf = io.BytesIO()
+            self.fig.savefig(buf, format="png", dpi=self.fig.dpi)
+            return buf.getvalue()
+        background = self._backgrounds.get(self._series)
+        if background is None:
+            canvas.draw()                     # everything but the animated artists
+            background = self._backgrounds[self._series] = canvas.copy_from_bbox(self.fig.bbox)
+            while len(self._backgrounds) > _MAX_BACKGROUNDS:   # keep the most recent few (1.8 MB each)
+                self._backgrounds.pop(next(iter(self._backgrounds)))
+        else:
+            canvas.restore_region(background)
+        for artist in self._dynamic:
+            self.fig.draw_artist(artist)
+        buf = io.BytesIO()
+        Image.fromarray(numpy.asarray(canvas.buffer_rgba())).save(buf, format="png", compress_level=1)
+        return buf.getvalue()
+
+
 def plot_load_view(view: LoadView, bias_limit: float = 1.0):
-    """Three panels: loads at the step (bars, relative to the mean), loads over steps (heatmap), bias over steps."""
+    """A new :class:`LoadFigure` showing ``view``: returns the Figure (the widget keeps one and updates it)."""
     steps, n_r = view.rel_load.shape
-    fig, (a1, a2, a3) = subplots(1, 3, height=3.6, gridspec_kw={"width_ratios": [1, 1.5, 1.1]})
-    rel = view.rel_load[view.step - 1]
-    a1.bar(range(n_r), rel.clamp(max=_CAP).tolist(), color=PALETTE["blue"])
-    a1.axhline(1.0, color="k", ls="--", lw=1)
-    a1.set_ylim(0, _CAP)
-    a1.set_xticks(range(n_r))
-    a1.set_xlabel("expert")
-    a1.set_ylabel("load / mean load")
-    a1.set_title(f"step {view.step}: MaxVio = {view.max_vio:.2f}", fontsize=11)
-    im = a2.imshow(view.rel_load.T.clamp(max=3).numpy(), aspect="auto", cmap="viridis", vmin=0, vmax=3,
-                   extent=(0.5, steps + 0.5, n_r - 0.5, -0.5), interpolation="nearest")
-    a2.axvline(view.step, color="w", lw=1.5)
-    a2.set_xlabel("training step")
-    a2.set_ylabel("expert")
-    a2.set_title(view.label, fontsize=10)
-    fig.colorbar(im, ax=a2, label="load / mean (capped at 3)")
-    for i in range(n_r):
-        a3.plot(range(1, steps + 1), view.bias[:, i].tolist(), lw=1)
-    a3.axvline(view.step, color="k", lw=1)
-    a3.set_ylim(-bias_limit, bias_limit)
-    a3.set_xlabel("training step")
-    a3.set_ylabel("bias $b_i$")
-    a3.set_title(f"biases (γ = {view.gamma:g})", fontsize=11)
-    return fig
+    return LoadFigure(steps, n_r, bias_limit).show(view)
 
 
 class ExpertLoadWidget(ReportWidget):
@@ -153,6 +242,10 @@ class ExpertLoadWidget(ReportWidget):
                                             readout_format=".4f", continuous_update=False)
         bias_max = max(abs(v) for m in METHODS for b in runs["runs"][m]["bias"] for row in b for v in row)
         self._bias_limit = max(0.05, 1.1 * bias_max)
+        if unbalanced is not None:   # the first switch to the re-simulation must not wait for it
+            for layer in range(len(first["main_layers"])):
+                load_view(runs, RESIM, layer, n_steps, gamma, unbalanced, self._cache)
+        self._figure = LoadFigure(n_steps, runs["meta"]["config"]["n_routed_experts"], self._bias_limit, blit=True)
         controls = [self.method, self.layer, self.step, self.gamma]
         self._build(controls, layout=[self.method, widgets.HBox([self.layer, self.gamma]),
                                       widgets.HBox([self.play, self.step])])
@@ -163,13 +256,31 @@ class ExpertLoadWidget(ReportWidget):
                          self.unbalanced, self._cache)
 
     def draw(self, view: LoadView):
-        limit = self._bias_limit if self.method.value != RESIM else max(self._bias_limit, float(view.bias.abs().max()) * 1.1)
-        return plot_load_view(view, limit)
+        resim = self.method.value == RESIM
+        limit = max(self._bias_limit, float(view.bias.abs().max()) * 1.1) if resim else self._bias_limit
+        key = (self.method.value, self.layer.value, round(float(self.gamma.value), 8) if resim else None)
+        return self._figure.show(view, limit, series_key=key)
+
+    def update(self) -> LoadView:
+        """As :meth:`ReportWidget.update` (a ValueError shows in red and is re-raised), but the PNG comes from the
+        persistent, blitted :class:`LoadFigure` instead of a full ``savefig`` per move."""
+        try:
+            view = self.compute()
+        except ValueError as exc:
+            self.last_error = exc
+            self.readout.value = f"<pre style='color:#b00'>error: {html.escape(str(exc))}</pre>"
+            raise
+        self.last_error = None
+        self.figure = self.draw(view)        # the persistent Figure (closed in pyplot: only the PNG is shown)
+        self.image.value = self._figure.png()
+        self.readout.value = f"<pre>{html.escape(self.describe(view))}</pre>"
+        self.last_result = view
+        return view
 
     def describe(self, view: LoadView) -> str:
         c = view.counts
-        return (f"{view.label} · step {view.step}: tokens per expert {c.long().tolist()} "
-                f"(mean {c.mean():.0f})\nMaxVio_batch = (max − mean)/mean = {view.max_vio:.3f}")
+        return (f"{view.label}\nstep {view.step}: tokens per expert {c.long().tolist()}, mean {c.mean():.0f}\n"
+                f"MaxVio_batch = (max − mean)/mean = {view.max_vio:.3f}")
 
 
 def expert_load_widget(runs: dict, unbalanced: dict | None = None, gamma: float = 0.01) -> ExpertLoadWidget:

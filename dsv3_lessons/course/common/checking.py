@@ -134,17 +134,32 @@ def is_placeholder(value: Any) -> bool:
     return False
 
 
+def _mentions_placeholder(fn: Callable[..., Any]) -> bool:
+    """True when the body of ``fn`` (or of a function, lambda or comprehension nested in it) still names ``___``."""
+    stack = [getattr(fn, "__code__", None)]
+    while stack:
+        code = stack.pop()
+        if code is None:
+            continue
+        if "___" in code.co_names:
+            return True
+        stack += [c for c in code.co_consts if hasattr(c, "co_names")]
+    return False
+
+
 def call_learner(fn: Callable[..., Any], *args: Any) -> Any:
-    """Run a function the learner wrote. A placeholder still in its body (``x = ___`` then arithmetic on it, or
-    ``return ___``) raises ``NotImplementedError`` -- "not attempted", not a bug; other exceptions propagate
-    (the checker reports them as ✗)."""
+    """Run a function the learner wrote. A placeholder still in its body (``x = ___`` then arithmetic on it,
+    ``targets[:, ___:]``, ``counts = ___`` then ``counts.mean()``, or ``return ___``) raises
+    ``NotImplementedError`` -- "not attempted", not a bug -- whatever exception the half-filled body raised; other
+    exceptions propagate (the checker reports them as ✗)."""
     try:
         out = fn(*args)
-    except TypeError as exc:
-        if "Placeholder" in str(exc) or "___" in str(exc):
+    except Exception as exc:
+        if isinstance(exc, NotImplementedError) or _mentions_placeholder(fn) or \
+                (isinstance(exc, TypeError) and ("Placeholder" in str(exc) or "___" in str(exc))):
             raise NotImplementedError from exc
         raise
-    if is_placeholder(out):
+    if is_placeholder(out) or (out is None and _mentions_placeholder(fn)):
         raise NotImplementedError
     return out
 
