@@ -73,7 +73,7 @@ test-notebooks: install-test corpus
 # Chromium is looked for first, so a machine without it stops here with the way to get it.
 check-chromium:
 	@test -n "$(CHROMIUM)" && test -x "$(CHROMIUM)" || { \
-		echo "make test-browser needs Chromium (not found at /usr/bin/chromium or on PATH)."; \
+		echo "make test-browser needs Chromium: none at /usr/bin/chromium or on PATH (CHROMIUM='$(CHROMIUM)')."; \
 		echo "  Debian/Ubuntu: apt-get install -y chromium   (as root; Playwright's browser download is not used)"; \
 		echo "  elsewhere: make test-browser CHROMIUM=/path/to/chromium-or-chrome"; exit 1; }
 

@@ -60,11 +60,10 @@ def side_by_side(before: dict, after: dict) -> str:
             (p0, m0, n0, _), (p1, m1, n1, _) = summary(a[key]), summary(b[key])
             rows.append(f"| {key} | {p0:,.0f} | {p1:,.0f} | {p1 / p0:.2f} | {m0:,.0f} | {m1:,.0f} | {n0} / {n1} |")
         else:
-            p, m, n, _ = summary((a.get(key) or b.get(key)))
-            side = "before only" if key in a else "after only"
-            rows.append(f"| {key} ({side}) | {p if key in a else float('nan'):,.0f} | "
-                        f"{p if key in b else float('nan'):,.0f} | – | {m if key in a else float('nan'):,.0f} | "
-                        f"{m if key in b else float('nan'):,.0f} | {n} |")
+            p, m, n, _ = summary(a.get(key) or b.get(key))
+            cells = [f"{p:,.0f}", "–", "–", f"{m:,.0f}", "–", f"{n} / –"] if key in a else \
+                ["–", f"{p:,.0f}", "–", "–", f"{m:,.0f}", f"– / {n}"]
+            rows.append(f"| {key} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 

@@ -1,8 +1,8 @@
 """Moving every control of a course widget in the page, as a learner would, and checking each result.
 
-For each control: both ends and a middle value (sliders and selection sliders: Home, End, a tap at the middle
-of the track; dropdowns and toggle buttons: first, last and middle option; number boxes: min, max, middle
-typed; text boxes: values from the registry, then the original; checkboxes: clicked twice; Play: played for a
+For each control: both ends and a middle value, the end it is not at first (sliders and selection sliders:
+Home, End, a tap at the middle of the track; dropdowns and toggle buttons: first, last and middle option;
+number boxes: min, max, middle typed; text boxes: values from the registry, then the original; checkboxes: clicked twice; Play: played for a
 few frames). After each move the page's control labels are read back, the kernel resolves them to values and
 the widget's ``readout_for`` gives the readout those values must show; the page's readout must come to show
 it (parts the registry marks as measured are masked). Each move that changed the figure gives one latency:
@@ -71,7 +71,7 @@ class WidgetDriver:
                 move.after = self.page.labels(self.model_id, [name])[name]
                 if move.after != move.before or time.time() > deadline:
                     break
-                time.sleep(0.05)
+                time.sleep(0.1)
             move.changed = move.after != move.before
         if move.changed and not self.probe.wait_quiet(KERNEL_TIMEOUT):
             move.problem = f"the kernel handled no change within {KERNEL_TIMEOUT:.0f} s"
@@ -96,7 +96,7 @@ class WidgetDriver:
                     or time.time() > deadline:
                 break
             fig_seen = time.time() if fig is None else fig_seen
-            time.sleep(0.05)
+            time.sleep(0.1)
         rel = [r["t"] for r in releases]
         if fig is not None and rel:
             move.latency_ms = round(fig["t"] - max([t for t in rel if t <= fig["t"]], default=rel[0]), 1)
@@ -133,11 +133,19 @@ class WidgetDriver:
         def tap():
             box = track.bounding_box()
             self.page.page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-        return [("min (Home)", key("Home")), ("max (End)", key("End")), ("middle (tap)", tap)]
+        spec = self.controls[name]
+        if "options" in spec:  # a selection slider: its label is an option's
+            at_min = self.page.labels(self.model_id, [name])[name] == spec["options"][0]
+        else:
+            at_min = spec["value"] == spec.get("min")
+        ends = [("max (End)", key("End")), ("min (Home)", key("Home"))]
+        return [*(ends if at_min else ends[::-1]), ("middle (tap)", tap)]
 
     def _option_actions(self, name: str, n: int, how):
+        at_first = self.page.labels(self.model_id, [name])[name] == self.controls[name]["options"][0]
+        order = ((n - 1, "last"), (0, "first"), (n // 2, "middle"))
         picks = {}
-        for i, what in ((0, "first"), (n // 2, "middle"), (n - 1, "last")):
+        for i, what in (order if at_first else (order[1], order[0], order[2])):
             picks.setdefault(i, what)
         return [(f"{what} option", (lambda i=i: how(i))) for i, what in picks.items()]
 
@@ -159,7 +167,8 @@ class WidgetDriver:
             if lo is None or hi is None:
                 lo, hi = spec["value"] - 1, spec["value"] + 1
             mid = (lo + hi) // 2 if isinstance(lo, int) and isinstance(hi, int) else (lo + hi) / 2
-            return [(f"type {v}", (lambda v=v: (box.fill(str(v)), box.press("Enter")))) for v in (lo, hi, mid)]
+            values = (hi, lo, mid) if spec["value"] == lo else (lo, hi, mid)  # each end reached by a change
+            return [(f"type {v}", (lambda v=v: (box.fill(str(v)), box.press("Enter")))) for v in values]
         if kind == "text":
             box = el.locator("input, textarea").first
             values = registry.TEXT_VALUES.get((self.cls, name)) or [spec["value"][:-1]]

@@ -336,11 +336,12 @@ class NotebookPage:
 
     def report_views(self) -> list[str]:
         """Model ids of the course widgets shown in the page, in page order."""
-        return self.page.evaluate("""() => [...document.querySelectorAll('.dsv3-report')].map(e =>
+        ids = self.page.evaluate("""() => [...document.querySelectorAll('.dsv3-report')].map(e =>
             [...e.classList].find(c => c.startsWith('dsv3-model-')).slice('dsv3-model-'.length))""")
+        return list(dict.fromkeys(ids))  # a widget displayed twice is driven once
 
     def report(self, model_id: str):
-        return self.page.locator(f".dsv3-model-{model_id}")
+        return self.page.locator(f".dsv3-model-{model_id}").first
 
     def control(self, model_id: str, name: str):
         return self.report(model_id).locator(f".dsv3-control-{name}").first
