@@ -10,6 +10,7 @@ release event -> the figure's ``src`` changes (a MutationObserver in the page).
 """
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -134,10 +135,15 @@ class WidgetDriver:
             box = track.bounding_box()
             self.page.page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         spec = self.controls[name]
+        label = self.page.labels(self.model_id, [name])[name]  # now: other controls may have moved it
         if "options" in spec:  # a selection slider: its label is an option's
-            at_min = self.page.labels(self.model_id, [name])[name] == spec["options"][0]
+            at_min = label == spec["options"][0]
         else:
-            at_min = spec["value"] == spec.get("min")
+            low = spec["base"] ** spec["min"] if spec["kind"] == "log_slider" else spec["min"]
+            try:
+                at_min = math.isclose(float(label.replace("\u2212", "-")), low, rel_tol=1e-3, abs_tol=1e-9)
+            except ValueError:
+                at_min = False
         ends = [("max (End)", key("End")), ("min (Home)", key("Home"))]
         return [*(ends if at_min else ends[::-1]), ("middle (tap)", tap)]
 
