@@ -119,7 +119,8 @@ class LabServer:
         return f"{self.base}/lab/tree/{urllib.parse.quote(nb_name)}?reset&token={self.token}"
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def session(self, nb_name: str) -> dict | None:
