@@ -104,8 +104,8 @@ def _shown(w) -> str:
 
 
 def test_readout_for_matches_the_readout_after_moving_the_controls():
-    from dsv3_lessons.course.kv_cache import kv_cache_report
-    from dsv3_lessons.course.widgets.kv_cache import kv_cache_widget
+    from dsv3_lessons.course.ch01_kv_cache.kv_cache import kv_cache_report
+    from dsv3_lessons.course.ch01_kv_cache.widget import kv_cache_widget
 
     w = kv_cache_widget()
     before, image = w.readout.value, w.image.value
@@ -124,7 +124,7 @@ def test_readout_for_matches_the_readout_after_moving_the_controls():
 
 
 def test_controls_are_named_and_tagged_for_the_page():
-    from dsv3_lessons.course.widgets.fp8 import fp8_widget
+    from dsv3_lessons.course.ch09_fp8.widget import fp8_widget
 
     w = fp8_widget()
     assert list(w.controls) == ["outlier", "granularity", "fmt"]
