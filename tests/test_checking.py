@@ -57,3 +57,16 @@ def test_hint_ladder_steps_then_points_to_the_solution(capsys):
 def test_unknown_exercise_lists_known_ones(capsys):
     text = hint("0.42")
     assert "No hints for exercise '0.42'" in text and "99.1" in text and "99.2" not in text
+
+
+def test_long_lines_wrap_on_spaces_never_inside_a_word(capsys):
+    @checker("99.4", hint="h")
+    def check_long(x):
+        raise Wrong(" ".join(f"word{i:03d}" for i in range(60)))
+
+    out = capsys.readouterr() and str(check_long(1))
+    lines = out.split("\n")
+    assert len(lines) > 3 and all(len(line) <= ck.WIDTH for line in lines)
+    assert all(line.startswith("  ") for line in lines[1:])
+    words = " ".join(line.strip() for line in lines).split(" ")
+    assert words[:3] == ["✗", "Exercise", "99.4:"] and words[3:] == [f"word{i:03d}" for i in range(60)]

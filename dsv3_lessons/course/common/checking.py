@@ -40,6 +40,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import textwrap
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -67,6 +68,18 @@ class Wrong(Exception):
     """Raised by a grader (or by :func:`as_number`/:func:`as_bool`) with the diagnosis for a wrong answer."""
 
 
+#: printed lines are wrapped at this many characters (a notebook's output area breaks longer lines anywhere,
+#: even inside a word or a number)
+WIDTH = 100
+
+
+def _wrap(text: str) -> str:
+    """``text`` wrapped at :data:`WIDTH` on spaces, continuation lines indented by two; its own line breaks kept."""
+    return "\n".join(textwrap.fill(line, WIDTH, subsequent_indent="  ", break_long_words=False,
+                                   break_on_hyphens=False) if len(line) > WIDTH else line
+                     for line in text.split("\n"))
+
+
 @dataclass(frozen=True)
 class Result:
     """What a checker returns (and prints): ``exercise`` number, ``status`` (one of ``NOT_ATTEMPTED``,
@@ -83,11 +96,11 @@ class Result:
 
     def __str__(self) -> str:
         if self.status == RIGHT:
-            return f"✓ Exercise {self.exercise}: {self.message}"
+            return _wrap(f"✓ Exercise {self.exercise}: {self.message}")
         if self.status == WRONG:
             tail = f'\n  Stuck? hint("{self.exercise}") gives a hint.' if self.more_hints else ""
-            return f"✗ Exercise {self.exercise}: {self.message}{tail}"
-        return f"Exercise {self.exercise}: not attempted yet. Hint: {self.message}"
+            return _wrap(f"✗ Exercise {self.exercise}: {self.message}") + tail
+        return _wrap(f"Exercise {self.exercise}: not attempted yet. Hint: {self.message}")
 
     def _ipython_display_(self) -> None:
         """Nothing: the checker has printed the line already (no duplicate when it ends a cell)."""
