@@ -25,10 +25,23 @@ from __future__ import annotations
 
 import torch
 
-from dsv3_lessons.course.common.checking import Wrong, as_number, call_learner, checker
+from dsv3_lessons.course.common.checking import Wrong, as_number, checker
+from dsv3_lessons.course.common.checking import call_learner as _call_learner
 
 __all__ = ["check_key_rank_prediction", "check_kv_b_rows_of_w_uv", "BUGGY_KEYS_AND_VALUES", "one_head_test",
            "check_keys_and_values", "check_latent_scores"]
+
+
+def call_learner(fn, *args):
+    """:func:`~dsv3_lessons.course.common.checking.call_learner`, plus one case it misses: an attribute read on the
+    placeholder still in the body (``keys = ___`` then ``keys.T``) raises AttributeError, which also means "not
+    attempted yet", not a bug."""
+    try:
+        return _call_learner(fn, *args)
+    except AttributeError as exc:
+        if "Placeholder" in str(exc):
+            raise NotImplementedError from exc
+        raise
 
 
 def _v3():
@@ -249,7 +262,8 @@ def check_keys_and_values(fn):
             [c.qk_nope_head_dim, c.v_head_dim], dim=-1)
         k_c, v_c = call_learner(fn, c_kv, layer.kv_b_proj.weight.detach(), c.num_attention_heads,
                                 c.qk_nope_head_dim, c.v_head_dim)
-    if not (torch.allclose(k_c, k_ref, atol=1e-5) and torch.allclose(v_c, v_ref, atol=1e-5)):
+    if not (k_c.shape == k_ref.shape and v_c.shape == v_ref.shape and torch.allclose(k_c, k_ref, atol=1e-5)
+            and torch.allclose(v_c, v_ref, atol=1e-5)):
         raise Wrong("right on the random test weights, but not on a tiny layer's own kv_b_proj: read n_h, d_h and d_v "
                     "from the arguments, not from fixed numbers")
     return ("fixed: kv_b_proj's output features come head by head, [k_0 | v_0 | k_1 | v_1 | ...], so the split is "
@@ -333,8 +347,6 @@ def check_latent_scores(fn):
                         f"{list(right_q.shape)}")
         tol = 1e-4 * max(1.0, want.abs().max().item())
         if not torch.allclose(q_t, right_q, atol=tol):
-            if torch.allclose(torch.einsum("btic,bjc->bitj", q_t, c_kv), content, atol=tol):
-                raise Wrong(f"for {where}: your q_tilde gives the right content scores but is not W^UK_iᵀ q^C_i itself")
             raise Wrong(f"for {where}: q_tilde·c^KV_j must equal q^C·k^C = q^C·(W^UK c^KV_j), and it does not "
                         f"(largest difference {(torch.einsum('btic,bjc->bitj', q_t, c_kv) - content).abs().max():.3g}); "
                         f"check which axis of w_uk you contract with q_c")

@@ -25,12 +25,25 @@ import math
 
 import torch
 
-from dsv3_lessons.course.common.checking import (___, Wrong, as_bool, as_number, call_learner, checker)  # noqa: F401
+from dsv3_lessons.course.common.checking import (___, Wrong, as_bool, as_number, checker)  # noqa: F401
+from dsv3_lessons.course.common.checking import call_learner as _call_learner
 from dsv3_lessons.course.ch03_rope.experiments import POSITION_ZERO_MISTAKES
 
 __all__ = ["___", "YARN_EXERCISE_CONFIGS", "PLACEMENTS", "POSITION_ZERO_MISTAKES", "SCALE_EXERCISE_CONFIG",
            "BUGGY_DECODE_ROPE_SCORES", "check_position_zero", "check_yarn_paper_ramp", "check_rope_placements",
            "check_softmax_scale", "position_zero_test", "check_decode_rope_scores", "yarn_paper_inv_freq"]
+
+
+def call_learner(fn, *args):
+    """:func:`~dsv3_lessons.course.common.checking.call_learner`, plus one case it misses: an attribute read on the
+    placeholder still in the body (``keys = ___`` then ``keys.T``) raises AttributeError, which also means "not
+    attempted yet", not a bug."""
+    try:
+        return _call_learner(fn, *args)
+    except AttributeError as exc:
+        if "Placeholder" in str(exc):
+            raise NotImplementedError from exc
+        raise
 
 # ================================================================================================ 3.1
 # The mistakes of exercise 3.1 (the keys of its answer dict) are experiments.POSITION_ZERO_MISTAKES.
@@ -161,8 +174,8 @@ def check_yarn_paper_ramp(fn):
     """Exercise 3.2 (variation): ``fn(d, base, rope_scaling)`` returns YaRN's θ'_i ``[d/2]`` (rad/token) with the
     paper's ramp, linear in r (:func:`yarn_paper_inv_freq`), on the three :data:`YARN_EXERCISE_CONFIGS`.
 
-    Named diagnoses: the released code's index ramp (the chapter's), γ read the code's way (γ = 1 dividing), the
-    window taken ×s, plain RoPE, every pair divided, r inverted (λ/L), α and β swapped.
+    Named diagnoses: the released code's index ramp (the chapter's), γ read the code's way (γ = 1 dividing; α and
+    β swapped gives the same numbers), the window taken ×s, plain RoPE, every pair divided, r inverted (λ/L).
     """
     from dsv3_lessons.model.rope import yarn_inv_freq
 
@@ -177,14 +190,14 @@ def check_yarn_paper_ramp(fn):
         where = f"for {label} (d = {dim}, s = {rs['factor']}, original window {rs['original_max_position_embeddings']})"
         theta = base ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)
         s = float(rs["factor"])
-        swapped = dict(rs, beta_fast=rs["beta_slow"], beta_slow=rs["beta_fast"])
         diagnoses = [
             (yarn_inv_freq(dim, base, rs).double(),
              "that is the released code's ramp, the chapter's: linear in the pair INDEX between the rounded low "
              "and high. The paper's γ is linear in the number of turns r itself, with no rounding."),
             (yarn_paper_inv_freq(dim, base, rs, gamma_means_divide=True),
              "your γ = 1 divides by s. In the paper γ = 1 means the pair KEEPS θ_i (the fast pairs, many turns, "
-             "have γ = 1); the chapter's index ramp uses the opposite convention."),
+             "have γ = 1); the chapter's index ramp uses the opposite convention. (Swapping α and β flips γ the "
+             "same way: the ramp starts at beta_slow, 1 turn, and ends at beta_fast, 32 turns.)"),
             (yarn_paper_inv_freq(dim, base, rs, length_mult=s),
              "r was counted in the extended window (original × s). YaRN counts the turns each pair makes in the "
              "ORIGINAL pre-training window."),
@@ -192,8 +205,6 @@ def check_yarn_paper_ramp(fn):
             (theta / s, "every pair is divided by s: only the slow pairs (r < α) are; fast pairs keep θ_i."),
             (yarn_paper_inv_freq(dim, base, rs, inverse_turns=True),
              "r is upside down: it counts turns in the window, L/λ_i = L·θ_i/2π, not λ_i/L."),
-            (yarn_paper_inv_freq(dim, base, swapped),
-             "α and β are swapped: the ramp starts at beta_slow (1 turn) and ends at beta_fast (32 turns)."),
         ]
         for variant, why in diagnoses:
             if torch.allclose(got, variant, rtol=1e-5, atol=0):
@@ -454,10 +465,9 @@ def check_decode_rope_scores(fn):
          "every cached key is rotated at the current step t instead of its own position j, so q^R·k^R no longer "
          "depends on the distance t − j"),
         (lambda t, j: j, [0] * T,
-         "the query is not rotated: q^R must be rotated at its own position t (only then do the two rotations "
-         "meet as R_{j−t})"),
-        (lambda t, j: j + t, list(range(T)),
-         "each cached key is rotated by its own position and again by the step t: rotate it exactly once, at j"),
+         "the scores are those of an un-rotated query against keys rotated at j: either the query is not rotated "
+         "(q^R must be rotated at its own position t), or each cached key is rotated by its position and again by "
+         "the step t (the two give the same numbers). Rotate the query once at t and each key once at j"),
     ]
     for k_pos, q_pos, why in variants:
         if torch.allclose(out[causal], _rope_scores(q, k, theta, q_pos, k_pos)[causal], atol=1e-4):
