@@ -43,7 +43,9 @@ def test_labels_are_computed_from_the_config(drawn):
 def test_both_panels_and_the_blocked_fold_are_there(drawn):
     _, fig = drawn
     words = " ".join(t.get_text() for t in texts(fig))
-    assert "(a) RoPE on the expanded key" in words and "(b) Decoupled RoPE" in words
+    # the letters of the chapter's core argument: (b) RoPE on k^C blocks the fold, (c) decoupled (browser review)
+    assert "(b) RoPE on the expanded key" in words and "(c) Decoupled RoPE" in words
+    assert "(a)" not in words and "(d)" not in words
     assert "R_{j-t}" in words and "✗" in words                  # the rotation between W^UK and c^KV
     assert "folded into the query" in words
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]

@@ -281,7 +281,7 @@ def test_plot_singular_spectra_data():
     assert list(line.get_ydata()) == pytest.approx([1.0, 0.5, 0.25, 1e-3])
     assert "r90=2" in line.get_label()  # energies 16, 4, 1 of 21: 20/21 >= 0.9 at rank 2
     # the exact zero is drawn at the floor, and the panel's title says so; a panel without one does not
-    assert fig.axes[0].get_title() == "p\n(below 1e-3, exact zeros included: drawn at 1e-3)"
+    assert fig.axes[0].get_title() == "p\n(values below 1e-3 drawn at 1e-3)"   # exact zeros included
     fig = plot_singular_spectra({"q": {"curve": s[:3]}}, floor=1e-3)
     assert fig.axes[0].get_title() == "q"
     # an initial and a trained spectrum that coincide stay distinguishable: same colour, dashed vs solid

@@ -52,7 +52,9 @@ def test_moving_q_rank_and_heads():
     assert r.mha.cache_elements_per_token_per_layer == 64 * (192 + 128)
     assert r.variant.cache_elements_per_token_per_layer == 576  # MLA's cache does not grow with heads
     assert _bars(w.figure, 0)[2] == pytest.approx(r.mha.params_per_layer / 1e6)
-    assert "MHA (64 heads)" in w.readout.value
+    assert "MHA, 64 heads" in w.readout.value and "64 heads" not in w.readout.value.split("\n")[0].replace(
+        "MHA, 64 heads", "")
+    assert "$n_h$ = 64" in w.figure._suptitle.get_text()
 
 
 def test_plot_function_directly():
@@ -105,5 +107,74 @@ def test_labels_are_shown_in_full():
     for slider, field in ((w.q_lora_rank, "q_lora_rank"), (w.kv_lora_rank, "kv_lora_rank"),
                           (w.num_attention_heads, "num_attention_heads")):
         assert f"({field})" in slider.description
-        assert slider.description_allow_html and "<sub>" in slider.description   # d_c, d_c', n_h as HTML
         assert slider.style.description_width == "initial"
+        # the widget manager's sanitizer strips <sub>/<sup> (the browser review saw "dc"); TeX is typeset instead
+        assert "<sub>" not in slider.description and not slider.description_allow_html
+
+
+def test_one_notation_per_symbol():
+    """Browser review item 3: the label said dc′, the readout d_c', the title $d'_c$. Now the label and the figure
+    title write the same TeX, and the readout names the config fields the labels carry in brackets."""
+    w = mla_rank_widget()
+    title = w.figure._suptitle.get_text()
+    for slider, tex, field in ((w.q_lora_rank, "$d_c'$", "q_lora_rank"), (w.kv_lora_rank, "$d_c$", "kv_lora_rank"),
+                               (w.num_attention_heads, "$n_h$", "num_attention_heads")):
+        assert tex in slider.description and tex in title
+        assert field in slider.description
+    text = w.readout.value
+    assert "q_lora_rank = 1536" in text and "kv_lora_rank = 512" in text
+    assert not any(x in text for x in ("d_c", "dc", "n_h"))              # no third spelling of the symbols
+
+
+def test_mha_column_is_named_by_its_widths():
+    """Expert review: the MHA column is an MHA at V3's decompressed widths (40,960 = 128·(192 + 128) elements),
+    not chapter 1's 2·n_h·d_h = 32,768; the readout says so and gives both."""
+    w = mla_rank_widget()
+    r = w.last_result
+    assert r.mha.cache_elements_per_token_per_layer == 128 * (192 + 128) == 40_960
+    text = w.readout.value
+    assert "(q/k 192, v 128)" in text and "2 x 128 heads x 128 = 32,768" in text
+    assert [t.get_text() for t in w.figure.axes[0].get_xticklabels()][2] == "MHA\n192/128"
+    assert "keys 192 wide" in w.figure._suptitle.get_text()
+
+
+def test_corner_sweep_finite():
+    """Robustness: every min/max corner of the three sliders gives finite, positive numbers and a PNG."""
+    import itertools
+    import math
+
+    from dsv3_lessons.course.ch02_mla.widget import _RANGES
+
+    w = mla_rank_widget()
+    names = ("q_lora_rank", "kv_lora_rank", "num_attention_heads")
+    for corner in itertools.product(*[(_RANGES[n][0], _RANGES[n][1]) for n in names]):
+        r = mla_rank_report(*corner)                         # the plain function
+        for cost in (r.variant, r.v3, r.mha):
+            for value in (cost.params_per_layer, cost.flops_per_token_per_layer, cost.cache_bytes_per_token):
+                assert math.isfinite(value) and value > 0
+        for name, value in zip(names, corner):              # and the widget, driven to the same corner
+            getattr(w, name).value = value
+        assert w.last_error is None and w.last_result.variant == r.variant
+        assert w.image.value[:4] == b"\x89PNG"
+        assert all(math.isfinite(b) for p in range(3) for b in _bars(w.figure, p))
+
+
+def test_update_moves_bars_and_labels_in_place():
+    """The widget keeps one figure: its bars, number labels and title follow the sliders; the picture it sends is
+    the same as a full redraw of that figure."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    w = mla_rank_widget()
+    fig = w.figure
+    w.kv_lora_rank.value = 256
+    assert w.figure is fig
+    labels = [t for t in fig.axes[2].texts]
+    assert [t.get_text() for t in labels][0] == "39.0" and labels[0].xyann[1] == pytest.approx(39.040)
+    blit = np.asarray(Image.open(io.BytesIO(w.image.value)).convert("RGB"), dtype=float)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=fig.dpi)
+    full = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), dtype=float)
+    assert blit.shape == full.shape and np.abs(blit - full).mean() < 1.0   # the same picture

@@ -63,8 +63,12 @@ def test_yarn_factor_one_is_plain_rope(w):
     r = w.last_result
     assert torch.equal(r.inv_freq_yarn, r.inv_freq_rope)
     assert r.theta_yarn == pytest.approx(theta(16, 1.0), rel=1e-6) and r.mscale == 1.0
-    labels = [ln.get_label() for ln in w.last_figure.axes[1].get_lines()]
-    assert "RoPE" in labels and not any(lb.startswith("YaRN") for lb in labels)
+    # the YaRN curve stays drawn (the figure is updated in place) and its legend says it is plain RoPE now
+    lines = {ln.get_label(): ln for ln in w.last_figure.axes[1].get_lines()}
+    assert "RoPE" in lines and "YaRN $s$ = 1 (= RoPE)" in lines
+    assert list(lines["YaRN $s$ = 1 (= RoPE)"].get_ydata()) == pytest.approx(list(lines["RoPE"].get_ydata()))
+    legend = [t.get_text() for t in w.last_figure.axes[1].get_legend().get_texts()]
+    assert "YaRN $s$ = 1 (= RoPE)" in legend
     w.yarn_factor.value = 8.0
     assert w.last_result.theta_yarn == pytest.approx(theta(16, 8.0), rel=1e-5)
     assert w.last_result.mscale == pytest.approx(0.1 * math.log(8) + 1)
@@ -133,7 +137,8 @@ def test_positions_are_typed_exactly_with_full_labels(w):
         assert isinstance(box, widgets.BoundedIntText) and box.max == 8192 and box.min == 0
     for control in (w.query_pos, w.key_pos, w.freq_index, w.yarn_factor):
         assert control.style.description_width == "initial"
-    assert "query position t" in w.query_pos.description and "key position j" in w.key_pos.description
+    assert "query position t (0–8192)" in w.query_pos.description     # the range is in the label: a typed
+    assert "key position j (0–8192)" in w.key_pos.description         # -5 is clamped to 0, and says so
     w.query_pos.value, w.key_pos.value = 5000, 5000               # t = j exactly, far out
     assert w.last_result.angle_between == 0.0 and "t − j = 0" in w.summary.value
     w.key_pos.value = 4990                                         # the same t − j = 10 far out ...
@@ -150,3 +155,52 @@ def test_axes_do_not_move_with_the_controls(w):
     w.query_pos.value = 8000
     after = [(ax.get_xlim(), ax.get_ylim()) for ax in w.last_figure.axes[1:]]
     assert before == after
+
+
+def test_corner_sweep_finite():
+    """Robustness: every min/max corner of the four controls, through the plain function and the widget, gives
+    finite numbers and a PNG (positions 0/8192, pair 0/31, YaRN factor 1/64)."""
+    import itertools
+
+    from dsv3_lessons.course.ch03_rope.experiments import rope_explorer
+
+    w = rope_widget()
+    for t, j, i, s in itertools.product((0, 8192), (0, 8192), (0, 31), (1.0, 64.0)):
+        r = rope_explorer(t, j, i, s)
+        numbers = [r.theta_rope, r.theta_yarn, r.angle_between, r.score, r.score_shifted, r.mscale]
+        assert all(math.isfinite(x) for x in numbers)
+        for tensor in (r.q_pair_rot, r.k_pair_rot, r.cos_rope, r.cos_yarn, r.inv_freq_yarn):
+            assert torch.isfinite(tensor).all()
+        w.query_pos.value, w.key_pos.value, w.freq_index.value, w.yarn_factor.value = t, j, i, s
+        assert w.last_error is None and w.last_result.score == pytest.approx(r.score, rel=1e-6)
+        assert w.image.value[:4] == b"\x89PNG"
+
+
+def test_update_in_place_matches_a_full_redraw():
+    """The widget keeps one figure and re-renders only what a control changes; the picture it sends equals a full
+    redraw of that figure, and a fresh figure from the plain function for the same settings."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from dsv3_lessons.course.ch03_rope.experiments import rope_explorer
+    from dsv3_lessons.course.ch03_rope.figures import plot_rope_explorer
+
+    w = rope_widget()
+    fig = w.last_figure
+    w.query_pos.value, w.freq_index.value, w.yarn_factor.value = 300, 20, 8.0
+    assert w.last_figure is fig
+
+    def pixels(png):
+        return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=float)
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=fig.dpi)
+    fresh = plot_rope_explorer(rope_explorer(300, 4, 20, 8.0))
+    buf2 = io.BytesIO()
+    fresh.savefig(buf2, format="png", dpi=fresh.dpi)
+    blit = pixels(w.image.value)
+    assert np.abs(blit - pixels(buf.getvalue())).mean() < 1.0
+    assert np.abs(blit - pixels(buf2.getvalue())).mean() < 1.0
+    assert "pair 20" in [t.get_text() for t in fig.axes[2].get_legend().get_texts()]

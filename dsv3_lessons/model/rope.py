@@ -9,8 +9,11 @@ Conventions pinned here (V3 report §2.1.1 and §4.3; YaRN paper arXiv 2309.0007
   channel permutation of the weights (:func:`interleaved_to_half_permutation`).
 * **YaRN always on when configured.** If ``rope_scaling`` is given, the YaRN frequencies and the
   softmax correction are applied at every sequence length (transformers' behaviour). The official
-  code switches YaRN on only when the run's maximum length exceeds ``original_max_position_embeddings``;
-  for a model trained with YaRN on, the two agree.
+  ``inference/model.py`` decides per run: it applies YaRN's frequencies (``precompute_freqs_cis``) and
+  mscale² (``MLA.__init__``) only when ``ModelArgs.max_seq_len`` exceeds ``original_seq_len`` (4096).
+  The two agree for a run with ``max_seq_len`` > 4096 (its default is 16384); with ``max_seq_len`` ≤ 4096
+  the official code drops both, so its logits differ from these by mscale² at every position and its
+  rotations differ at every position ≥ 1, whatever the model was trained with.
 * **mscale² on the logits, not on cos/sin.** The attention logit is multiplied by
   mscale(s, mscale_all_dim)² (for V3, s = 40: 1.3688879² = 1.8738542). cos/sin are multiplied by
   mscale(s, mscale)/mscale(s, mscale_all_dim), which is exactly 1 for V3. A YaRN config without the
@@ -126,7 +129,9 @@ def apply_rope_interleaved(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
 
 
 def apply_rope_half(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate (x_i, x_{i+d/2}) pairs -- the "rotate_half" (GPT-NeoX/LLaMA) layout. Same shapes as above."""
+    """Rotate (x_i, x_{i+d/2}) pairs -- the "rotate_half" layout of GPT-NeoX and of transformers' LLaMA port
+    (whose conversion script permutes the q/k weights; Meta's reference LLaMA rotates interleaved pairs, like
+    DeepSeek's official code). Same shapes as above."""
     if x.shape[-1] != 2 * cos.shape[-1]:
         raise ValueError(f"x has {x.shape[-1]} rope channels but cos has {cos.shape[-1]} pairs")
     half = x.shape[-1] // 2

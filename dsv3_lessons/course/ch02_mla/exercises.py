@@ -1,23 +1,47 @@
-"""Exercise checkers of chapter 02 (MLA: two latent spaces), on the never-raising pattern of ``..checking``.
+"""Exercise checkers of chapter 02 (MLA: two latent spaces), on the never-raising pattern of ``..common.checking``.
 
-* 2.1 rows of V3's fused ``kv_b_proj.weight`` that hold head 5's W^UV (a slice ``(start, stop)``);
-* 2.2 parameters per layer that V3's query latent saves against a plain W^Q (a number);
-* 2.3 write ``fuse_kv_b(w_uk, w_uv)``: per-head W^UK_i, W^UV_i back into the checkpoint's fused tensor (code);
-* 2.4 write ``split_scores(q_c, q_r, k_c, k_r)``: the score of eq. (10) as a content part plus a RoPE part,
-  without building the concatenated q and k (code).
+Four exercises of four kinds (DESIGN.md, "the chapter recipe", item 6):
 
-Each checker prints one line: "not attempted yet" and a hint for the placeholder ``___``, ``✗`` and a diagnosis
-for a wrong answer, ``✓`` for a right one, and returns the :class:`~dsv3_lessons.course.common.checking.Result`.
-Right answers are computed from :func:`~dsv3_lessons.model.config.deepseek_v3_671b` and
-:func:`~dsv3_lessons.course.ch02_mla.steps.mla_cost`, never typed in.
+* 2.1 **predict, then run**: before the spectrum cell, guess r90 -- how many directions carry 90 % of the energy
+  of the trained MHA model's stacked keys (layer 1, all heads, ``[tokens, n_h·d_h]``) -- and compare after the
+  run (:func:`check_key_rank_prediction`);
+* 2.2 **explain with a number**: the rows of V3's fused ``kv_b_proj.weight`` that hold head 5's W^UV
+  (:func:`check_kv_b_rows_of_w_uv`);
+* 2.3 **bug hunt**: :data:`BUGGY_KEYS_AND_VALUES`, a ``keys_and_values`` that splits ``kv_b_proj``'s output
+  "all keys first" -- the fused-kv_b mistake of public implementations (SPEC §9) -- and passes its author's
+  one-head test (:func:`one_head_test`); the learner finds and fixes the line (:func:`check_keys_and_values`);
+* 2.4 **variation** (code): scores straight from the cache with W^UK folded into the query, a case the chapter
+  did not write (it re-expanded k^C), graded on random inputs and on an MLA layer with another head count and
+  query-latent width than the chapter's (:func:`check_latent_scores`).
+
+Each checker prints one line: "not attempted yet" and a nudge for the placeholder ``___``, ``✗`` and a diagnosis
+for a wrong answer (pointing to ``hint("2.N")`` for the next step), ``✓`` for a right one, and returns the
+:class:`~dsv3_lessons.course.common.checking.Result`. Right answers are computed from the library
+(:func:`~dsv3_lessons.model.config.deepseek_v3_671b`, :func:`~dsv3_lessons.model.mla.split_kv_b`,
+:class:`~dsv3_lessons.model.mla.MultiHeadLatentAttention`) or measured in the learner's own run, never typed in.
+The formulas are in the worked solutions (``notebooks/solutions/02_mla_latent_spaces_solutions.ipynb``), not here.
 """
 from __future__ import annotations
 
 import torch
 
-from dsv3_lessons.course.common.checking import Wrong, as_number, checker, is_placeholder
+from dsv3_lessons.course.common.checking import Wrong, as_number, checker
+from dsv3_lessons.course.common.checking import call_learner as _call_learner
 
-__all__ = ["check_kv_b_rows_of_w_uv", "check_query_latent_savings", "check_fuse_kv_b", "check_split_scores"]
+__all__ = ["check_key_rank_prediction", "check_kv_b_rows_of_w_uv", "BUGGY_KEYS_AND_VALUES", "one_head_test",
+           "check_keys_and_values", "check_latent_scores"]
+
+
+def call_learner(fn, *args):
+    """:func:`~dsv3_lessons.course.common.checking.call_learner`, plus one case it misses: an attribute read on the
+    placeholder still in the body (``keys = ___`` then ``keys.T``) raises AttributeError, which also means "not
+    attempted yet", not a bug."""
+    try:
+        return _call_learner(fn, *args)
+    except AttributeError as exc:
+        if "Placeholder" in str(exc):
+            raise NotImplementedError from exc
+        raise
 
 
 def _v3():
@@ -42,10 +66,60 @@ def _pair(answer, what: str) -> tuple[int, int]:
 
 
 # ----------------------------------------------------------------------------------------------- 2.1
-@checker("2.1", hint="kv_b_proj.weight is viewed [n_h, d_h + d_v, d_c]: head i owns a block of d_h + d_v rows, its "
-                     "W^UK_i first, then its W^UV_i. Use v3.qk_nope_head_dim and v3.v_head_dim.")
+@checker("2.1", hint="write your guess BEFORE running the spectrum cell: a whole number of directions between 1 and "
+                     "the matrix's width. Think of what training does to 4 heads that all read the same characters.",
+         more=["At initialisation the key projections are random, so their keys spread their energy over many "
+               "directions. Ask whether the 4 heads of a trained layer need independent directions, or reuse the "
+               "same few.",
+               "The figure's legend prints r90 for every curve, dashed at initialisation and solid after training: "
+               "compare your guess with the solid layer-1 key curve and with MLA's d_c."])
+def check_key_rank_prediction(prediction, trained, init, d_c: int = 32):
+    """Exercise 2.1 (predict, then run): the learner's guess of r90 for layer 1's stacked MHA keys after training.
+
+    Args:
+        prediction: the guess written before the run (a whole number of directions).
+        trained, init: singular values ``[k]`` (descending) of the stacked keys ``[tokens, n_h·d_h]`` after
+            training and at initialisation (``k`` = n_h·d_h = 64 for the tiny config).
+        d_c: MLA's latent width in the same config, the yardstick of the question (32 for ``tiny()``).
+    ✓ when the guess is within a factor 2 of the measured r90 (plus 2 directions of slack); ✗ otherwise, with
+    the measurement and what the gap means (above d_c, at the untrained value, too low).
+    """
+    from dsv3_lessons.course.ch02_mla.steps import rank_for_energy
+
+    width = int(torch.as_tensor(trained).numel())
+    guess = _whole(prediction, "your prediction (a number of directions)")
+    if not 1 <= guess <= width:
+        raise Wrong(f"{guess} is outside 1..{width}: the stacked keys have {width} columns, so r90 lies between "
+                    f"1 and {width}")
+    measured, at_init = rank_for_energy(trained, 0.9), rank_for_energy(init, 0.9)
+    tail = (f"(measured: r90 = {measured} of {width} after training, {at_init} at initialisation; MLA's latent is "
+            f"d_c = {d_c} wide)")
+    if measured / 2 <= guess <= 2 * measured + 2:
+        return (f"you guessed {guess}; {measured} directions carry 90 % of the trained keys' energy, against "
+                f"{at_init} at initialisation. Training made the 4 heads' keys redundant, so a shared latent far "
+                f"narrower than n_h·d_h = {width} loses little: the bet MLA makes with d_c = {d_c}.")
+    if guess >= d_c:
+        raise Wrong(f"you guessed {guess}, at or above d_c = {d_c}: that would make MLA's latent a bottleneck for "
+                    f"this layer. The trained keys are far more redundant {tail}.")
+    if abs(guess - at_init) <= max(2, at_init // 4):
+        raise Wrong(f"you guessed {guess}, about what random, untrained keys need; training concentrated the keys "
+                    f"into far fewer directions {tail}.")
+    if guess < measured / 2:
+        raise Wrong(f"you guessed {guess}, fewer than measured: the keys are low-rank but not one direction, since "
+                    f"they still have to tell characters and contexts apart {tail}.")
+    raise Wrong(f"you guessed {guess}: the right side of d_c, but the trained keys are even more concentrated than "
+                f"that {tail}.")
+
+
+# ----------------------------------------------------------------------------------------------- 2.2
+@checker("2.2", hint="how many rows of the fused matrix does one head own, and in what order do its keys and values "
+                     "sit inside its block? Read the sizes from v3's fields.",
+         more=["Step 2 of the chapter views the weight as [n_h, d_h + d_v, d_c]: count how many rows lie before head "
+               "5's block (heads count from 0).",
+               "Inside a head's block the key rows (d_h of them) come first; the value rows follow. Give stop "
+               "exclusive, as in a Python slice."])
 def check_kv_b_rows_of_w_uv(answer, head: int = 5):
-    """Exercise 2.1: rows ``(start, stop)`` (stop exclusive; a ``slice`` works too) of V3's fused
+    """Exercise 2.2: rows ``(start, stop)`` (stop exclusive; a ``slice`` works too) of V3's fused
     ``kv_b_proj.weight`` ``[n_h·(d_h+d_v), d_c]`` that hold W^UV of head ``head`` (0-based).
 
     Layout: per head [W^UK_i (d_h rows) ; W^UV_i (d_v rows)] (V3 report §2.1.1; the official inference code views
@@ -77,155 +151,230 @@ def check_kv_b_rows_of_w_uv(answer, head: int = 5):
         raise Wrong(f"{(start, stop)}: {diagnoses[(start, stop)]}.")
     if stop - start != c.v_head_dim:
         raise Wrong(f"{(start, stop)} spans {stop - start} rows; W^UV_i has d_v = {c.v_head_dim} rows")
-    raise Wrong(f"{(start, stop)} has the right length but the wrong place: head i's block starts at row "
-                f"i·(d_h + d_v), and its values start d_h rows later.")
-
-
-# ----------------------------------------------------------------------------------------------- 2.2
-@checker("2.2", hint="plain W^Q: d·n_h·(d_h + d_h^R) weights. Query latent: W^DQ (d·d_c'), the q_a_layernorm gains "
-                     "(d_c'), and q_b_proj (d_c'·n_h·(d_h + d_h^R)). Take v3's fields; the saving is plain minus latent.")
-def check_query_latent_savings(answer):
-    """Exercise 2.2: parameters per layer that V3's query latent (``q_a_proj``, ``q_a_layernorm``, ``q_b_proj``)
-    saves against a plain ``q_proj`` d → n_h·(d_h + d_h^R) that makes the same 192-wide queries.
-
-    Right answer from :func:`~dsv3_lessons.course.ch02_mla.steps.mla_cost` (``q_lora_rank=None`` minus the default).
-    """
-    from dsv3_lessons.course.ch02_mla.steps import mla_cost
-
-    c = _v3()
-    x = _whole(answer, "the answer (parameters)")
-    right = mla_cost(q_lora_rank=None).params_per_layer - mla_cost().params_per_layer
-    if x == right:
-        return f"{right:,} parameters per layer, {right * c.num_hidden_layers / 1e9:.2f} B over " \
-               f"{c.num_hidden_layers} layers."
-    d, n_h, d_q, d_cq = c.hidden_size, c.num_attention_heads, c.qk_head_dim, c.q_lora_rank
-    plain, latent = d * n_h * d_q, d * d_cq + d_cq + d_cq * n_h * d_q
-    diagnoses = {
-        right + d_cq: f"almost: the {d_cq} gains of q_a_layernorm belong to the query latent path too",
-        right * c.num_hidden_layers: f"that is all {c.num_hidden_layers} layers; the question asks per layer",
-        -right: "the sign: the saving is plain minus latent, a positive number",
-        plain: "that is the plain W^Q alone; subtract the query latent path",
-        latent: "that is the query latent path alone; subtract it from the plain W^Q",
-        d * n_h * c.qk_nope_head_dim - (d * d_cq + d_cq + d_cq * n_h * c.qk_nope_head_dim):
-            f"each head's query is d_h + d_h^R = {d_q} wide (content and RoPE parts), not {c.qk_nope_head_dim}",
-    }
-    if x in diagnoses:
-        raise Wrong(f"{x:,}: {diagnoses[x]}.")
-    raise Wrong(f"{x:,} is not it (off by {x - right:+,}). Plain: d·n_h·(d_h+d_h^R); latent: d·d_c' + d_c' + "
-                f"d_c'·n_h·(d_h+d_h^R), with d_c' = q_lora_rank.")
+    raise Wrong(f"{(start, stop)} has the right length but the wrong place: count the rows of the heads before "
+                f"head {head}, then the key rows of head {head} itself.")
 
 
 # ----------------------------------------------------------------------------------------------- 2.3
-def _test_per_head(n_h: int = 3, d_h: int = 4, d_v: int = 6, d_c: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-head matrices whose every entry is different (d_h ≠ d_v, so a mixed-up layout cannot pass)."""
-    w = torch.arange(n_h * (d_h + d_v) * d_c, dtype=torch.float32).view(n_h, d_h + d_v, d_c)
-    return w[:, :d_h].clone(), w[:, d_h:].clone()
+#: Exercise 2.3's code, exactly as the notebook shows it (the test checks the notebook cell holds this text).
+#: The mistake: ``kv_b_proj``'s output features come head by head, [k_0 | v_0 | k_1 | v_1 | ...], but this
+#: split takes the first n_h·d_h features as "all keys" (SPEC §9, "fused kv_b split across heads").
+BUGGY_KEYS_AND_VALUES = '''\
+def keys_and_values(c_kv, kv_b_weight, n_h, d_h, d_v):
+    """Per-head k^C [b, T, n_h, d_h] and v^C [b, T, n_h, d_v] from the cached latent c^KV [b, T, d_c]."""
+    b, T, _ = c_kv.shape
+    kv = c_kv @ kv_b_weight.T                                 # [b, T, n_h * (d_h + d_v)], one matmul
+    k_c, v_c = kv.split([n_h * d_h, n_h * d_v], dim=-1)       # keys, then values
+    return k_c.reshape(b, T, n_h, d_h), v_c.reshape(b, T, n_h, d_v)
+'''
 
 
-@checker("2.3", hint="undo step 2's view: first put each head's W^UK_i and W^UV_i rows together (which axis of "
-                     "[n_h, rows, d_c] holds the rows?), then merge the head and row axes into one.")
-def check_fuse_kv_b(fuse_kv_b):
-    """Exercise 2.3: ``fuse_kv_b(w_uk [n_h, d_h, d_c], w_uv [n_h, d_v, d_c]) -> kv_b_proj.weight [n_h·(d_h+d_v), d_c]``.
+def _buggy_keys_and_values():
+    namespace: dict = {}
+    exec(BUGGY_KEYS_AND_VALUES, {"torch": torch}, namespace)  # noqa: S102  (our own constant text)
+    return namespace["keys_and_values"]
 
-    Checked on matrices with n_h = 3, d_h = 4, d_v = 6, d_c = 5 and distinct entries against the layout the
-    library reads (:func:`dsv3_lessons.model.mla.split_kv_b`), then on a tiny layer's own weights.
+
+def _kv_case(n_h: int, d_h: int = 4, d_v: int = 6, d_c: int = 5, seed: int = 3):
+    g = torch.Generator().manual_seed(seed)
+    c_kv = torch.randn(2, 7, d_c, generator=g)
+    w = torch.randn(n_h * (d_h + d_v), d_c, generator=g)
+    return c_kv, w, (n_h, d_h, d_v)
+
+
+def _kv_right(c_kv, w, n_h, d_h, d_v):
+    from dsv3_lessons.model.mla import split_kv_b
+
+    w_uk, w_uv = split_kv_b(w, n_h, d_h, d_v)
+    return torch.einsum("ihc,btc->btih", w_uk, c_kv), torch.einsum("ivc,btc->btiv", w_uv, c_kv)
+
+
+def one_head_test(fn) -> str:
+    """The author's test of exercise 2.3's function: one head, against the library. Returns (and the notebook
+    prints) a sentence; raises AssertionError when ``fn`` fails it (the buggy function passes)."""
+    c_kv, w, (n_h, d_h, d_v) = _kv_case(n_h=1)
+    k_c, v_c = fn(c_kv, w, n_h, d_h, d_v)
+    k_ref, v_ref = _kv_right(c_kv, w, n_h, d_h, d_v)
+    assert torch.allclose(k_c, k_ref, atol=1e-6) and torch.allclose(v_c, v_ref, atol=1e-6)
+    return "the author's test passes: with one head, keys_and_values equals the library (max |difference| <= 1e-6)"
+
+
+@checker("2.3", hint="the function passes its author's one-head test. What is different about the fused output "
+                     "when there are several heads? Fix one line, then pass keys_and_values to the checker.",
+         more=["Compare the layout of kv_b_proj's output features with the layout of its weight rows in step 2 of "
+               "the chapter: are the features of one head next to each other?",
+               "With one head, 'all keys first' and 'keys first within each head' are the same split: that is why "
+               "the author's test could not see the bug. Split per head instead."])
+def check_keys_and_values(fn):
+    """Exercise 2.3 (bug hunt): the learner's fixed ``keys_and_values(c_kv, kv_b_weight, n_h, d_h, d_v)``.
+
+    Run on random c^KV ``[2, 7, d_c]`` and fused weights with n_h = 3 and 4 heads (d_h = 4 ≠ d_v = 6, so a mixed-up
+    layout cannot pass by luck) against :func:`dsv3_lessons.model.mla.split_kv_b`, then on a tiny MLA layer's own
+    ``kv_b_proj`` against the layer. Names what is still wrong: the keys-first split (the unfixed code), values
+    before keys within a head, keys right but values wrong, wrong shapes, a transposed weight.
     """
+    if not callable(fn):
+        raise Wrong(f"pass your fixed function itself (check_keys_and_values(keys_and_values)), got "
+                    f"{type(fn).__name__}")
+    for n_h in (3, 4):
+        c_kv, w, (n_h, d_h, d_v) = _kv_case(n_h)
+        out = call_learner(fn, c_kv.clone(), w.clone(), n_h, d_h, d_v)
+        if not (isinstance(out, (tuple, list)) and len(out) == 2 and all(isinstance(t, torch.Tensor) for t in out)):
+            raise Wrong(f"keys_and_values must return two tensors (k_c, v_c), got {type(out).__name__}")
+        k_c, v_c = out
+        k_ref, v_ref = _kv_right(c_kv, w, n_h, d_h, d_v)
+        where = f"with n_h = {n_h} heads (d_h = {d_h}, d_v = {d_v}, d_c = {w.shape[1]})"
+        if tuple(k_c.shape) != tuple(k_ref.shape) or tuple(v_c.shape) != tuple(v_ref.shape):
+            raise Wrong(f"{where}: shapes {list(k_c.shape)} and {list(v_c.shape)}; expected k_c {list(k_ref.shape)} "
+                        f"[b, T, n_h, d_h] and v_c {list(v_ref.shape)} [b, T, n_h, d_v]")
+        k_ok, v_ok = torch.allclose(k_c, k_ref, atol=1e-5), torch.allclose(v_c, v_ref, atol=1e-5)
+        if k_ok and v_ok:
+            continue
+        kv = c_kv @ w.T
+        keys_first = kv.split([n_h * d_h, n_h * d_v], dim=-1)
+        if torch.allclose(k_c, keys_first[0].reshape(k_ref.shape), atol=1e-5):
+            right_heads = [i for i in range(n_h) if torch.allclose(k_c[:, :, i], k_ref[:, :, i], atol=1e-5)]
+            raise Wrong(f"{where}: still the 'all keys first' split. Only head(s) {right_heads} get their own keys; "
+                        f"head 1's 'keys' start with head 0's value features. kv_b_proj's output is grouped by head: "
+                        f"[k_0 | v_0 | k_1 | v_1 | ...]")
+        per_head = kv.view(*kv.shape[:2], n_h, d_h + d_v)
+        if torch.allclose(k_c, per_head[..., d_v:], atol=1e-5):
+            raise Wrong(f"{where}: split per head, but each head's values were taken before its keys; inside a "
+                        f"head's block the d_h key features come first")
+        if k_ok:
+            raise Wrong(f"{where}: the keys are right, the values are not: they are the last d_v features of each "
+                        f"head's block")
+        if v_ok:
+            raise Wrong(f"{where}: the values are right, the keys are not: they are the first d_h features of each "
+                        f"head's block")
+        worst = max((k_c - k_ref).abs().max().item(), (v_c - v_ref).abs().max().item())
+        raise Wrong(f"{where}: k_c and v_c differ from the library by up to {worst:.3g}; view the output as "
+                    f"[b, T, n_h, d_h + d_v] before splitting it")
     from dsv3_lessons.model.config import tiny
-    from dsv3_lessons.model.mla import MultiHeadLatentAttention, split_kv_b
+    from dsv3_lessons.model.mla import MultiHeadLatentAttention
 
-    if not callable(fuse_kv_b):
-        raise Wrong(f"pass your function itself (check_fuse_kv_b(fuse_kv_b)), got {type(fuse_kv_b).__name__}")
-    w_uk, w_uv = _test_per_head()
-    n_h, d_h, d_c = w_uk.shape
-    d_v = w_uv.shape[1]
-    got = fuse_kv_b(w_uk.clone(), w_uv.clone())
-    if is_placeholder(got):
-        raise NotImplementedError
-    if not isinstance(got, torch.Tensor):
-        raise Wrong(f"fuse_kv_b must return a torch tensor, got {type(got).__name__}")
-    rows = n_h * (d_h + d_v)
-    if tuple(got.shape) == (d_c, rows):
-        raise Wrong(f"the result is transposed: kv_b_proj.weight is [n_h·(d_h+d_v), d_c] = {[rows, d_c]}, one row "
-                    "per output feature, as every nn.Linear weight")
-    if tuple(got.shape) != (rows, d_c):
-        raise Wrong(f"shape {list(got.shape)}; expected [n_h·(d_h+d_v), d_c] = {[rows, d_c]} for w_uk "
-                    f"{list(w_uk.shape)} and w_uv {list(w_uv.shape)}")
-    keys_first = torch.cat([w_uk.reshape(-1, d_c), w_uv.reshape(-1, d_c)])
-    if torch.equal(got, keys_first):
-        raise Wrong("that is the 'all keys first' layout (every head's keys, then every head's values). The checkpoint "
-                    "groups rows by head: [W^UK_0 ; W^UV_0 ; W^UK_1 ; W^UV_1 ; …]")
-    if torch.equal(got, torch.cat([w_uv, w_uk], 1).reshape(rows, d_c)):
-        raise Wrong("grouped by head, but each head's values come before its keys; the keys (d_h rows) come first")
-    back_k, back_v = split_kv_b(got, n_h, d_h, d_v)
-    for i in range(n_h):
-        if not (torch.equal(back_k[i], w_uk[i]) and torch.equal(back_v[i], w_uv[i])):
-            raise Wrong(f"head {i}'s block (rows {i * (d_h + d_v)}..{(i + 1) * (d_h + d_v) - 1}) should hold "
-                        f"W^UK_{i} then W^UV_{i}, and does not; print your result next to w_uk[{i}] and w_uv[{i}]")
-    mla = MultiHeadLatentAttention(tiny())
-    cfg = mla.cfg
-    w = mla.kv_b_proj.weight.detach()
-    uk, uv = split_kv_b(w, cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.v_head_dim)
-    advice = "do not use fixed sizes, read n_h, d_h, d_v and d_c from the inputs' shapes"
-    try:
-        fused = fuse_kv_b(uk.clone(), uv.clone())
-    except Exception as exc:
-        raise Wrong(f"right on the small test matrices, but on a tiny layer's own weights your function raised "
-                    f"{type(exc).__name__}: {exc}; {advice}") from None
-    if not (isinstance(fused, torch.Tensor) and fused.shape == w.shape and torch.equal(fused, w)):
-        raise Wrong(f"right on the small test matrices, but not on a tiny layer's own kv_b_proj weights: {advice}")
-    return "the per-head layout the checkpoint stores; split_kv_b reads it back exactly."
+    torch.manual_seed(0)
+    layer = MultiHeadLatentAttention(tiny())
+    c = layer.cfg
+    c_kv = torch.randn(1, 5, c.kv_lora_rank)
+    with torch.no_grad():
+        k_ref, v_ref = layer.kv_b_proj(c_kv).view(1, 5, c.num_attention_heads, -1).split(
+            [c.qk_nope_head_dim, c.v_head_dim], dim=-1)
+        k_c, v_c = call_learner(fn, c_kv, layer.kv_b_proj.weight.detach(), c.num_attention_heads,
+                                c.qk_nope_head_dim, c.v_head_dim)
+    if not (k_c.shape == k_ref.shape and v_c.shape == v_ref.shape and torch.allclose(k_c, k_ref, atol=1e-5)
+            and torch.allclose(v_c, v_ref, atol=1e-5)):
+        raise Wrong("right on the random test weights, but not on a tiny layer's own kv_b_proj: read n_h, d_h and d_v "
+                    "from the arguments, not from fixed numbers")
+    return ("fixed: kv_b_proj's output features come head by head, [k_0 | v_0 | k_1 | v_1 | ...], so the split is "
+            "per head. With one head both splits coincide, which is why the author's test passed.")
 
 
 # ----------------------------------------------------------------------------------------------- 2.4
-def _score_inputs(b: int = 2, T: int = 5, n_h: int = 3, d_h: int = 4, d_r: int = 6):
+def _score_inputs(b: int = 2, T: int = 5, n_h: int = 3, d_h: int = 4, d_r: int = 6, d_c: int = 7):
     g = torch.Generator().manual_seed(2)
     return (torch.randn(b, T, n_h, d_h, generator=g), torch.randn(b, T, n_h, d_r, generator=g),
-            torch.randn(b, T, n_h, d_h, generator=g), torch.randn(b, T, d_r, generator=g))
+            torch.randn(b, T, d_c, generator=g), torch.randn(b, T, d_r, generator=g),
+            torch.randn(n_h, d_h, d_c, generator=g))
 
 
-@checker("2.4", hint="one einsum for the content dot product of each head, one for the RoPE dot product (k_r has "
-                     "no head axis: every head uses the same one), then add the two [b, n_h, t, j] results.")
-def check_split_scores(split_scores):
-    """Exercise 2.4: ``split_scores(q_c, q_r, k_c, k_r) -> [b, n_h, t, j]``, the unscaled, unmasked q_{t,i}ᵀk_{j,i}
-    of eq. (10) written as q^Cᵀk^C + q^Rᵀk^R, without concatenating.
+def _layer_inputs(n_h: int = 8, q_lora_rank: int = 24, T: int = 6):
+    """A tiny-sized MLA layer with another head count and query-latent width than the chapter's, its pieces at
+    positions 2..T+1 (RoPE is not the identity), and its raw logits q·k from the concatenated q and k."""
+    from dsv3_lessons.model.config import tiny
+    from dsv3_lessons.model.mla import MultiHeadLatentAttention, split_kv_b
 
-    Inputs: ``q_c [b, t, n_h, d_h]``, ``q_r [b, t, n_h, d_h^R]``, ``k_c [b, j, n_h, d_h]``, ``k_r [b, j, d_h^R]``
-    (one RoPE key shared by all heads). Checked against the concatenated form on random inputs.
+    torch.manual_seed(1)
+    layer = MultiHeadLatentAttention(tiny(num_attention_heads=n_h, num_key_value_heads=n_h,
+                                          q_lora_rank=q_lora_rank))
+    c = layer.cfg
+    h = torch.randn(1, T, c.hidden_size)
+    pos = torch.arange(2, 2 + T)
+    with torch.no_grad():
+        q_c, q_r = layer.query(h, pos)
+        c_kv, k_r = layer.latent(h, pos)
+        w_uk, _ = split_kv_b(layer.kv_b_proj.weight.detach(), n_h, c.qk_nope_head_dim, c.v_head_dim)
+        k_c = torch.einsum("ihc,bjc->bjih", w_uk, c_kv)
+        q = torch.cat([q_c, q_r], -1)
+        k = torch.cat([k_c, k_r[:, :, None].expand(-1, -1, n_h, -1)], -1)
+        logits = torch.einsum("btik,bjik->bitj", q, k)
+    return (q_c, q_r, c_kv, k_r, w_uk.clone()), logits, k_c
+
+
+@checker("2.4", hint="q^C_{t,i}·(W^UK_i c^KV_j) can be regrouped so that W^UK_i moves to the query side: which of "
+                     "its two axes does q^C contract with, and how wide is the result?",
+         more=["Write the content score of one head as a double sum over the d_h channels and the d_c latent "
+               "numbers, and do the sum over d_h first: that gives q̃, once per query and head.",
+               "The RoPE part does not involve W^UK at all; k_r has no head axis, every head uses the same one.",
+               "Shapes to aim for: q̃ [b, t, n_h, d_c], scores [b, n_h, t, j]. No tensor of yours should have both "
+               "a key axis j and a d_h axis."])
+def check_latent_scores(fn):
+    """Exercise 2.4 (variation): ``fn(q_c, q_r, c_kv, k_r, w_uk) -> (q_tilde, scores)``.
+
+    Inputs: ``q_c [b, t, n_h, d_h]``, ``q_r [b, t, n_h, d_h^R]`` (rotated), the cache ``c_kv [b, j, d_c]`` and
+    ``k_r [b, j, d_h^R]`` (rotated, shared by the heads), ``w_uk [n_h, d_h, d_c]``. Returns the absorbed query
+    q̃_{t,i} = W^UK_iᵀ q^C_{t,i} ``[b, t, n_h, d_c]`` and the raw scores q_{t,i}ᵀ k_{j,i} ``[b, n_h, t, j]``
+    (unscaled, unmasked) computed from q̃ and the cache. Graded on random inputs (n_h = 3, d_h = 4, d_c = 7,
+    d_h^R = 6), then on an MLA layer with 8 heads and d_c' = 24 at positions 2..7 against the concatenated form.
     """
-    if not callable(split_scores):
-        raise Wrong(f"pass your function itself (check_split_scores(split_scores)), got {type(split_scores).__name__}")
-    q_c, q_r, k_c, k_r = _score_inputs()
-    b, T, n_h, _ = q_c.shape
-    got = split_scores(q_c, q_r, k_c, k_r)
-    if is_placeholder(got):
-        raise NotImplementedError
-    if not isinstance(got, torch.Tensor):
-        raise Wrong(f"split_scores must return a torch tensor, got {type(got).__name__}")
-    q = torch.cat([q_c, q_r], -1)
-    k = torch.cat([k_c, k_r[:, :, None].expand(-1, -1, n_h, -1)], -1)
-    right = torch.einsum("btik,bjik->bitj", q, k)
-    if tuple(got.shape) != tuple(right.shape):
-        if tuple(got.shape) == (b, T, n_h, T):
-            raise Wrong(f"shape {list(got.shape)} is [b, t, n_h, j]; put the head axis second: [b, n_h, t, j]")
-        raise Wrong(f"shape {list(got.shape)}; expected [b, n_h, t, j] = {list(right.shape)}")
-    got = got.detach().to(right.dtype)
-    if torch.allclose(got, right, atol=1e-5):
-        return "q·k = q^C·k^C + q^R·k^R: the concatenation only adds two dot products. Chapter 4 folds W^UK into " \
-               "the first one."
-    content = torch.einsum("btih,bjih->bitj", q_c, k_c)
-    rope = torch.einsum("btir,bjr->bitj", q_r, k_r)
-    if torch.allclose(got, content, atol=1e-5):
-        raise Wrong("that is only the content part q^C·k^C; add the RoPE part q^R·k^R")
-    if torch.allclose(got, rope, atol=1e-5):
-        raise Wrong("that is only the RoPE part q^R·k^R; add the content part q^C·k^C")
-    if torch.allclose(got, right.transpose(-1, -2), atol=1e-5):
-        raise Wrong("t and j are swapped: the third axis is the query position t, the last the key position j")
-    ratio = got / right
-    if torch.allclose(ratio, ratio.flatten()[0].expand_as(ratio), rtol=1e-4) and abs(ratio.flatten()[0].item() - 1) > 1e-3:
-        raise Wrong(f"the result is the right scores times {ratio.flatten()[0].item():.4g}; leave out the softmax "
-                    "scale here (the exercise asks for the raw dot products)")
-    if torch.isinf(got).any():
-        raise Wrong("the result holds -inf: leave the causal mask out, the exercise asks for all (t, j) pairs")
-    worst = (got - right).abs().max().item()
-    raise Wrong(f"largest difference from q_{{t,i}}ᵀk_{{j,i}} is {worst:.3g}; check that every head uses the same "
-                "k_r (it has no head axis) and that each einsum sums over the feature axis only")
+    if not callable(fn):
+        raise Wrong(f"pass your function itself (check_latent_scores(latent_scores)), got {type(fn).__name__}")
+    cases = [("random inputs (n_h = 3, d_h = 4, d_c = 7)", _score_inputs(), None, None)]
+    layer_inputs, layer_logits, layer_k_c = _layer_inputs()
+    cases.append(("an MLA layer with 8 heads and d_c' = 24", layer_inputs, layer_logits, layer_k_c))
+    for where, (q_c, q_r, c_kv, k_r, w_uk), want, k_c in cases:
+        b, T, n_h, d_h = q_c.shape
+        d_c = c_kv.shape[-1]
+        if k_c is None:
+            k_c = torch.einsum("ihc,bjc->bjih", w_uk, c_kv)
+        content = torch.einsum("btih,bjih->bitj", q_c, k_c)
+        rope = torch.einsum("btir,bjr->bitj", q_r, k_r)
+        if want is None:
+            want = content + rope
+        out = call_learner(fn, q_c.clone(), q_r.clone(), c_kv.clone(), k_r.clone(), w_uk.clone())
+        if not (isinstance(out, (tuple, list)) and len(out) == 2):
+            raise Wrong(f"return a pair (q_tilde, scores), got {type(out).__name__}")
+        q_t, scores = out
+        if not (isinstance(q_t, torch.Tensor) and isinstance(scores, torch.Tensor)):
+            raise Wrong("q_tilde and scores must both be torch tensors")
+        q_t, scores = q_t.detach().to(want.dtype), scores.detach().to(want.dtype)
+        right_q = torch.einsum("btih,ihc->btic", q_c, w_uk)
+        if tuple(q_t.shape) != tuple(right_q.shape):
+            if tuple(q_t.shape) == tuple(q_c.shape):
+                raise Wrong(f"for {where}: q_tilde has q^C's shape {list(q_t.shape)}. The absorbed query lives in the "
+                            f"latent space: d_c = {d_c} numbers per head, [b, t, n_h, d_c]")
+            raise Wrong(f"for {where}: q_tilde has shape {list(q_t.shape)}; expected [b, t, n_h, d_c] = "
+                        f"{list(right_q.shape)}")
+        tol = 1e-4 * max(1.0, want.abs().max().item())
+        if not torch.allclose(q_t, right_q, atol=tol):
+            raise Wrong(f"for {where}: q_tilde·c^KV_j must equal q^C·k^C = q^C·(W^UK c^KV_j), and it does not "
+                        f"(largest difference {(torch.einsum('btic,bjc->bitj', q_t, c_kv) - content).abs().max():.3g}); "
+                        f"check which axis of w_uk you contract with q_c")
+        if tuple(scores.shape) != tuple(want.shape):
+            if tuple(scores.shape) == (b, T, n_h, c_kv.shape[1]):
+                raise Wrong(f"for {where}: scores have shape {list(scores.shape)}, i.e. [b, t, n_h, j]; put the "
+                            f"head axis second: [b, n_h, t, j]")
+            raise Wrong(f"for {where}: scores have shape {list(scores.shape)}; expected [b, n_h, t, j] = "
+                        f"{list(want.shape)}")
+        if torch.allclose(scores, want, atol=tol):
+            continue
+        if torch.allclose(scores, content, atol=tol):
+            raise Wrong(f"for {where}: that is only the content part q̃·c^KV; add the RoPE part q^R·k^R")
+        if torch.allclose(scores, rope, atol=tol):
+            raise Wrong(f"for {where}: that is only the RoPE part q^R·k^R; add the content part q̃·c^KV")
+        if torch.allclose(scores, want.transpose(-1, -2), atol=tol):
+            raise Wrong(f"for {where}: t and j are swapped: the third axis is the query position t, the last the "
+                        f"key position j")
+        ratio = scores / want
+        first = ratio.flatten()[0].item()
+        if torch.allclose(ratio, torch.full_like(ratio, first), rtol=1e-3) and abs(first - 1) > 1e-3:
+            raise Wrong(f"for {where}: your scores are the right ones times {first:.4g}; leave the softmax scale out "
+                        f"here (the exercise asks for the raw dot products)")
+        if torch.isinf(scores).any():
+            raise Wrong(f"for {where}: the scores hold -inf; leave the causal mask out, the exercise asks for all "
+                        f"(t, j) pairs")
+        raise Wrong(f"for {where}: scores differ from q_{{t,i}}ᵀk_{{j,i}} by up to "
+                    f"{(scores - want).abs().max().item():.3g}; every head uses the same k_r (it has no head axis)")
+    return ("q̃ = W^UK_iᵀ q^C_i is d_c numbers per head, dotted with the cache directly: no key of width d_h is ever "
+            "formed, for 8 heads as for 3. Chapter 3 shows why RoPE must stay out of this path, chapter 4 what the "
+            "fold costs and saves.")

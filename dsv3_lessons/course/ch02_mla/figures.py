@@ -149,58 +149,107 @@ def draw_mla_data_path(cfg: DeepseekV3Config, title: str | None = None) -> Diagr
 # ==================================================================================================
 # Chapter 02 -- MLA latent spaces (rank costs widget; singular-value spectra of keys/values)
 # ==================================================================================================
+def _rank_cost_values(report) -> list[tuple[str, str, list[float], bool]]:
+    """(key, title, [this MLA, V3 MLA, MHA] in the panel's unit, log scale?) for each of the three panels."""
+    costs = (report.variant, report.v3, report.mha)
+    return [("params", "parameters / layer (M)", [c.params_per_layer / 1e6 for c in costs], False),
+            ("flops", "FLOPs / token / layer (M)", [c.flops_per_token_per_layer / 1e6 for c in costs], False),
+            ("cache", f"KV cache / token, {report.variant.num_layers} layers (KB)",
+             [c.cache_bytes_per_token / 1e3 for c in costs], True)]
+
+
+def _rank_cost_names(report) -> list[str]:
+    """Bar labels (the same for every report; the head count is in the title): the MHA bar is an MHA at V3's decompressed head widths (keys 192 = 128 + 64 RoPE, values 128),
+    not chapter 1's 2·n_h·d_h MHA with 128-wide keys."""
+    return ["this\nMLA", "V3\nMLA", "MHA\n192/128"]
+
+
+def _rank_cost_title(report) -> str:
+    return (f"$d_c'$ = {report.q_lora_rank}, $d_c$ = {report.kv_lora_rank}, $n_h$ = {report.num_attention_heads} "
+            f"(other sizes: V3)\nMHA 192/128: an MHA at V3's head widths, keys 192 wide (RoPE part included), "
+            f"values 128")
+
+
+class MLARankCostsFigure:
+    """The rank-cost figure of :func:`plot_mla_rank_costs`, kept alive and updated in place.
+
+    The widget draws this figure on every slider release; building three axes, their bars and texts from
+    scratch took most of an update. :meth:`update` only moves the nine bars, their nine number labels and the
+    title (:attr:`dynamic`): the axes, ticks, tick labels and (fixed) limits are reused, so a
+    :class:`~dsv3_lessons.course.ch02_mla.fastdraw.BlitRenderer` can keep them as a background. ``fig`` is the
+    Figure.
+    """
+
+    def __init__(self, report, ylims: dict | None = None):
+        from dsv3_lessons.course.common.style import PALETTE, subplots
+
+        panels = _rank_cost_values(report)
+        ylims = dict(ylims or {})
+        unknown = set(ylims) - {p[0] for p in panels}
+        if unknown:
+            raise ValueError(f"ylims keys must be among 'params', 'flops', 'cache', got {sorted(unknown)}")
+        for key, (lo, hi) in ylims.items():
+            if not (hi > lo and (key != "cache" or lo > 0)):
+                raise ValueError(f"ylims[{key!r}] must be an increasing pair (positive for the log-scale cache), "
+                                 f"got {(lo, hi)}")
+        self.ylims = ylims
+        colors = [PALETTE["blue"], "#888888", PALETTE["red"]]
+        # a fixed layout: the constrained-layout solver was a large share of a widget update
+        fig, axes = subplots(1, 3, height=3.9, layout=None)
+        fig.subplots_adjust(left=0.055, right=0.99, bottom=0.17, top=0.76, wspace=0.32)
+        self.fig, self.axes, self.bars, self.labels = fig, list(axes), [], []
+        names = _rank_cost_names(report)
+        for ax, (key, title, values, log) in zip(axes, panels):
+            bars = ax.bar([0, 1, 2], values, color=colors)
+            ax.set_xticks([0, 1, 2], names)
+            if log:
+                ax.set_yscale("log")
+            if key in ylims:
+                ax.set_ylim(*ylims[key])
+            else:
+                ax.margins(y=0.25)
+            self.bars.append(list(bars))
+            self.labels.append([ax.annotate(f"{v:,.1f}", (bar.get_x() + bar.get_width() / 2, v), ha="center",
+                                            va="bottom", fontsize=10) for bar, v in zip(bars, values)])
+            ax.set_title(title)
+        self.title = fig.suptitle(_rank_cost_title(report))
+
+    @property
+    def dynamic(self) -> list:
+        """The artists :meth:`update` changes: 9 bars, 9 number labels, the title."""
+        return [*(b for bars in self.bars for b in bars), *(t for labels in self.labels for t in labels), self.title]
+
+    def update(self, report):
+        """Show ``report``'s costs (the axes limits stay as they were set). Returns the Figure."""
+        for bars, labels, (_, _, values, _) in zip(self.bars, self.labels, _rank_cost_values(report)):
+            for bar, label, v in zip(bars, labels, values):
+                bar.set_height(v)
+                label.xy = label.xyann = (label.xy[0], v)       # xyann is where the text sits
+                label.set_text(f"{v:,.1f}")
+        self.title.set_text(_rank_cost_title(report))
+        return self.fig
+
+
 def plot_mla_rank_costs(report, ylims: dict | None = None):
     """Three bar panels for a :class:`dsv3_lessons.course.ch02_mla.steps.MLARankReport`: this MLA, V3's MLA, MHA.
 
     Panels: parameters per layer (millions), FLOPs per token per layer (millions; 2 × multiply-adds
     of the projections), KV cache per token over all layers (KB = 1000 B, log scale because MHA's is
     ~70× larger). Each panel's bar heights are in that unit, bars in the order
-    ``["this MLA", "V3 MLA", "MHA"]``; numbers are written above the bars.
+    ``["this MLA", "V3 MLA", "MHA 192/128"]``; numbers are written above the bars. The MHA bar is an MHA with V3's
+    decompressed head widths (keys 192 wide including the 64 RoPE channels, values 128), as
+    :func:`~dsv3_lessons.course.ch02_mla.steps.mha_cost` counts it.
 
     Args:
         report: the costs to draw.
         ylims: optional fixed y limits ``{"params": (lo, hi), "flops": (lo, hi), "cache": (lo, hi)}`` in the
             panels' units. A widget passes limits that cover its whole slider range, so the axes stay put while
             the sliders move and the fixed V3 bar keeps its height. Without it, each panel fits its bars.
-    Returns the ``Figure`` (drawn through :func:`dsv3_lessons.course.common.style.subplots`).
+    Returns the ``Figure`` (drawn through :func:`dsv3_lessons.course.common.style.subplots`); the widget keeps a
+    :class:`MLARankCostsFigure` instead and updates it in place.
     Raises ValueError for an unknown ``ylims`` key or a limit pair that is not increasing (cache: > 0).
     """
-    from dsv3_lessons.course.common.style import PALETTE, subplots
-
-    panels = [("params", "parameters / layer (M)", [c.params_per_layer / 1e6 for c in
-                                                      (report.variant, report.v3, report.mha)], False),
-              ("flops", "FLOPs / token / layer (M)", [c.flops_per_token_per_layer / 1e6 for c in
-                                                       (report.variant, report.v3, report.mha)], False),
-              ("cache", f"KV cache / token, {report.variant.num_layers} layers (KB)",
-               [c.cache_bytes_per_token / 1e3 for c in (report.variant, report.v3, report.mha)], True)]
-    ylims = dict(ylims or {})
-    unknown = set(ylims) - {p[0] for p in panels}
-    if unknown:
-        raise ValueError(f"ylims keys must be among 'params', 'flops', 'cache', got {sorted(unknown)}")
-    for key, (lo, hi) in ylims.items():
-        if not (hi > lo and (key != "cache" or lo > 0)):
-            raise ValueError(f"ylims[{key!r}] must be an increasing pair (positive for the log-scale cache), "
-                             f"got {(lo, hi)}")
-    names = ["this MLA", "V3 MLA", f"MHA\n({report.num_attention_heads} heads)"]
-    colors = [PALETTE["blue"], "#888888", PALETTE["red"]]
-    # a fixed layout: the widget redraws this figure on every slider release, and the constrained layout
-    # solver was a large share of that time
-    fig, axes = subplots(1, 3, height=3.6, layout=None)
-    fig.subplots_adjust(left=0.055, right=0.99, bottom=0.16, top=0.80, wspace=0.32)
-    for ax, (key, title, values, log) in zip(axes, panels):
-        bars = ax.bar(names, values, color=colors)
-        if log:
-            ax.set_yscale("log")
-        if key in ylims:
-            ax.set_ylim(*ylims[key])
-        else:
-            ax.margins(y=0.25)
-        for bar, v in zip(bars, values):
-            ax.annotate(f"{v:,.1f}", (bar.get_x() + bar.get_width() / 2, v), ha="center", va="bottom", fontsize=10)
-        ax.set_title(title)
-    fig.suptitle(f"$d_c'$ = {report.q_lora_rank}, $d_c$ = {report.kv_lora_rank}, $n_h$ = "
-                 f"{report.num_attention_heads} (other sizes: V3)")
-    return fig
+    return MLARankCostsFigure(report, ylims).fig
 
 
 def plot_singular_spectra(panels, shares=(0.9, 0.99), mark_rank: dict | None = None, floor: float = 1e-6):
@@ -246,11 +295,10 @@ def plot_singular_spectra(panels, shares=(0.9, 0.99), mark_rank: dict | None = N
         ax.set_ylabel("$s_i / s_1$ (log scale)")
         # values below the floor (exact zeros included) cannot sit on a log axis: say where they are drawn
         floor_text = f"{floor:.0e}".replace("e-0", "e-").replace("e+0", "e")
-        ax.set_title(f"{title}\n(below {floor_text}, exact zeros included: drawn at {floor_text})" if clamped
-                     else title)
+        ax.set_title(f"{title}\n(values below {floor_text} drawn at {floor_text})" if clamped else title)
         ax.grid(True, alpha=0.3)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, frameon=False)
     return fig
 
 
-__all__ += ["plot_mla_rank_costs", "plot_singular_spectra"]
+__all__ += ["MLARankCostsFigure", "plot_mla_rank_costs", "plot_singular_spectra"]

@@ -353,6 +353,10 @@ def mla_cost(cfg: DeepseekV3Config | None = None, *, bytes_per_element: int = 2,
 def mha_cost(cfg: DeepseekV3Config | None = None, *, bytes_per_element: int = 2, **overrides) -> AttentionCost:
     """The same attention without latents: full per-head q, k (d_h + d_h^R wide) and v (d_v), all cached.
 
+    This is an MHA at V3's *decompressed* head widths (keys 192 wide, RoPE part included; values 128), the
+    baseline the widget's MHA column shows. Chapter 1 (and the V2 report's Table 1) count MHA with d_h-wide keys
+    and no RoPE part, 2·n_h·d_h = 32,768 elements per token and layer for V3's sizes.
+
     Params per layer d·n_h·(d_h+d_h^R) (W^Q) + d·n_h·(d_h+d_h^R) (W^K) + d·n_h·d_v (W^V) + n_h·d_v·d (W^O);
     cache n_h·(d_h + d_h^R + d_v) elements per token per layer (V3 sizes: 40,960, 71× MLA's 576).
     Arguments and errors as :func:`mla_cost` (latent ranks are ignored).
@@ -476,8 +480,15 @@ def mla_rank_report(q_lora_rank: int = 1536, kv_lora_rank: int = 512, num_attent
 
 
 def format_mla_rank_report(r: MLARankReport) -> str:
-    """A fixed-width text table of :class:`MLARankReport` (units: M = 10⁶ parameters or FLOPs, KB = 1000 B)."""
-    rows = [("", "this MLA", "V3 MLA", f"MHA ({r.num_attention_heads} heads)")]
+    """A fixed-width text table of :class:`MLARankReport` (units: M = 10⁶ parameters or FLOPs, KB = 1000 B).
+
+    The MHA column is an MHA with V3's decompressed head widths (keys d_h + d_h^R = 192 wide, values d_v = 128),
+    as :func:`mha_cost` counts it; the last line gives chapter 1's MHA too (keys and values d_h = 128 wide, no
+    RoPE part): 2·n_h·d_h cache elements per token and layer. The sizes are named by their config fields, the
+    names the widget's slider labels carry beside the paper symbols.
+    """
+    rows = [("", "this MLA", "V3 MLA", f"MHA, {r.num_attention_heads} heads"),
+            ("", "", "", "(q/k 192, v 128)")]
     costs = (r.variant, r.v3, r.mha)
     rows.append(("params / layer (M)", *[f"{c.params_per_layer / 1e6:.2f}" for c in costs]))
     rows.append(("FLOPs / token / layer (M)", *[f"{c.flops_per_token_per_layer / 1e6:.2f}" for c in costs]))
@@ -486,8 +497,14 @@ def format_mla_rank_report(r: MLARankReport) -> str:
                  *[f"{c.cache_bytes_per_token / 1e3:.3f}" for c in costs]))
     w0 = max(len(x[0]) for x in rows)
     lines = [f"{a:<{w0}}  {b:>10}  {c:>10}  {d:>16}" for a, b, c, d in rows]
-    lines.append(f"d_c' = {r.q_lora_rank}, d_c = {r.kv_lora_rank}: cache {r.cache_ratio_vs_mha:.1f}x smaller than MHA; "
-                 f"query latent saves parameters while d_c' <= {r.q_break_even}")
+    base = deepseek_v3_671b()
+    ch1 = 2 * r.num_attention_heads * base.qk_nope_head_dim
+    lines.append(f"q_lora_rank = {r.q_lora_rank}, kv_lora_rank = {r.kv_lora_rank}: cache "
+                 f"{r.cache_ratio_vs_mha:.1f}x smaller than that MHA's")
+    lines.append(f"the query latent saves parameters while q_lora_rank <= {r.q_break_even}")
+    lines.append(f"chapter 1's MHA (K and V {base.qk_nope_head_dim} wide, no RoPE part): 2 x {r.num_attention_heads} "
+                 f"heads x {base.qk_nope_head_dim} = {ch1:,} elements "
+                 f"({ch1 / r.variant.cache_elements_per_token_per_layer:.1f}x this MLA)")
     return "\n".join(lines)
 
 

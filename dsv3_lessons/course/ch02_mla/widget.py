@@ -1,9 +1,13 @@
 """MLA rank widget (chapter 2): move d_c' (q_lora_rank), d_c (kv_lora_rank) and n_h; see what they cost.
 
 Numbers come from :func:`dsv3_lessons.course.ch02_mla.steps.mla_rank_report` (closed-form arithmetic, V3's other
-sizes) and the figure from :func:`dsv3_lessons.course.plots.plot_mla_rank_costs`; the notebook calls both
-directly once before building the widget, so an error surfaces in the cell, not inside a callback.
+sizes) and the figure from :func:`dsv3_lessons.course.ch02_mla.figures.plot_mla_rank_costs`; the notebook calls
+both directly once before building the widget, so an error surfaces in the cell, not inside a callback.
 The figure is rendered to PNG bytes in an ``ipywidgets.Image`` (works the same headless).
+
+Speed: the widget keeps one :class:`~dsv3_lessons.course.ch02_mla.figures.MLARankCostsFigure` and moves its bars
+and labels in place on each release (no new axes, no layout solve); the limits are fixed once for the whole
+slider range (:func:`fixed_axis_limits`).
 
 Driving it headless (what ``tests/test_widget_mla_ranks.py`` does)::
 
@@ -13,10 +17,14 @@ Driving it headless (what ``tests/test_widget_mla_ranks.py`` does)::
 """
 from __future__ import annotations
 
+import html
+
 import ipywidgets as widgets
+import matplotlib.pyplot as plt
 
 from dsv3_lessons.course.ch02_mla.steps import MLARankReport, format_mla_rank_report, mla_rank_report
-from dsv3_lessons.course.ch02_mla.figures import plot_mla_rank_costs
+from dsv3_lessons.course.ch02_mla.fastdraw import BlitRenderer
+from dsv3_lessons.course.ch02_mla.figures import MLARankCostsFigure
 from dsv3_lessons.course.common.widget import ReportWidget
 
 __all__ = ["MLARankWidget", "mla_rank_widget", "fixed_axis_limits", "LABELS"]
@@ -25,11 +33,12 @@ __all__ = ["MLARankWidget", "mla_rank_widget", "fixed_axis_limits", "LABELS"]
 _RANGES = {"q_lora_rank": (64, 7168, 64), "kv_lora_rank": (32, 2048, 32), "num_attention_heads": (8, 256, 8)}
 
 
-#: full slider labels (HTML, shown with ``description_allow_html``: the paper symbol with its subscript, then
-#: the config field)
-LABELS = {"q_lora_rank": "query latent width d<sub>c</sub>′ (q_lora_rank)",
-          "kv_lora_rank": "KV latent width d<sub>c</sub> (kv_lora_rank)",
-          "num_attention_heads": "attention heads n<sub>h</sub> (num_attention_heads)"}
+#: full slider labels: the paper symbol in TeX, exactly as the figure's title writes it (JupyterLab typesets a
+#: description's ``$…$`` with MathJax; HTML ``<sub>`` is stripped by the widget manager's sanitizer, which is why
+#: the labels once read "dc"), then the config field, which is also what the readout names.
+LABELS = {"q_lora_rank": "query latent width $d_c'$ (q_lora_rank)",
+          "kv_lora_rank": "KV latent width $d_c$ (kv_lora_rank)",
+          "num_attention_heads": "attention heads $n_h$ (num_attention_heads)"}
 
 
 def fixed_axis_limits(ranges: dict | None = None, headroom: float = 1.25) -> dict[str, tuple[float, float]]:
@@ -77,7 +86,7 @@ class MLARankWidget(ReportWidget):
                 raise ValueError(f"{name} must be an integer in [{lo}, {hi}] in steps of {step}, got {value!r}")
         # recompute on release, not on every drag tick (one update draws a figure: ~0.5 s); full labels
         lazy = {"style": {"description_width": "initial"}, "layout": widgets.Layout(width="640px"),
-                "continuous_update": False, "description_allow_html": True}
+                "continuous_update": False}
         self.q_lora_rank = widgets.IntSlider(value=q_lora_rank, **_slider("q_lora_rank"),
                                              description=LABELS["q_lora_rank"], **lazy)
         self.kv_lora_rank = widgets.IntSlider(value=kv_lora_rank, **_slider("kv_lora_rank"),
@@ -85,6 +94,7 @@ class MLARankWidget(ReportWidget):
         self.num_attention_heads = widgets.IntSlider(value=num_attention_heads, **_slider("num_attention_heads"),
                                                      description=LABELS["num_attention_heads"], **lazy)
         self.ylims = fixed_axis_limits()
+        self._costs_figure: MLARankCostsFigure | None = None
         self._build([self.q_lora_rank, self.kv_lora_rank, self.num_attention_heads])
 
     def compute(self) -> MLARankReport:
@@ -92,7 +102,29 @@ class MLARankWidget(ReportWidget):
         return mla_rank_report(self.q_lora_rank.value, self.kv_lora_rank.value, self.num_attention_heads.value)
 
     def draw(self, report: MLARankReport):
-        return plot_mla_rank_costs(report, ylims=self.ylims)
+        """The persistent figure, updated in place (built, and its background captured, on the first call)."""
+        if self._costs_figure is None:
+            self._costs_figure = MLARankCostsFigure(report, ylims=self.ylims)
+            plt.close(self._costs_figure.fig)      # pyplot must not show it at the end of the cell; it stays usable
+            self._renderer = BlitRenderer(self._costs_figure.fig, self._costs_figure.dynamic)
+            return self._costs_figure.fig
+        return self._costs_figure.update(report)
+
+    def update(self) -> MLARankReport:
+        """Recompute the report, move the figure's bars and labels, re-render only them (the base class's contract:
+        a ValueError is shown in red in the readout and re-raised)."""
+        try:
+            report = self.compute()
+        except ValueError as exc:
+            self.last_error = exc
+            self.readout.value = f"<pre style='color:#b00'>error: {html.escape(str(exc))}</pre>"
+            raise
+        self.last_error = None
+        self.figure = self.draw(report)
+        self.image.value = self._renderer.png()
+        self.readout.value = f"<pre>{html.escape(self.describe(report))}</pre>"
+        self.last_result = report
+        return report
 
     def describe(self, report: MLARankReport) -> str:
         return format_mla_rank_report(report)

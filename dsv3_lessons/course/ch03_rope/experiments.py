@@ -24,6 +24,7 @@ otherwise.
 """
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from dataclasses import dataclass, field
@@ -543,6 +544,24 @@ class ExplorerResult:
     original_len: int
 
 
+@functools.lru_cache(maxsize=64)
+def _explorer_curves(yarn_factor: float, dim: int, base: float, original_len: int, beta_fast: float,
+                     beta_slow: float, max_distance: int):
+    """What :func:`rope_explorer` computes from the geometry and the YaRN factor alone (cached: a widget moving a
+    position or the pair reuses it). Returns (θ ``[d/2]``, θ' ``[d/2]``, low, high, distances ``[N]``, normalised
+    all-ones score ``[N]`` for plain RoPE and for YaRN); callers clone the tensors before handing them out."""
+    rs = None if yarn_factor == 1 else {"factor": yarn_factor, "original_max_position_embeddings": original_len,
+                                        "beta_fast": beta_fast, "beta_slow": beta_slow}
+    f_rope, f_yarn = rope_inv_freq(dim, base), yarn_inv_freq(dim, base, rs)
+    low, high = yarn_correction_range(dim, base, original_len, beta_fast, beta_slow)
+    # 0 plus ~600 log-spaced integer distances up to max_distance (the plot's x axis is logarithmic)
+    grid = torch.logspace(0, math.log10(max_distance), 600, dtype=torch.float64).round().long()
+    distances = torch.unique(torch.cat((torch.tensor([0]), grid)))
+    ones = torch.ones(dim)
+    return (f_rope, f_yarn, low, high, distances, scores_vs_distance(ones, ones, distances, f_rope) / dim,
+            scores_vs_distance(ones, ones, distances, f_yarn) / dim)
+
+
 def rope_explorer(query_pos: int, key_pos: int, freq_index: int, yarn_factor: float, *, dim: int = 64,
                   base: float = 10000.0, original_len: int = 4096, beta_fast: float = 32, beta_slow: float = 1,
                   max_distance: int = 8192, seed: int = 0) -> ExplorerResult:
@@ -566,10 +585,10 @@ def rope_explorer(query_pos: int, key_pos: int, freq_index: int, yarn_factor: fl
     freq_index = _int_arg("freq_index", freq_index, 0, dim // 2 - 1)
     if not yarn_factor >= 1:
         raise ValueError(f"yarn_factor must be >= 1 (1 = plain RoPE), got {yarn_factor!r}")
-    rs = None if yarn_factor == 1 else {"factor": float(yarn_factor), "original_max_position_embeddings": original_len,
-                                         "beta_fast": beta_fast, "beta_slow": beta_slow}
-    f_rope, f_yarn = rope_inv_freq(dim, base), yarn_inv_freq(dim, base, rs)
-    low, high = yarn_correction_range(dim, base, original_len, beta_fast, beta_slow)
+    f_rope, f_yarn, low, high, distances, cos_rope, cos_yarn = (
+        t.clone() if isinstance(t, torch.Tensor) else t
+        for t in _explorer_curves(float(yarn_factor), dim, float(base), original_len, beta_fast, beta_slow,
+                                  max_distance))
     g = torch.Generator().manual_seed(seed)
     q, k = torch.randn(dim, generator=g), torch.randn(dim, generator=g)
     i = freq_index
@@ -578,18 +597,13 @@ def rope_explorer(query_pos: int, key_pos: int, freq_index: int, yarn_factor: fl
     rel = query_pos - key_pos
     shifted = rope_scores(q, k, [max(rel, 0)], [max(-rel, 0)], f_yarn).item()
     ang = math.remainder(rel * f_yarn[i].item(), 2 * math.pi)
-    # 0 plus ~600 log-spaced integer distances up to max_distance (the plot's x axis is logarithmic)
-    grid = torch.logspace(0, math.log10(max_distance), 600, dtype=torch.float64).round().long()
-    distances = torch.unique(torch.cat((torch.tensor([0]), grid)))
-    ones = torch.ones(dim)
     return ExplorerResult(
         query_pos=query_pos, key_pos=key_pos, freq_index=i, yarn_factor=float(yarn_factor),
         theta_rope=f_rope[i].item(), theta_yarn=f_yarn[i].item(),
         q_pair=q[2 * i:2 * i + 2].clone(), k_pair=k[2 * i:2 * i + 2].clone(),
         q_pair_rot=qr[2 * i:2 * i + 2], k_pair_rot=kr[2 * i:2 * i + 2], angle_between=ang,
         score=float((qr * kr).sum()), score_shifted=shifted, distances=distances,
-        cos_rope=scores_vs_distance(ones, ones, distances, f_rope) / dim,
-        cos_yarn=scores_vs_distance(ones, ones, distances, f_yarn) / dim,
+        cos_rope=cos_rope, cos_yarn=cos_yarn,
         inv_freq_rope=f_rope, inv_freq_yarn=f_yarn, low=low, high=high, mscale=yarn_mscale(float(yarn_factor)),
         original_len=original_len,
     )

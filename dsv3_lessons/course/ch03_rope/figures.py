@@ -1,13 +1,15 @@
 """Chapter 3's mechanism figure: where RoPE sits in MLA, and why RoPE on the keys blocks the fold.
 
 Two panels drawn from a :class:`~dsv3_lessons.model.config.DeepseekV3Config` (every width is read from the
-config, so the tiny and the V3 sizes both render):
+config, so the tiny and the V3 sizes both render). They carry the letters of the chapter's core argument, which
+computes four placements -- (a) no RoPE, (b) RoPE on the content keys, (c) decoupled, (d) the latents rotated --
+so a letter means the same thing in the picture, the prose and the fold-error plot:
 
-* **(a) RoPE on the expanded key** (what a standard RoPE layer would do): the content key is re-expanded from
+* **(b) RoPE on the expanded key** (what a standard RoPE layer would do): the content key is re-expanded from
   the cached latent, k^C_{j,i} = W^UK_i c^KV_j, and then rotated by R_j. The score of query t and key j is
   q^C_{t,i}ᵀ R_{j−t} W^UK_i c^KV_j: a rotation that changes with j sits *between* W^UK_i and c^KV_j, so no
   fixed matrix can be folded into the query.
-* **(b) decoupled RoPE** (DeepSeek-V2/V3): the content path has no rotation, so W^UK_i folds into the query
+* **(c) decoupled RoPE** (DeepSeek-V2/V3): the content path has no rotation, so W^UK_i folds into the query
   (q̃_{t,i} = W^UK_iᵀ q^C_{t,i}, d_c wide) and is dotted with the cached latent directly; position rides on a
   separate rope query q^R_{t,i} = R_t W^QR_i c^Q_t and ONE rotated rope key k^R_j = R_j W^KR h_j shared by all
   heads and cached beside c^KV (d_c + d_h^R elements per token and layer).
@@ -56,8 +58,8 @@ def draw_rope_placement(cfg, title: str | None = None):
     g = Diagram(width=20.0, height=14.2, title=title)
     bw, bh = 2.3, 1.05          # standard box size (canvas units; 1 unit = 0.5 in)
 
-    # ------------------------------------------------------------------ (a) RoPE on the expanded key
-    g.text(0.2, 13.8, "(a) RoPE on the expanded key $k^C$: the fold is blocked", fontsize=11.5, ha="left",
+    # ------------------------------------------------------------------ (b) RoPE on the expanded key
+    g.text(0.2, 13.8, "(b) RoPE on the expanded key $k^C$: the fold is blocked", fontsize=11.5, ha="left",
            weight="bold")
     yk, yq = 12.2, 10.0
     cq_a = g.box(1.5, yq, bw, bh, f"$c^Q_t$\n[{dcq}]", "tensor", name="a.cQ")
@@ -86,8 +88,8 @@ def draw_rope_placement(cfg, title: str | None = None):
            "changes with the key position $j$,\nso no fixed matrix can be absorbed into the query; every key "
            "must be re-expanded and rotated.", fontsize=10, color="#222222")
 
-    # ------------------------------------------------------------------ (b) decoupled RoPE
-    g.text(0.2, 7.55, "(b) Decoupled RoPE (DeepSeek-V2/V3): the content path folds, "
+    # ------------------------------------------------------------------ (c) decoupled RoPE
+    g.text(0.2, 7.55, "(c) Decoupled RoPE (DeepSeek-V2/V3): the content path folds, "
            "a shared rope key $k^R$ carries position", fontsize=11.5, ha="left", weight="bold")
     yc, yqb, yr = 6.1, 4.35, 2.6
     ckv_b = g.box(1.5, yc, bw, bh, f"$c^{{KV}}_j$\n[{dc}]", "cached", name="b.cKV")
@@ -230,25 +232,143 @@ def _rope_draw_wavelengths(ax, inv_freq_rope, inv_freq_yarn, low: int, high: int
     _rope_legend(ax, legend, ncol=1)
 
 
+class RopeExplorerFigure:
+    """The RoPE widget's figure (:func:`plot_rope_explorer`), kept alive and updated in place.
+
+    Three panels: the chosen pair of q and k rotated to positions t and j; the normalised score of the all-ones
+    vector against the distance t − j (plain RoPE vs YaRN); the wavelength of every pair before and after YaRN.
+    Axis ranges are fixed, and everything that does not depend on the controls (axes, ticks, the plain-RoPE
+    curves, the ramp band, the window lines) is drawn once; :meth:`update` moves only :attr:`dynamic`: the pair's
+    circles, vectors, axis labels and title, the YaRN curves, the distance and pair markers, and the legends'
+    texts. The YaRN curves are always drawn (at s = 1 they lie on the RoPE curves, dashed, and the legend says
+    "= RoPE"), so every legend keeps its entries while the controls move. ``fig`` is the Figure.
+    """
+
+    def __init__(self, res):
+        # a fixed layout (not "constrained"): the widget redraws on every change and must stay quick
+        fig, axes = _rope_subplots(1, 3, height=5.3, layout=None, gridspec_kw={"width_ratios": [0.8, 1.1, 1.1]})
+        fig.subplots_adjust(left=0.085, right=0.985, bottom=0.37, top=0.87, wspace=0.36)
+        self.fig, self.axes = fig, list(axes)
+        a0, a1, a2 = axes
+        # ---- panel 0: one channel pair of q and k
+        self.circles, self.unrotated, self.rotated = [], [], []
+        for color in (_RP["blue"], _RP["orange"]):
+            self.circles.append(a0.plot([], [], color=color, lw=0.8, alpha=0.35, zorder=1)[0])
+        for color in (_RP["blue"], _RP["orange"]):
+            # the unrotated vector: thick, light and underneath, so it stays visible when the rotation is small
+            self.unrotated.append(a0.plot([], [], color=color, lw=4.0, ls=":", alpha=0.55, zorder=2)[0])
+            self.rotated.append(a0.plot([], [], color=color, lw=2.0, marker="o", markevery=[1], zorder=3)[0])
+        a0.set_xlim(-_ROPE_PAIR_LIM, _ROPE_PAIR_LIM)
+        a0.set_ylim(-_ROPE_PAIR_LIM, _ROPE_PAIR_LIM)
+        a0.set_xticks([-1, 0, 1])
+        a0.set_yticks([-1, 0, 1])
+        a0.set_aspect("equal")
+        a0.axhline(0, color="0.85", lw=0.6, zorder=0)
+        a0.axvline(0, color="0.85", lw=0.6, zorder=0)
+        a0.set_xlabel("channel 0 (scaled)")
+        a0.set_ylabel("channel 1 (scaled)")
+        # the title is a plain text at a fixed place: an Axes title is re-positioned by every full draw
+        self.pair_title = a0.text(0.5, 1.04, "pair", transform=a0.transAxes, ha="center", va="bottom", fontsize=10)
+        self.pair_legend = a0.legend([self.unrotated[0], self.rotated[0], self.unrotated[1], self.rotated[1]],
+                                     ["q, unrotated", "q at $t$", "k, unrotated", "k at $j$"],
+                                     loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, fontsize=9,
+                                     handlelength=1.8, columnspacing=0.8)
+        # ---- panel 1: score against distance
+        d = res.distances[1:].tolist()
+        rope_curve = a1.plot(d, res.cos_rope[1:].tolist(), color=_RP["blue"], lw=1.0, label="RoPE")[0]
+        self.score_yarn = a1.plot(d, res.cos_yarn[1:].tolist(), color=_RP["red"], lw=1.3, ls="--",
+                                  label="YaRN")[0]
+        window = a1.axvline(res.original_len, color="0.45", ls=":", lw=1.2,
+                            label=f"original window {res.original_len}")
+        self.mark = a1.axvline(1, color=_RP["green"], lw=1.5, label="|t-j|")
+        self.score_entries = [rope_curve, self.score_yarn, window, self.mark]
+        a1.set_xscale("log")
+        a1.set_xlim(1, float(res.distances[-1]))
+        a1.set_ylim(*_ROPE_SCORE_YLIM)
+        a1.set_xlabel("distance $t-j$ (tokens)")
+        a1.set_ylabel("score $/\\,|q||k|$ (all-ones $q = k$)")
+        a1.set_title("score depends only on $t - j$")
+        self.score_legend = a1.legend(self.score_entries, [e.get_label() for e in self.score_entries],
+                                      loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=9,
+                                      handlelength=1.8, columnspacing=0.8)
+        # ---- panel 2: wavelengths
+        idx = list(range(len(res.inv_freq_rope)))
+        band = a2.axvspan(res.low, res.high, color=_RP["green"], alpha=0.12,
+                          label=f"ramp: low = {res.low} … high = {res.high}")
+        rope_waves = a2.plot(idx, (2 * _rope_math.pi / res.inv_freq_rope).tolist(), marker="o", ms=4, lw=1.2,
+                             color=_RP["blue"], label="RoPE $2\\pi/\\theta_i$")[0]
+        self.wave_yarn = a2.plot(idx, (2 * _rope_math.pi / res.inv_freq_yarn).tolist(), marker="x", ms=5, lw=1.2,
+                                 ls="--", color=_RP["red"], label="YaRN $2\\pi/\\theta'_i$")[0]
+        window2 = a2.axhline(res.original_len, color="0.45", ls=":", lw=1.2,
+                             label=f"original window {res.original_len}")
+        self.highlight = a2.axvline(res.freq_index, color=_RP["black"], lw=1.0, alpha=0.6, label="pair")
+        self.wave_entries = [band, rope_waves, self.wave_yarn, window2, self.highlight]
+        a2.set_yscale("log")
+        a2.set_ylim(*_ROPE_WAVE_YLIM)
+        a2.set_xlim(-0.5, len(idx) - 0.5)
+        a2.set_xlabel("pair index $i$")
+        a2.set_ylabel("wavelength (tokens per turn)")
+        a2.set_title("YaRN stretches the slow pairs")
+        self.wave_legend = a2.legend(self.wave_entries, [e.get_label() for e in self.wave_entries],
+                                     loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, fontsize=9,
+                                     handlelength=1.8, columnspacing=0.8)
+        self.update(res)
+
+    @property
+    def dynamic(self) -> list:
+        """The artists :meth:`update` changes, in drawing order."""
+        a0 = self.axes[0]
+        return [*self.circles, *self.unrotated, *self.rotated, a0.xaxis.label, a0.yaxis.label, self.pair_title,
+                self.pair_legend, self.score_yarn, self.mark, self.score_legend, self.wave_yarn, self.highlight,
+                self.wave_legend]
+
+    def update(self, res):
+        """Show ``res`` (an :class:`~dsv3_lessons.course.ch03_rope.experiments.ExplorerResult` of the same geometry).
+        Returns the Figure."""
+        a0 = self.axes[0]
+        circle = [2 * _rope_math.pi * k / 200 for k in range(201)]
+        unit = max(float(res.q_pair.norm()), float(res.k_pair.norm()), 1e-12)
+        for n, (vec, rot) in enumerate(((res.q_pair, res.q_pair_rot), (res.k_pair, res.k_pair_rot))):
+            r = float(vec.norm()) / unit
+            self.circles[n].set_data([r * _rope_math.cos(a) for a in circle], [r * _rope_math.sin(a) for a in circle])
+            self.unrotated[n].set_data([0, float(vec[0]) / unit], [0, float(vec[1]) / unit])
+            self.rotated[n].set_data([0, float(rot[0]) / unit], [0, float(rot[1]) / unit])
+        i = res.freq_index
+        a0.xaxis.label.set_text(f"channel {2 * i} (scaled)")
+        a0.yaxis.label.set_text(f"channel {2 * i + 1} (scaled)")
+        self.pair_title.set_text(f"pair {i}: relative rotation\n$(t-j)\\,\\theta_{{{i}}}$ = {res.angle_between:+.2f} rad;"
+                          f"\nq and k start at different angles")
+        texts = self.pair_legend.get_texts()
+        texts[1].set_text(f"q at $t$ = {res.query_pos}")
+        texts[3].set_text(f"k at $j$ = {res.key_pos}")
+        plain = res.yarn_factor == 1
+        self.score_yarn.set_ydata(res.cos_yarn[1:].tolist())
+        self.wave_yarn.set_ydata((2 * _rope_math.pi / res.inv_freq_yarn).tolist())
+        yarn_label = "YaRN $s$ = 1 (= RoPE)" if plain else f"YaRN $s$ = {res.yarn_factor:g}"
+        self.score_yarn.set_label(yarn_label)
+        self.wave_yarn.set_label(f"YaRN $2\\pi/\\theta'_i$, $s$ = 1 (= RoPE)" if plain
+                                 else f"YaRN $2\\pi/\\theta'_i$, $s$ = {res.yarn_factor:g}")
+        dist = abs(res.query_pos - res.key_pos)
+        self.mark.set_xdata([max(dist, 1)] * 2)
+        self.mark.set_visible(dist >= 1)
+        self.mark.set_label(f"$|t-j|$ = {dist}" if dist >= 1 else "$|t-j|$ = 0 (off the axis)")
+        self.highlight.set_xdata([i, i])
+        self.highlight.set_label(f"pair {i}")
+        for legend, entries in ((self.score_legend, self.score_entries), (self.wave_legend, self.wave_entries)):
+            for text, artist in zip(legend.get_texts(), entries):
+                text.set_text(artist.get_label())
+        return self.fig
+
+
 def plot_rope_explorer(res):
     """The RoPE widget's figure from an :class:`dsv3_lessons.course.ch03_rope.experiments.ExplorerResult`.
 
     Three panels: the chosen pair of q and k rotated to positions t and j; the normalised score of the
     all-ones vector against the distance t − j (plain RoPE vs YaRN); the wavelength of every pair before and
-    after YaRN. Axis ranges are fixed, so they stay put while the widget's controls move. Returns a Figure.
+    after YaRN. Axis ranges are fixed, so they stay put while the widget's controls move. Returns a Figure
+    (the widget keeps a :class:`RopeExplorerFigure` and updates it in place).
     """
-    # a fixed layout (not "constrained"): the widget redraws on every change and must stay quick
-    fig, axes = _rope_subplots(1, 3, height=5.3, layout=None, gridspec_kw={"width_ratios": [0.8, 1.1, 1.1]})
-    fig.subplots_adjust(left=0.085, right=0.985, bottom=0.37, top=0.87, wspace=0.36)
-    _rope_draw_pair(axes[0], res)
-    curves = {"RoPE": res.cos_rope}
-    if res.yarn_factor != 1:
-        curves[f"YaRN $s$ = {res.yarn_factor:g}"] = res.cos_yarn
-    _rope_draw_scores(axes[1], res.distances, curves, mark=abs(res.query_pos - res.key_pos),
-                      original_len=res.original_len, legend="below")
-    _rope_draw_wavelengths(axes[2], res.inv_freq_rope, res.inv_freq_yarn, res.low, res.high, res.original_len,
-                           highlight=res.freq_index, legend="below")
-    return fig
+    return RopeExplorerFigure(res).fig
 
 
 def plot_score_vs_distance(distances, curves: dict, mark: int | None = None, original_len: int | None = None):
@@ -271,16 +391,21 @@ def plot_yarn_frequencies(inv_freq_rope, inv_freq_yarn, low: int, high: int, ori
 def plot_fold_by_key_position(errors: dict, floor: float = 1e-9):
     """Relative fold error (folded vs direct scores) per key position, one series per RoPE placement.
 
-    ``errors`` maps a label to a ``[T]`` tensor (key positions 0..T−1); exact zeros are drawn at ``floor``
-    on the log axis (and said so in the legend). Returns a Figure.
+    ``errors`` maps a label to a ``[T]`` tensor (key positions 0..T−1), in the order they should appear (the
+    chapter passes (a), (b), (c)); exact zeros are drawn at ``floor`` on the log axis. The series that sit at
+    float32 round-off lie on top of each other, so each series has its own colour, marker, fill and line style:
+    the first is drawn with large hollow markers and a dashed line, a later one with small filled markers on top,
+    and both stay visible where they coincide. Returns a Figure.
     """
     fig, ax = _rope_subplots(height=3.8)
-    marks = ["o", "s", "^", "D"]
-    colors = [_RP["red"], _RP["green"], _RP["blue"], _RP["purple"]]
+    styles = [dict(color="0.25", marker="o", ms=11, mfc="none", mew=1.6, ls="--", lw=1.2, zorder=2),
+              dict(color=_RP["red"], marker="s", ms=6, ls="-", lw=1.4, zorder=3),
+              dict(color=_RP["green"], marker="D", ms=5, ls=":", lw=1.6, zorder=4),
+              dict(color=_RP["purple"], marker="^", ms=6, ls="-.", lw=1.2, zorder=5)]
     for n, (label, e) in enumerate(errors.items()):
         vals = e.detach().tolist() if hasattr(e, "detach") else list(e)
         y = [max(float(v), floor) for v in vals]
-        ax.plot(range(len(y)), y, marker=marks[n % 4], color=colors[n % 4], lw=1.2, ms=6, label=label)
+        ax.plot(range(len(y)), y, label=label, **styles[n % len(styles)])
     ax.axhline(1e-6, color="0.45", ls=":", lw=1.2, label="$10^{-6}$ (float32 agreement)")
     ax.set_yscale("log")
     ax.set_ylim(floor / 3, 10)
@@ -291,4 +416,38 @@ def plot_fold_by_key_position(errors: dict, floor: float = 1e-9):
     return fig
 
 
-__all__ += ["plot_rope_explorer", "plot_score_vs_distance", "plot_yarn_frequencies", "plot_fold_by_key_position"]
+def plot_rope_channels(by_distance: dict, stds: dict | None = None):
+    """The rope and content parts of a trained model's attention logits against the distance t − j.
+
+    Args:
+        by_distance: ``{panel title: {curve label: [T] mean logit part at distance 0..T−1}}``, one panel per layer.
+            A label containing "rope" is drawn solid, "content" dashed; one containing "init" is thin and grey.
+        stds: optional ``{panel title: text}`` written in the panel's corner (e.g. the two parts' spreads).
+    Returns: the Figure (one panel per layer, shared y axis, a zero line, legends below the panels).
+    Raises: ValueError for an empty ``by_distance``.
+    """
+    if not by_distance:
+        raise ValueError("by_distance must hold at least one {panel title: {label: [T] values}} entry")
+    fig, axes = _rope_subplots(1, len(by_distance), height=4.4, squeeze=False, sharey=True)
+    for ax, (title, curves) in zip(axes[0], by_distance.items()):
+        ax.axhline(0, color="0.7", lw=0.8, zorder=0)
+        for label, y in curves.items():
+            ys = y.detach().tolist() if hasattr(y, "detach") else list(y)
+            init = "init" in label
+            style = dict(color="0.6" if init else (_RP["purple"] if "rope" in label else _RP["blue"]),
+                         lw=1.0 if init else 1.8, ls="-" if "rope" in label else "--",
+                         marker=None if init else ("o" if "rope" in label else "s"), ms=3)
+            ax.plot(range(len(ys)), ys, label=label, **style)
+        ax.set_xlim(-0.5, len(ys) - 0.5)
+        ax.set_xlabel("distance $t - j$ (tokens)")
+        ax.set_title(title)
+        if stds and title in stds:
+            ax.text(0.98, 0.96, stds[title], transform=ax.transAxes, ha="right", va="top", fontsize=9,
+                    bbox={"facecolor": "white", "edgecolor": "0.8", "alpha": 0.9})
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=9, frameon=False)
+    axes[0][0].set_ylabel("mean scaled logit part")
+    return fig
+
+
+__all__ += ["RopeExplorerFigure", "plot_rope_channels", "plot_rope_explorer", "plot_score_vs_distance", "plot_yarn_frequencies", "plot_fold_by_key_position"]

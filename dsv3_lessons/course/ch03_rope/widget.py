@@ -2,8 +2,13 @@
 stretch the slow frequencies.
 
 The computation is :func:`dsv3_lessons.course.ch03_rope.experiments.rope_explorer` (pure; notebook 03 calls it directly
-once) and the figure is :func:`dsv3_lessons.course.plots.plot_rope_explorer`; this module only wires sliders to
-them through :class:`~dsv3_lessons.course.common.widget.ReportWidget`.
+once) and the figure is :func:`dsv3_lessons.course.ch03_rope.figures.plot_rope_explorer`; this module only wires
+sliders to them through :class:`~dsv3_lessons.course.common.widget.ReportWidget`.
+
+Speed: the widget keeps one :class:`~dsv3_lessons.course.ch03_rope.figures.RopeExplorerFigure`, moves only the
+artists a control changes and re-renders just those over a cached background
+(:class:`~dsv3_lessons.course.ch02_mla.fastdraw.BlitRenderer`); ``rope_explorer`` caches the score curves, which
+depend on the YaRN factor only, so moving a position or the pair recomputes no curve.
 
 The positions are typed (``BoundedIntText``, 0..max_pos): a learner asked to set t = j, or to move both by
 the same amount, needs exact values, which a 0..8192 slider a few hundred pixels wide cannot give. Labels are
@@ -20,9 +25,13 @@ Driving it headless (what ``tests/test_widget_rope.py`` does)::
 """
 from __future__ import annotations
 
-import ipywidgets as widgets
+import html
 
-from dsv3_lessons.course.ch03_rope.figures import plot_rope_explorer
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+
+from dsv3_lessons.course.ch02_mla.fastdraw import BlitRenderer
+from dsv3_lessons.course.ch03_rope.figures import RopeExplorerFigure
 from dsv3_lessons.course.ch03_rope.experiments import ExplorerResult, rope_explorer
 from dsv3_lessons.course.common.widget import ReportWidget
 
@@ -68,18 +77,20 @@ class RopeWidget(ReportWidget):
                              f"got {yarn_factor!r}")
         self.dim, self.base, self.original_len, self.max_distance = dim, base, original_len, max_distance
         style = {"description_width": "initial"}
-        typed = {"style": style, "layout": widgets.Layout(width="260px"), "continuous_update": False}
+        typed = {"style": style, "layout": widgets.Layout(width="280px"), "continuous_update": False}
         lazy = {"style": style, "layout": widgets.Layout(width="420px"), "continuous_update": False}
+        # the range is in the label: a typed value outside it is clamped by the box (t = -5 becomes 0)
         self.query_pos = widgets.BoundedIntText(value=query_pos, min=0, max=max_pos, step=1,
-                                                description="query position t (tokens)", **typed)
+                                                description=f"query position t (0–{max_pos})", **typed)
         self.key_pos = widgets.BoundedIntText(value=key_pos, min=0, max=max_pos, step=1,
-                                              description="key position j (tokens)", **typed)
+                                              description=f"key position j (0–{max_pos})", **typed)
         self.freq_index = widgets.IntSlider(value=freq_index, min=0, max=dim // 2 - 1,
                                             description="channel pair i", **lazy)
         self.yarn_factor = widgets.FloatSlider(value=float(yarn_factor), min=lo, max=hi, step=1.0,
                                                description="YaRN factor s (1 = plain RoPE)", readout_format=".0f",
                                                **lazy)
         controls = [self.query_pos, self.key_pos, self.freq_index, self.yarn_factor]
+        self._explorer_figure: RopeExplorerFigure | None = None
         grid = widgets.HBox([widgets.VBox([self.query_pos, self.key_pos]),
                              widgets.VBox([self.freq_index, self.yarn_factor])],
                             layout=widgets.Layout(grid_gap="24px"))
@@ -98,7 +109,29 @@ class RopeWidget(ReportWidget):
                              original_len=self.original_len, max_distance=self.max_distance)
 
     def draw(self, report: ExplorerResult):
-        return plot_rope_explorer(report)
+        """The persistent figure, updated in place (built, and its background captured, on the first call)."""
+        if self._explorer_figure is None:
+            self._explorer_figure = RopeExplorerFigure(report)
+            plt.close(self._explorer_figure.fig)      # pyplot must not show it at the end of the cell; it stays usable
+            self._renderer = BlitRenderer(self._explorer_figure.fig, self._explorer_figure.dynamic)
+            return self._explorer_figure.fig
+        return self._explorer_figure.update(report)
+
+    def update(self) -> ExplorerResult:
+        """Recompute, move the figure's changing artists and re-render only them (the base class's contract: a
+        ValueError is shown in red in the summary and re-raised, and nothing is half-updated)."""
+        try:
+            report = self.compute()
+        except ValueError as exc:
+            self.last_error = exc
+            self.readout.value = f"<pre style='color:#b00'>error: {html.escape(str(exc))}</pre>"
+            raise
+        self.last_error = None
+        self.figure = self.draw(report)
+        self.image.value = self._renderer.png()
+        self.readout.value = f"<pre>{html.escape(self.describe(report))}</pre>"
+        self.last_result = report
+        return report
 
     def describe(self, report: ExplorerResult) -> str:
         r = report
