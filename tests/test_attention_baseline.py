@@ -157,7 +157,7 @@ def test_unused_cache_slots_never_reach_the_softmax():
 
 
 def test_start_pos_shift_leaves_uncached_output_unchanged():
-    # RoPE scores depend on relative positions only (RoFormer §3.4.2); with a causal mask, shifting
+    # RoPE scores depend on relative positions only (RoFormer §3.2.2, eq. (16)); with a causal mask, shifting
     # every position by the same amount changes nothing -- while the rotated keys themselves change.
     layer = make(2)
     x = torch.randn(1, 6, HID)

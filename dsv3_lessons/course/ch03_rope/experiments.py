@@ -7,7 +7,7 @@ end to end, so the tests and the exercise checkers can measure them independentl
 
 * relative position -- :func:`rope_rotate`, :func:`rope_scores`, :func:`scores_vs_distance`,
   :func:`pair_trajectory`: (R_t q)·(R_j k) = q·R_{j-t} k depends only on j - t (RoFormer, Su et al.
-  2021, §3.4.2);
+  2021, §3.2.2, eq. (16));
 * the absorption argument -- :func:`fold_check` (V2 report §2.1.3, V3 report §2.1.1 eqs. 1–11): folding
   W^UK into the query works without RoPE, fails once RoPE sits on the content keys, works again with the
   decoupled rope key k^R; RoPE on the latents (the source transcript's claim, both latents rotated with ONE
