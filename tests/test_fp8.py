@@ -373,24 +373,31 @@ def test_hf_fp8_export_import_round_trip(tmp_path, block):
     assert qc == {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
                   "weight_block_size": [block, block]}
     orig = to_hf_state_dict(model)
+    kv = "model.layers.0.self_attn.kv_a_proj_with_mqa.weight"
     with safe_open(str(folder / "model.safetensors"), "pt") as f:
         names = set(f.keys())
-        kv = "model.layers.0.self_attn.kv_a_proj_with_mqa.weight"
-        w8, s8 = f.get_tensor(kv), f.get_tensor(kv + "_scale_inv")
-        gate = f.get_tensor("model.layers.1.mlp.gate.weight")
-        emb = f.get_tensor("model.embed_tokens.weight")
+        stored = {n: f.get_tensor(n) for n in names}
+    w8, s8 = stored[kv], stored[kv + "_scale_inv"]
     assert w8.dtype == torch.float8_e4m3fn and s8.dtype == torch.float32
     rows, cols = orig[kv].shape
     assert tuple(s8.shape) == (math.ceil(rows / block), math.ceil(cols / block))
-    assert gate.dtype == torch.float32 and emb.dtype == torch.float32           # kept in higher precision
-    assert "lm_head.weight_scale_inv" not in names and "model.embed_tokens.weight_scale_inv" not in names
+    # the released checkpoint's dtypes: BF16 for every tensor that is not quantized (embedding, head, router
+    # weight, norms, MTP's eh_proj: model.layers.61.eh_proj.weight is BF16 there), float32 only for the
+    # balancing bias and the scales
+    L = tiny().num_hidden_layers
+    for n in ("model.embed_tokens.weight", "lm_head.weight", "model.layers.1.mlp.gate.weight", "model.norm.weight",
+              f"model.layers.{L}.eh_proj.weight", f"model.layers.{L}.shared_head.head.weight"):
+        assert stored[n].dtype == torch.bfloat16 and n + "_scale_inv" not in names, n
+    assert stored["model.layers.1.mlp.gate.e_score_correction_bias"].dtype == torch.float32
+    assert {t.dtype for n, t in stored.items() if not fp8_quantizable(n, orig.get(n, t)) and not n.endswith(
+        ("_scale_inv", "e_score_correction_bias"))} == {torch.bfloat16}
     n_quantized = sum(n.endswith("_scale_inv") for n in names)
     assert n_quantized == sum(fp8_quantizable(n, t) for n, t in orig.items())
     c = tiny()
     layers = c.num_hidden_layers + c.num_nextn_predict_layers
     ffn_per_moe = 3 * (c.n_routed_experts + (1 if c.n_shared_experts else 0))
-    expected = (5 * layers + 3 * c.first_k_dense_replace + ffn_per_moe * (layers - c.first_k_dense_replace)
-                + c.num_nextn_predict_layers)                      # attention, dense FFN, experts, eh_proj
+    expected = (5 * layers + 3 * c.first_k_dense_replace
+                + ffn_per_moe * (layers - c.first_k_dense_replace))  # attention, dense FFN, experts (not eh_proj)
     assert n_quantized == expected
     back = to_hf_state_dict(import_hf(folder))
     for n, w in orig.items():
@@ -399,8 +406,10 @@ def test_hf_fp8_export_import_round_trip(tmp_path, block):
             s_full = s.repeat_interleave(block, 0)[: w.shape[0]].repeat_interleave(block, 1)[:, : w.shape[1]]
             assert ((back[n] - w).abs() <= w.abs() * 2.0 ** -4 + s_full * 2.0 ** -10).all(), n
             assert not torch.equal(back[n], w)
-        else:
+        elif n.endswith("e_score_correction_bias"):
             assert torch.equal(back[n], w), n
+        else:                                                       # BF16 round to nearest: exact as bf16
+            assert torch.equal(back[n], w.to(torch.bfloat16).float()), n
 
 
 def test_hf_fp8_export_rejects_bad_arguments(tmp_path):

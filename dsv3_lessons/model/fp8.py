@@ -14,26 +14,33 @@ The pieces, top to bottom:
 * **Scaling** (:func:`compute_scale`): s = amax / fp8_max, so x ≈ q·s with q = x/s in FP8. All-zero blocks
   have their amax floored (:data:`AMAX_FLOOR` = 1e-4, as the official kernels) so no 0/0 = NaN appears.
   Optional power-of-two scales are rounded **up** to 2^⌈log2 s⌉ *before* quantizing (rounding after would
-  quantize with one scale and dequantize with another).
-* **Granularity** (V3 §3.3.1): per tensor; per 1×128 **tile** for activations (one token, 128 channels:
-  :func:`quantize_tiles`); per 128×128 **block** for weights (:func:`quantize_blocks`). The checkpoint stores
-  the block form: FP8 ``weight`` plus float32 ``weight_scale_inv`` of shape ⌈rows/128⌉×⌈cols/128⌉ -- despite
-  its name, the factor to *multiply* by (:func:`dequantize_blocks`). Shapes that do not divide by 128 keep
+  quantize with one scale and dequantize with another); V3 §3.3.3 uses them for the activations after attention
+  (re-quantized from 1×128 to 128×1 tiles for the backward pass, "to avoid introducing extra quantization
+  error") and for the dispatched inputs of the MoE up-projections.
+* **Granularity** (V3 §3.3.2, "Fine-Grained Quantization"; E4M3 for every GEMM input, "Mantissa over
+  Exponents"; scales computed online from the current values, "Online Quantization"): per tensor; per
+  1×128 **tile** for activations (one token, 128 channels: :func:`quantize_tiles`); per 128×128 **block** for
+  weights (:func:`quantize_blocks`). The checkpoint stores the block form: FP8 ``weight`` plus float32
+  ``weight_scale_inv`` of shape ⌈rows/128⌉×⌈cols/128⌉ -- despite its name, the factor to *multiply* by
+  (:func:`dequantize_blocks`). Shapes that do not divide by 128 keep
   block 128 and a partial last block: 576×7168 gives 5×56 scales.
 * **Layouts for the backward pass** (V3 §3.5.2): square weight blocks transpose exactly
   (:func:`transpose_blocks`); 1×128 activation tiles do not, so the stored FP8 activations are dequantized,
   transposed and re-quantized into 128×1 tiles (:func:`requantize_transposed`), at a measurable extra error.
 * **E4M3FNUZ** (:func:`to_e4m3fnuz`): same bits, exponent bias 8 instead of 7, so the bit pattern is
   reinterpreted and the scale doubled; exact.
-* **Limited-precision accumulation** (V3 §3.3.2): Hopper's FP8 tensor cores keep about 14 bits of the running
-  sum (13 mantissa bits, truncated, in the measurements the issue cites). :func:`limited_precision_sum`
-  keeps ``mantissa_bits`` after every addition (truncation by default); with ``promote_every = N_C`` (V3:
-  128) the partial sum is added to an FP32 accumulator every N_C products, where the scales are applied.
-  :func:`simulated_gemm` and :func:`fp8_matmul_simulated` build GEMMs on it.
+* **Limited-precision accumulation** (V3 §3.3.2, "Increasing Accumulation Precision"): Hopper's FP8 tensor
+  cores keep about 14 bits of the running sum; V3 §3.5.2 describes the alignment of 32 products and the
+  truncation to the highest 14 bits, and the ISCA 2025 paper (arXiv 2505.09343, §3.1.1) 13 fraction bits
+  (an FP22 register). :func:`limited_precision_sum` keeps ``mantissa_bits`` after every addition (truncation
+  by default); with ``promote_every = N_C`` (V3: 128, "equivalent to 4 WGMMAs") the partial sum is added to an
+  FP32 accumulator every N_C products, where the scales are applied. :func:`simulated_gemm` and
+  :func:`fp8_matmul_simulated` build GEMMs on it.
 * **Fake-quant Linear** (:class:`FP8Linear`, :func:`convert_linears_to_fp8`): forward GEMM on FP8-rounded
   inputs (activations 1×128, weights 128×128), backward GEMMs (dgrad, wgrad) on FP8-rounded inputs too
-  (E4M3 everywhere, V3 Fig. 6), straight-through gradient for the rounding. Embedding, output head, MoE gate,
-  norms and the attention core stay in higher precision, as in V3.
+  (E4M3 everywhere, V3 §3.3.2; the dataflow of Fig. 6, §3.3.1), straight-through gradient for the rounding.
+  Embedding, output head, MoE gate, norms and the attention core stay in higher precision, as in V3 §3.3.1.
+  The GEMMs themselves accumulate in exact float32 here: the ideal case that promotion approaches.
 
 Nothing here imports ``tools`` or ``course``.
 """
@@ -161,7 +168,9 @@ def compute_scale(amax: torch.Tensor, fmt: str | torch.dtype = "e4m3", power_of_
     """Scale s = max(amax, floor) / fp8_max (float32, same shape as ``amax``): x ≈ q·s, q = x/s.
 
     With ``power_of_two`` the scale is rounded **up** to 2^⌈log2 s⌉, so |x/s| ≤ fp8_max still holds and the
-    multiplication by s is exact; this rounding must happen before x/s is computed.
+    multiplication by s is exact; this rounding must happen before x/s is computed. V3 §3.3.3 rounds the scales
+    of two activations this way: the inputs of the linear after attention (re-quantized from 1×128 to 128×1
+    tiles in the backward pass) and the inputs of the MoE up-projections (dispatched in FP8).
     Raises: ValueError for a negative amax or a floor ≤ 0.
     """
     if floor <= 0:
@@ -222,7 +231,7 @@ def dequantize_per_tensor(q: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------- 1×128 tiles
 def quantize_tiles(x: torch.Tensor, tile: int = BLOCK, fmt: str | torch.dtype = "e4m3",
                    power_of_two: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-tile quantization along the last dim (activations: one token × ``tile`` channels, V3 §3.3.1).
+    """Per-tile quantization along the last dim (activations: one token × ``tile`` channels, V3 §3.3.2).
 
     Args:
         x: ``[..., K]`` float tensor (K need not divide by ``tile``: the last tile is partial).
@@ -258,7 +267,7 @@ def dequantize_tiles(q: torch.Tensor, scale: torch.Tensor, tile: int = BLOCK) ->
 # ---------------------------------------------------------------------------------------------- 128×128 blocks
 def quantize_blocks(w: torch.Tensor, block: int | tuple[int, int] = BLOCK, fmt: str | torch.dtype = "e4m3",
                     power_of_two: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-block quantization of a weight matrix (V3 §3.3.1; the released checkpoint's form).
+    """Per-block quantization of a weight matrix (V3 §3.3.2; the released checkpoint's form).
 
     Args:
         w: ``[rows, cols]`` float (``[out_features, in_features]`` for a linear layer).
@@ -581,8 +590,10 @@ class FP8Linear(nn.Linear):
     Forward: activations in 1×``block`` tiles, weight in ``block``×``block`` blocks, both rounded to ``fmt``
     (V3: E4M3, 128). Backward (``quantize_backward=True``, V3 Fig. 6): the output gradient and the stored
     activations are FP8-rounded too before dgrad and wgrad; the rounding itself passes the gradient straight
-    through. The weight Parameter stays float32 (V3 keeps FP32 master weights). Input ``[..., in]`` ->
-    ``[..., out]``.
+    through. The products are summed in exact float32 (the ideal of V3's promotion every 128 products, not
+    the limited accumulator of :func:`simulated_gemm`). The weight Parameter stays float32 (V3 §3.3.3 keeps FP32
+    master weights and gradients; its AdamW moments are BF16, which this module leaves to the optimizer).
+    Input ``[..., in]`` -> ``[..., out]``.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, fmt: str = "e4m3",
@@ -623,7 +634,7 @@ def convert_linears_to_fp8(model: nn.Module, fmt: str = "e4m3", block: int = BLO
                            keep: Iterable[str] = DEFAULT_KEEP, quantize_backward: bool = True) -> list[str]:
     """Replace, in place, every ``nn.Linear`` of ``model`` by an :class:`FP8Linear` with the same Parameters.
 
-    Modules whose last name component is in ``keep`` stay as they are (V3 §3.3: embedding, output head,
+    Modules whose last name component is in ``keep`` stay as they are (V3 §3.3.1: embedding, output head,
     MoE gate; norms and the attention core -- scores and softmax -- are not Linear modules and stay in
     float32 anyway). Returns the converted module names, in order. Already converted modules are skipped.
     """

@@ -29,7 +29,7 @@ checkpoint tensor                                      ``DeepSeekV3`` state dict
    rows, ``mlp.experts.down_proj [E, H, I]``) and converts on load/save. :func:`import_hf` accepts both
    layouts; :func:`export_hf` writes the released per-expert layout.
 3. **FP8 weights.** The released linear weights are float8_e4m3fn with a ``…weight_scale_inv`` float32
-   tensor of one scale per 128×128 block (V3 §3.3; ``quantization_config.weight_block_size``).
+   tensor of one scale per 128×128 block (V3 §3.3.2; ``quantization_config.weight_block_size``).
    :func:`import_hf` dequantizes them with :func:`dequantize_block_fp8`.
 
 ``config.json``: written from :meth:`DeepseekV3Config.to_dict` in the released style (``model_type``
@@ -39,8 +39,10 @@ checkpoint tensor                                      ``DeepSeekV3`` state dict
 ``rope_interleave`` is left to transformers' default (True), which is the layout of the released weights
 (V3 report §4.3). ``quantization_config`` is dropped by :func:`export_hf` because its weights are not quantized;
 :func:`export_hf_fp8` writes the released FP8 form instead (E4M3 ``*_proj.weight`` + float32
-``weight_scale_inv`` per 128×128 block, ``quantization_config`` in ``config.json``), which :func:`import_hf` reads
-back (dequantizing, so the round trip loses what FP8 rounding loses: ≤ 2^-4 relative per element).
+``weight_scale_inv`` per 128×128 block, MTP's ``eh_proj`` and every other tensor in BF16 except the float32
+``e_score_correction_bias``, ``quantization_config`` in ``config.json``), which :func:`import_hf` reads back
+(dequantizing, so the round trip loses what FP8 rounding loses: ≤ 2^-4 relative per element, and what BF16
+rounding loses elsewhere: ≤ 2^-9).
 Reading accepts both ``rope_scaling`` and transformers' ``rope_parameters`` (via ``DeepseekV3Config``).
 
 Limits: transformers decides dense vs MoE by ``layer_idx >= first_k_dense_replace`` only, so parity with it
@@ -77,6 +79,8 @@ _SCALE_SUFFIX = "_scale_inv"          # "<name>.weight" + "_scale_inv" = "<name>
 _SHARED_DUPLICATES = ("embed_tokens.weight", "shared_head.head.weight")
 _FP8_DTYPES = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
                     if hasattr(torch, n))
+#: the one non-quantized tensor the released FP8 checkpoint stores in float32 (everything else there is BF16)
+_FP32_IN_RELEASE = ("mlp.gate.e_score_correction_bias",)
 _KEEP_FP32 = ("mlp.gate.weight", "mlp.gate.e_score_correction_bias")  # router stays fp32 (V3 report §3.3: gate kept in higher precision)
 
 
@@ -90,7 +94,7 @@ def dequantize_block_fp8(weight: torch.Tensor, scale_inv: torch.Tensor, block: t
     """Undo 128×128 block-wise FP8 quantization: ``weight.float() * scale`` with one scale per block.
 
     DeepSeek-V3 stores its linear weights as FP8 (E4M3) with one float32 scale per 128×128 block
-    (V3 report §3.3 "fine-grained quantization", App. B; official ``inference/kernel.py``
+    (V3 report §3.3.2 "Fine-Grained Quantization", App. B; official ``inference/kernel.py``
     ``weight_dequant`` and ``fp8_cast_bf16.py``). Despite its name, the stored ``weight_scale_inv`` is the
     factor to **multiply** by (s = amax/448 at quantization time), never to divide by.
 
@@ -240,11 +244,14 @@ def _save_tensors(tensors: dict[str, torch.Tensor], folder: Path, max_shard_byte
 def fp8_quantizable(name: str, t: torch.Tensor) -> bool:
     """Whether the checkpoint tensor ``name`` is stored in FP8 by :func:`export_hf_fp8`.
 
-    The 2-D linear weights of attention, FFN and experts (``*_proj.weight`` and ``kv_a_proj_with_mqa.weight``: q_a/q_b, kv_a,
-    kv_b, o, gate/up/down, and MTP's eh_proj). Not the embedding, the output head, the MoE router
-    (``mlp.gate.weight``), norms or biases: V3 keeps those in higher precision (report §3.3).
+    The 2-D linear weights of attention, FFN and experts (``*_proj.weight`` and ``kv_a_proj_with_mqa.weight``:
+    q_a/q_b, kv_a, kv_b, o, gate/up/down), in the main layers and in the MTP module's block. Not MTP's
+    ``eh_proj`` (the released checkpoint stores ``model.layers.61.eh_proj.weight`` in BF16), the embedding, the
+    output head, the MoE router (``mlp.gate.weight``), norms or biases: V3 keeps those in higher precision
+    (report §3.3.1).
     """
-    return t.dim() == 2 and t.is_floating_point() and re.search(r"_proj(_with_mqa)?\.weight$", name) is not None
+    return (t.dim() == 2 and t.is_floating_point() and not name.endswith("eh_proj.weight")
+            and re.search(r"_proj(_with_mqa)?\.weight$", name) is not None)
 
 
 def export_hf_fp8(model: DeepSeekV3, folder: str | Path, fmt: str = "e4m3", block: int = 128,
@@ -254,7 +261,9 @@ def export_hf_fp8(model: DeepSeekV3, folder: str | Path, fmt: str = "e4m3", bloc
     Every tensor selected by :func:`fp8_quantizable` is quantized per ``block``×``block`` block
     (:func:`dsv3_lessons.model.fp8.quantize_blocks`: s = amax/448, zero blocks floored, clamp before the cast)
     and stored as ``<name>`` (float8) + ``<name>_scale_inv`` (float32 ``[⌈rows/block⌉, ⌈cols/block⌉]``, the
-    factor to multiply by). Other tensors are written in float32. ``config.json`` gets the released
+    factor to multiply by). Other tensors are written as the released checkpoint stores them: BF16 (embedding,
+    output head and its MTP copies, norms, the router's ``gate.weight``, MTP's ``eh_proj``), except the
+    balancing bias ``e_score_correction_bias``, which stays float32. ``config.json`` gets the released
     ``quantization_config`` (``quant_method`` "fp8", ``fmt``, ``activation_scheme`` "dynamic",
     ``weight_block_size`` [block, block]). Read it back with :func:`import_hf`.
 
@@ -284,6 +293,8 @@ def export_hf_fp8(model: DeepSeekV3, folder: str | Path, fmt: str = "e4m3", bloc
         if fp8_quantizable(name, t):
             q, s = quantize_blocks(t.float(), block, fmt)
             tensors[name], tensors[name + _SCALE_SUFFIX] = q.contiguous(), s.contiguous()
+        elif t.is_floating_point() and not name.endswith(_FP32_IN_RELEASE):
+            tensors[name] = t.to(torch.bfloat16).contiguous()
         else:
             tensors[name] = t
     return _save_tensors(tensors, folder, max_shard_bytes)

@@ -4,7 +4,10 @@ Drawn from a real step (``SpeculativeDecoder.last_step``): the main model's late
 x_n is its own latest token (not cached yet); the MTP module, applied k times, drafts d_1 … d_k; ONE
 main-model forward over [x_n, d_1, …, d_k] gives the main model's choice at every position; the longest
 agreeing prefix d_1 … d_m is kept plus the main model's own token at position m; cache entries of
-rejected drafts are rolled back (``LatentCache.truncate``). Source: V3 report §2.2 / §5.4.3; Leviathan et
+rejected drafts are rolled back (``LatentCache.truncate``). The main model's choice is drawn under the token it
+was computed from, so draft d_j (input column j) is compared with the choice one column to its LEFT (the main
+model's prediction for the same position): the comparison is drawn as a diagonal double arrow with ✓ / ✗, and
+drafts after the first rejection are never compared. Source: V3 report §2.2 / §5.4.3; Leviathan et
 al. 2023 (arXiv 2211.17192).
 """
 from __future__ import annotations
@@ -34,14 +37,15 @@ def draw_speculative_step(context: list[str], last: str, drafts: list[str], main
     while m < k and drafts[m] == main_choice[m]:
         m += 1
     c = len(context)
-    cw, left = 1.1, 4.6
+    cw, left = 1.3, 4.6
     width = left + cw * (c + k + 2) + 0.4
-    rows = {"cache": 8.4, "draft": 6.7, "verify": 5.0, "main": 3.5, "after": 1.3}
-    dg = Diagram(width=width, height=10.2, title=title or
+    rows = {"cache": 8.9, "draft": 7.2, "verify": 5.5, "main": 3.5, "after": 1.3}
+    dg = Diagram(width=width, height=10.7, title=title or
                  f"One speculative step, k = {k}: {m} draft{'s' if m != 1 else ''} accepted + the main model's "
                  f"own token = {m + 1} token{'s' if m else ''} for one main forward")
     labels = {"cache": "main cache before", "draft": f"MTP drafts ({k}×\nthe same module)",
-              "verify": "verify: ONE main\nforward over", "main": "main model's\nchoice", "after": "cache after\n" + ("(rolled back)" if m < k else "(nothing rejected)")}
+              "verify": "verify: ONE main\nforward over", "main": "main model's choice\n(↗: $d_j$ vs the choice\n"
+                                                                    "one column left)", "after": "cache after\n" + ("(rolled back)" if m < k else "(nothing rejected)")}
     for key, y in rows.items():
         dg.text(left - 0.25, y, labels[key], ha="right", fontsize=10)
     x0 = left + cw / 2
@@ -68,10 +72,14 @@ def draw_speculative_step(context: list[str], last: str, drafts: list[str], main
         face = "#d5f0dd" if (ok or decided) else "#eeeeee"
         dg.box(x, rows["main"], cw - 0.1, 0.9, _show(main_choice[j]), "op", name=f"p{j}", color=face)
         dg.arrow((x, rows["verify"] - 0.45), (x, rows["main"] + 0.45))
-        if j < k:                                                       # compare with the next draft
-            mark = "✓" if j < m else ("✗" if j == m else "")
-            dg.text(x + cw / 2, (rows["verify"] + rows["main"]) / 2, mark, fontsize=13,
-                    color=PALETTE["green"] if mark == "✓" else PALETTE["red"])
+        if j < k:                                   # choice j (prediction for position j+1) vs draft d_{j+1}
+            compared = j <= m
+            colour = PALETTE["green"] if j < m else (PALETTE["red"] if j == m else "#bbbbbb")
+            start, end = (x + 0.22, rows["main"] + 0.45), (x + cw - 0.22, rows["verify"] - 0.45)
+            dg.arrow(start, end, color=colour, style="<->", lw=1.6 if compared else 1.0)
+            if compared:
+                dg.text(x + cw / 2 - 0.1, (rows["verify"] + rows["main"]) / 2 + 0.15, "✓" if j < m else "✗",
+                        fontsize=13, color=colour, ha="right")
     for j in range(m + 1):                                              # what the cache keeps
         dg.box(xn + cw * j, rows["after"], cw - 0.1, 0.9, _show(verify_in[j]), "cached", name=f"keep{j}")
     for j in range(m + 1, k + 1):

@@ -4,7 +4,10 @@ Drawn from a config (sizes computed, never typed): the activations entering a la
 d = ``hidden_size``, cut into 1×128 tiles (one scale per token and 128 channels), and the weight of
 ``kv_a_proj_with_mqa``, ``[d_c + d_h^R, d]``, cut into 128×128 blocks (one ``weight_scale_inv`` entry per
 block). For V3 that weight is 576×7168: its scale grid is 5×56 and the last block row holds only 64 rows.
-Both rectangles are drawn to scale, one unit per element. Source: V3 report §3.3.1, Fig. 7 (a).
+Both rectangles are drawn to scale, one unit per element. Source: V3 report §3.3.2, Fig. 7 (a).
+
+Also here: the plots of the chapter, the FP8 widget's figure (:class:`ErrorReportFigure`, updated in place) and
+:func:`draw_promotion`, the promotion of partial sums to FP32 every N_C = 128 products (V3 Fig. 7 (b)).
 """
 from __future__ import annotations
 
@@ -15,12 +18,13 @@ from matplotlib.patches import Rectangle
 
 from dsv3_lessons.model import fp8
 from dsv3_lessons.model.config import DeepseekV3Config
-from dsv3_lessons.course.common.style import PALETTE, subplots
+from dsv3_lessons.course.common.draw import Diagram
+from dsv3_lessons.course.common.style import DPI, FIG_WIDTH, PALETTE, subplots
 from dsv3_lessons.course.ch09_fp8.experiments import (_FMT_LABEL, GRANULARITIES, AccumulationSweep, ErrorReport,
                                                      outlier_label)
 
-__all__ = ["draw_fp8_grids", "plot_representable_values", "plot_error_report", "plot_accumulation_sweep",
-           "plot_loss_curves"]
+__all__ = ["draw_fp8_grids", "plot_representable_values", "ErrorReportFigure", "plot_error_report",
+           "plot_accumulation_sweep", "draw_promotion", "plot_loss_curves"]
 
 
 def _grid(ax, rows: int, cols: int, br: int, bc: int, face: str, y0: float, partial_face: str) -> None:
@@ -118,46 +122,90 @@ def plot_representable_values(fmts: tuple[str, ...] = ("e4m3", "e5m2", "bf16")):
     return fig
 
 
+class ErrorReportFigure:
+    """The FP8 widget's figure, built once and updated in place (:meth:`update`), so one change of a control
+    costs a re-render, not a rebuild: fixed layout (no constrained-layout solve), fixed tick locations on the
+    log axes (no minor-tick generation), one scatter per series whose points move.
+
+    Left: per-channel mean relative error of the selected granularity, outlier channels marked, 128-channel
+    tile edges in grey; the legend sits in the band above 1, where no channel can be (an error is at most 1,
+    a value flushed to zero). Right: every granularity's mean error over the ordinary channels, with the
+    fraction flushed to zero under each value. Axes are fixed (errors 1e-3 … 10) so nothing jumps while a
+    slider moves. ``fig`` is a plain :class:`matplotlib.figure.Figure` (not registered with pyplot).
+    """
+
+    def __init__(self, channels: int = 512, names: tuple[str, ...] = tuple(GRANULARITIES), block: int = fp8.BLOCK):
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import FixedLocator, NullLocator
+
+        self.names = tuple(names)
+        self.fig = Figure(figsize=(FIG_WIDTH, 3.6), dpi=DPI)
+        self.ax1, self.ax2 = self.fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.5, 1]})
+        self.fig.subplots_adjust(left=0.075, right=0.985, bottom=0.17, top=0.91, wspace=0.25)
+        ax1, ax2 = self.ax1, self.ax2
+        ch = torch.arange(channels).float()
+        self._ch = ch
+        self.ordinary = ax1.scatter(ch, torch.full_like(ch, 1e-2), s=5, color=PALETTE["blue"],
+                                    label="ordinary channels")
+        self.outliers = ax1.scatter([0.0], [1e-2], s=40, marker="x", color=PALETTE["red"], label="outlier channels")
+        for t in range(0, channels + 1, block):
+            ax1.axvline(t - 0.5, color="0.75", lw=0.8, zorder=0)
+        ticks = [1e-3, 1e-2, 1e-1, 1, 10]
+        labels = ["0.1%", "1%", "10%", "100%", ""]
+        for ax in (ax1, ax2):
+            ax.set_yscale("log")
+            ax.set_ylim(1e-3, 10)
+            ax.yaxis.set_major_locator(FixedLocator(ticks))
+            ax.yaxis.set_minor_locator(NullLocator())
+            ax.set_yticklabels(labels, fontsize=10)
+            ax.axhline(1.0, color="0.85", lw=0.8, zorder=0)
+        ax1.set_xlim(-8, channels + 8)
+        ax1.xaxis.set_major_locator(FixedLocator(list(range(0, channels + 1, block))))
+        ax1.tick_params(labelsize=10)
+        ax1.set_xlabel("channel (grey lines: 128-channel tile edges)", fontsize=11)
+        ax1.set_ylabel("mean |x̂ − x| / |x| per channel", fontsize=11)
+        self.title1 = ax1.set_title("", fontsize=12)
+        self.legend = ax1.legend(loc="upper center", ncol=2, fontsize=9, frameon=False, borderaxespad=0.2)
+        self.bars = ax2.bar(range(len(self.names)), [1e-3] * len(self.names), color=PALETTE["sky"], width=0.6)
+        self.bar_text = [ax2.text(i, 1.3e-3, "", ha="center", va="bottom", fontsize=9) for i in range(len(self.names))]
+        ax2.set_xlim(-0.6, len(self.names) - 0.4)
+        ax2.set_xticks(range(len(self.names)), [GRANULARITIES[g].replace(" ", "\n", 1) for g in self.names],
+                       fontsize=9)
+        ax2.set_ylabel("mean relative error,\nordinary channels", fontsize=11)
+        ax2.set_title("all granularities (value; share flushed to 0)", fontsize=11)
+        #: what :meth:`update` changes (the rest is static: a widget renders it once, see ``BlitPNG``)
+        self.moving = [self.ordinary, self.outliers, self.title1, self.legend, *self.bars, *self.bar_text]
+
+    def update(self, reports: dict[str, ErrorReport], selected: str, outlier: float):
+        """Show ``reports`` (``{granularity: ErrorReport}``) with ``selected`` highlighted; returns ``fig``.
+        Raises ValueError for a ``selected`` granularity that is not in the figure."""
+        if selected not in self.names:
+            raise ValueError(f"selected must be one of {list(self.names)}, got {selected!r}")
+        rep = reports[selected]
+        err = rep.channel_error.clamp(min=1.1e-3)
+        self.ordinary.set_offsets(torch.stack([self._ch[: len(err)], err], 1).numpy())
+        self.outliers.set_offsets(torch.stack([self._ch[rep.outliers], err[rep.outliers]], 1).numpy())
+        self.legend.get_texts()[1].set_text(f"outlier channels (×{outlier_label(outlier)})")
+        self.title1.set_text(f"{GRANULARITIES[selected]}, {_FMT_LABEL.get(rep.fmt, rep.fmt)}")
+        for i, g in enumerate(self.names):
+            v = max(reports[g].rel_error, 1.1e-3)
+            self.bars[i].set_height(v)
+            self.bars[i].set_color(PALETTE["orange"] if g == selected else PALETTE["sky"])
+            self.bar_text[i].set_position((i, v * 1.15))
+            self.bar_text[i].set_text(f"{reports[g].rel_error:.1%}\n{reports[g].underflow:.0%} flushed")
+        return self.fig
+
+
 def plot_error_report(reports: dict[str, ErrorReport], selected: str, outlier: float):
-    """Left: per-channel relative error of the ``selected`` granularity (outlier channels marked). Right:
-    the ordinary channels' error of every granularity, with the fraction flushed to zero. Axes are fixed
-    (errors 1e-3..3) so a widget's figure does not jump. Returns the Figure."""
-    rep = reports[selected]
-    # a fixed layout (not "constrained"): the widget redraws on every change and must stay quick
-    fig, (ax1, ax2) = subplots(1, 2, height=3.6, gridspec_kw={"width_ratios": [1.6, 1]}, layout=None)
-    fig.subplots_adjust(left=0.085, right=0.99, bottom=0.2, top=0.92, wspace=0.2)
-    ch = torch.arange(len(rep.channel_error))
-    err = rep.channel_error.clamp(min=1.1e-3)
-    ax1.scatter(ch, err, s=5, color=PALETTE["blue"], label="ordinary channels")
-    ax1.scatter(ch[rep.outliers], err[rep.outliers], s=40, marker="x", color=PALETTE["red"],
-                label=f"outlier channels (×{outlier_label(outlier)})")
-    for t in range(0, len(ch) + 1, fp8.BLOCK):
-        ax1.axvline(t - 0.5, color="0.75", lw=0.8, zorder=0)
-    ax1.set_yscale("log")
-    ax1.set_ylim(1e-3, 3)
-    ax1.set_xlabel("channel (grey lines: 128-channel tile edges)")
-    ax1.set_ylabel("mean |x̂ − x| / |x| per channel")
-    ax1.set_title(f"{GRANULARITIES[selected]}, {_FMT_LABEL.get(rep.fmt, rep.fmt)}")
-    ax1.legend(loc="upper right", fontsize=9)
-    names = list(reports)
-    vals = [max(reports[g].rel_error, 1.1e-3) for g in names]
-    colors = [PALETTE["orange"] if g == selected else PALETTE["sky"] for g in names]
-    bars = ax2.bar(range(len(names)), vals, color=colors)
-    for b, g in zip(bars, names):
-        ax2.annotate(f"{reports[g].rel_error:.1%}\n{reports[g].underflow:.0%} flushed to 0", (b.get_x() + b.get_width() / 2,
-                     b.get_height()), ha="center", va="bottom", fontsize=9)
-    ax2.set_xticks(range(len(names)), [GRANULARITIES[g].replace(" ", "\n", 1) for g in names], fontsize=9)
-    ax2.set_yscale("log")
-    ax2.set_ylim(1e-3, 3)
-    ax2.set_ylabel("mean relative error, ordinary channels")
-    ax2.set_title("all granularities")
-    return fig
+    """The widget's figure for one setting (see :class:`ErrorReportFigure`), as a new Figure."""
+    channels = len(next(iter(reports.values())).channel_error)
+    return ErrorReportFigure(channels, tuple(reports)).update(reports, selected, outlier)
 
 
 def plot_accumulation_sweep(sweep: AccumulationSweep, report_figure: float = 0.02):
     """Error vs accumulator mantissa bits, with and without promotion every 128; the Hopper band (13–14 bits)
-    shaded and the V3 report's figure drawn as a line. Returns the Figure."""
-    fig, ax = subplots(height=3.8)
+    shaded and the V3 report's figure drawn as a line; the legend sits below the axes. Returns the Figure."""
+    fig, ax = subplots(height=4.4)
     ax.axvspan(12.5, 14.5, color=PALETTE["yellow"], alpha=0.35, lw=0, label="Hopper: ~13–14 bits kept")
     ax.plot(sweep.bits, sweep.plain, "o-", color=PALETTE["red"], label=f"whole K = {sweep.k} in the limited accumulator")
     ax.plot(sweep.bits, sweep.promoted, "s--", color=PALETTE["blue"],
@@ -169,8 +217,56 @@ def plot_accumulation_sweep(sweep: AccumulationSweep, report_figure: float = 0.0
     ax.set_xlabel("mantissa bits kept by the accumulator (truncation)")
     ax.set_ylabel(r"$\|C_{sim} - C\| \,/\, \|C\|$")
     ax.set_xticks(sweep.bits)
-    ax.legend(loc="lower left", fontsize=9)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=9)   # below: off the Hopper band
     return fig
+
+
+def draw_promotion(k: int = 7168, n_c: int = fp8.BLOCK, bits: int = 14):
+    """V3 Fig. 7 (b) as a diagram: one output element of an FP8 GEMM over ``k`` products, cut into chunks of
+    ``n_c`` (V3: N_C = 128, "equivalent to 4 WGMMAs"). The tensor core sums each chunk in its limited
+    accumulator (about ``bits`` bits); the partial sum is then copied to a CUDA core's FP32 register, multiplied
+    by the activation tile's scale s_x and the weight block's scale s_w, and added to the FP32 result. Chunk
+    count and index ranges are computed from ``k`` and ``n_c``. Returns the :class:`Diagram`.
+    Raises ValueError for k or n_c < 1.
+    """
+    if k < 1 or n_c < 1:
+        raise ValueError(f"k and n_c must be >= 1, got {k}, {n_c}")
+    chunks = math.ceil(k / n_c)
+    shown = list(range(min(chunks, 3)))
+    cols = [6.3, 10.3, 14.3][: len(shown)]
+    if chunks > 3:
+        shown.append(chunks - 1)
+        cols.append(19.9)
+    dg = Diagram(width=23.0, height=7.6,
+                 title=f"Promotion every $N_C$ = {n_c} products: K = {k} → {chunks} partial sums, each leaves the "
+                       f"~{bits}-bit accumulator")
+    y_tc, y_sc, y_acc = 6.3, 3.9, 1.6
+    for y, text in ((y_tc, f"tensor core\n(limited accumulator,\n~{bits} bits)"),
+                    (y_sc, "copy to a CUDA core:\nFP32 register,\nscales applied"), (y_acc, "FP32 result")):
+        dg.text(2.0, y, text, fontsize=10)
+    prev = None
+    for c, x in zip(shown, cols):
+        lo, hi = c * n_c, min(k, (c + 1) * n_c) - 1
+        dg.box(x, y_tc, 3.6, 1.6, f"chunk {c}\nk = {lo}…{hi}\n$\\Sigma$ of {hi - lo + 1} FP8 products", "tensor",
+               name=f"tc{c}", fontsize=9)
+        dg.box(x, y_sc, 3.6, 1.1, f"$\\times\\ s_x[m, {c}]\\cdot s_w[n, {c}]$", "op", name=f"sc{c}", fontsize=10)
+        dg.box(x, y_acc, 1.0, 0.9, "+", "op", name=f"acc{c}", fontsize=13)
+        dg.arrow((x, y_tc - 0.8), (x, y_sc + 0.55), color=PALETTE["orange"])
+        dg.arrow((x, y_sc - 0.55), (x, y_acc + 0.45))
+        if prev is None:
+            dg.text(x - 2.3, y_acc, "0", fontsize=11)
+            dg.arrow((x - 2.0, y_acc), (x - 0.5, y_acc))
+        else:
+            dg.arrow((prev + 0.5, y_acc), (x - 0.5, y_acc))
+        prev = x
+    if chunks > 3:
+        dg.text(17.1, y_tc, "…", fontsize=16)
+        dg.text(17.1, y_sc, "…", fontsize=16)
+    dg.arrow((prev + 0.5, y_acc), (prev + 1.7, y_acc))
+    dg.text(prev + 1.8, y_acc, "C[m, n]", fontsize=10.5, ha="left")
+    dg.text(11.5, 0.45, "s_x: scale of token m's 1×128 activation tile c;  s_w: scale of the 128×128 weight block "
+                        "(row block of n, column block c)", fontsize=9.5)
+    return dg
 
 
 def plot_loss_curves(full: list[float], quant: list[float], window: int = 10,

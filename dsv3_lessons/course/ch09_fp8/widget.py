@@ -1,8 +1,11 @@
 """FP8 quantization widget (chapter 9): outlier magnitude, scaling granularity and format -> error plots.
 
 The numbers come from :func:`dsv3_lessons.course.ch09_fp8.experiments.error_report` (every granularity, so the bar
-chart compares them) and the figure from :func:`dsv3_lessons.course.ch09_fp8.experiments.plot_error_report`; the
-notebook calls both directly once before building the widget, so an error surfaces in the cell.
+chart compares them); the notebook calls :func:`fp8_report` directly once before building the widget, so an error
+surfaces in the cell. The figure is one :class:`~dsv3_lessons.course.ch09_fp8.figures.ErrorReportFigure` per
+widget, built once and updated in place (no rebuild, no layout solve, fixed ticks), which is what keeps a change
+fast: rendering, not the numbers, was the cost. The controls sit in one label column (every label left of its
+control, the toggle buttons included).
 
 Driving it headless (what ``tests/test_widget_fp8.py`` does)::
 
@@ -12,11 +15,14 @@ Driving it headless (what ``tests/test_widget_fp8.py`` does)::
 """
 from __future__ import annotations
 
+import html
+
 import ipywidgets as widgets
 
 from dsv3_lessons.course.ch09_fp8.experiments import (GRANULARITIES, error_report, outlier_activations,
                                                       outlier_label)
-from dsv3_lessons.course.ch09_fp8.figures import plot_error_report
+from dsv3_lessons.course.ch09_fp8.figures import ErrorReportFigure
+from dsv3_lessons.course.ch08_speculative.render import BlitPNG
 from dsv3_lessons.course.common.widget import ReportWidget
 
 __all__ = ["FP8Widget", "fp8_widget", "fp8_report"]
@@ -26,6 +32,8 @@ _FORMATS = (("E4M3 (V3)", "e4m3"), ("E5M2", "e5m2"), ("E4M3FNUZ", "e4m3fnuz"))
 #: the outlier slider's step in log10 units: 10^0.05 ≈ ×1.12 per step (0.25 was ×1.78, too coarse to find
 #: where flushing starts)
 _LOG_STEP = 0.05
+#: the label column: every control's label on its left, toggle buttons included (browser review, item 11)
+_LABEL_WIDTH = "210px"
 
 
 def fp8_report(outlier: float, fmt: str = "e4m3", tokens: int = 256, channels: int = 512, n_outliers: int = 4,
@@ -61,25 +69,49 @@ class FP8Widget(ReportWidget):
             raise ValueError(f"fmt must be one of {[v for _, v in _FORMATS]}, got {fmt!r}")
         if not 1 <= outlier <= 1e5:
             raise ValueError(f"outlier must lie in [1, 1e5], got {outlier!r}")
-        style = {"description_width": "initial"}
         self.outlier = widgets.FloatLogSlider(value=outlier, base=10, min=0, max=5, step=_LOG_STEP,
-                                              description="outlier channels × (log scale)", style=style,
                                               continuous_update=False, readout_format=".3g",
-                                              layout=widgets.Layout(width="520px"))
+                                              layout=widgets.Layout(width="360px"))
         self.granularity = widgets.ToggleButtons(options=[(v, k) for k, v in GRANULARITIES.items()],
-                                                 value=granularity, description="scaling granularity",
-                                                 style=style)
-        self.fmt = widgets.ToggleButtons(options=list(_FORMATS), value=fmt, description="FP8 format", style=style)
-        self._build([self.outlier, self.granularity, self.fmt])
+                                                 value=granularity)
+        self.fmt = widgets.ToggleButtons(options=list(_FORMATS), value=fmt)
+        self._figure = ErrorReportFigure()
+        self._png = BlitPNG(self._figure.fig, self._figure.moving)
+        self._reports: dict = {}
+        rows = [widgets.HBox([widgets.Label(text, layout=widgets.Layout(width=_LABEL_WIDTH)), control])
+                for text, control in (("outlier channels × (log scale)", self.outlier),
+                                      ("scaling granularity", self.granularity), ("FP8 format", self.fmt))]
+        self._build([self.outlier, self.granularity, self.fmt], layout=rows)
 
     def compute(self) -> dict:
-        return fp8_report(self.outlier.value, self.fmt.value)
+        key = (self.outlier.value, self.fmt.value)          # the granularity only changes the drawing
+        if key not in self._reports:
+            if len(self._reports) > 64:
+                self._reports.clear()
+            self._reports[key] = fp8_report(*key)
+        return self._reports[key]
 
     def draw(self, report: dict):
-        return plot_error_report(report, self.granularity.value, self.outlier.value)
+        return self._figure.update(report, self.granularity.value, self.outlier.value)
 
     def describe(self, report: dict) -> str:
         return _describe(report, self.granularity.value, self.outlier.value)
+
+    def update(self) -> dict:
+        """As :meth:`ReportWidget.update` (a ValueError shows in red and is re-raised), but the persistent figure
+        is updated in place and only its moving artists are re-rendered (:class:`BlitPNG`)."""
+        try:
+            report = self.compute()
+        except ValueError as exc:
+            self.last_error = exc
+            self.readout.value = f"<pre style='color:#b00'>error: {html.escape(str(exc))}</pre>"
+            raise
+        self.last_error = None
+        self.figure = self.draw(report)
+        self.image.value = self._png.png()
+        self.readout.value = f"<pre>{html.escape(self.describe(report))}</pre>"
+        self.last_result = report
+        return report
 
 
 def fp8_widget(**initial) -> FP8Widget:
