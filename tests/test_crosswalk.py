@@ -135,10 +135,12 @@ def test_config_rows_match_config_and_official_names():
 
 def test_renderers():
     html = crosswalk_html()
-    assert html.count("<tr>") == len(CROSSWALK) + 1
-    assert "layers.{l}.self_attn.kv_a_proj_with_mqa.weight" in html
+    components = list(dict.fromkeys(r.component for r in CROSSWALK))
+    # one heading row per component + one row per tensor + the header row
+    assert html.count("<tr>") == len(CROSSWALK) + len(components) + 1
+    assert "layers.{l}.self_attn.kv_a_proj_with_mqa.weight" in html.replace("<wbr>", "")
     assert crosswalk_html("config").count("<tr>") == len(CONFIG_CROSSWALK) + 1
-    assert crosswalk_html(component="MTP").count("<tr>") == sum(r.component == "MTP" for r in CROSSWALK) + 1
+    assert crosswalk_html(component="MTP").count("<tr>") == sum(r.component == "MTP" for r in CROSSWALK) + 2
     md = crosswalk_markdown()
     assert len(md.splitlines()) == len(CROSSWALK) + 2
     with pytest.raises(ValueError, match="kind"):
@@ -146,6 +148,45 @@ def test_renderers():
     with pytest.raises(ValueError, match="component"):
         crosswalk_html(component="nothing")
     assert list(itertools.chain(expand("a.{gate,up}_proj", 0))) == ["a.gate_proj", "a.up_proj"]
+
+
+def test_html_table_fits_a_notebook_cell_and_writes_math():
+    """The browser review measured the old 7-column table 674 px wider than JupyterLab's output area: the table now
+    has a fixed layout at 100 % of the cell, columns that add up to 100 %, tensor names that may wrap after every
+    dot (never inside a word), and paper symbols as TeX that JupyterLab's MathJax typesets."""
+    from dsv3_lessons.course.ch00_tour.crosswalk import PAPER_TEX
+
+    for kind in ("tensors", "config"):
+        html = crosswalk_html(kind)
+        assert "table-layout:fixed;width:100%" in html
+        widths = [int(w) for w in re.findall(r"<col style='width:(\d+)%'>", html)]
+        assert sum(widths) == 100 and len(widths) == len(re.findall(r"<th style", html.split("<tbody>")[0]))
+        longest = max(len(part) for part in re.findall(r"<code>(.*?)</code>", html)
+                      for part in part.split("<wbr>"))
+        assert longest <= 40, longest            # no unbreakable name wider than its column
+    rows = CROSSWALK + CONFIG_CROSSWALK
+    assert all(r.paper in PAPER_TEX for r in rows)                 # every symbol has a TeX form
+    for r in CROSSWALK:
+        if "^" in r.paper or "_" in r.paper:
+            assert PAPER_TEX[r.paper].count("$") >= 2 and PAPER_TEX[r.paper] in crosswalk_html()
+    assert "$W^{DKV};\\ W^{KR}$" in crosswalk_html()
+    assert "W^DKV" not in crosswalk_html()                          # no ASCII maths left in the table
+
+
+def test_stored_dtypes_follow_the_release():
+    """Released storage (model.safetensors headers; V3 report §3.3 keeps embedding, head, gate and norms in higher
+    precision): the linear layers of attention and FFNs/experts in FP8, embedding/head and their MTP copies, MTP's
+    eh_proj, norms and the gate weight in BF16, the gate bias and the block scales in FP32."""
+    stored = {r.checkpoint: r.stored for r in CROSSWALK}
+    fp8 = [n for n in stored if re.search(r"(q_a_proj|q_b_proj|kv_a_proj_with_mqa|kv_b_proj|o_proj|_proj\.weight)$", n)
+           and "eh_proj" not in n]
+    assert fp8 and all(stored[n] == "FP8" for n in fp8), {n: stored[n] for n in fp8}
+    by_paper = {r.paper: r for r in CROSSWALK}
+    for paper in ("Emb", "OutHead", "M_k", "OutHead (shared)", "Emb (shared)", "e_i", "RMSNorm(c^Q)", "RMSNorm(c^KV)"):
+        assert by_paper[paper].stored == "BF16", paper
+    assert "BF16" in by_paper["M_k"].meaning                       # eh_proj says it in its row too
+    assert by_paper["b_i"].stored == "FP32" and by_paper["block scale s"].stored == "FP32"
+    assert all(r.stored for r in CROSSWALK)
 
 
 def test_gate_dtypes_match_the_release():

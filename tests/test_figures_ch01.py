@@ -104,3 +104,23 @@ def test_figure_renders_with_computed_titles(which, tmp_path):
         e = t.get_window_extent(renderer)
         assert e.x0 >= box.x0 - 1 and e.x1 <= box.x1 + 1, t.get_text()
     plt.close(fig)
+
+
+def test_window_loss_plot():
+    """The real-text experiment's figure: one point per window W on a log2 axis, references labelled inside the
+    axes, and (with bytes_per_token) the cache of one sequence at each W under its tick."""
+    import matplotlib.pyplot as plt
+
+    from dsv3_lessons.course.ch01_kv_cache.figures import plot_window_losses
+
+    windows, losses = (1, 2, 4, 8), (2.7, 2.6, 2.55, 2.54)
+    fig = plot_window_losses(windows, losses, {"unigram entropy (held-out)": 3.3}, bytes_per_token=480)
+    ax = fig.axes[0]
+    curve = ax.lines[0]
+    assert list(curve.get_xdata()) == list(windows) and list(curve.get_ydata()) == list(losses)
+    assert ax.get_xscale() == "log" and ax.lines[1].get_ydata()[0] == 3.3
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1\n480 B", "2\n960 B", "4\n1,920 B", "8\n3,840 B"]
+    assert "nats" in ax.get_ylabel() and fig.get_figwidth() >= 9.5 and fig.dpi >= 110
+    plt.close(fig)
+    with pytest.raises(ValueError, match="equal length"):
+        plot_window_losses((1, 2), (2.0,))

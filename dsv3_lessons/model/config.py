@@ -390,7 +390,8 @@ class ParameterCount:
 
     ``total`` is the main model (embedding and output head included, MTP excluded, as in the V3
     report's 671B); ``activated`` counts what one token touches (shared + K_r routed experts, gate and
-    bias included) with embedding and head; ``activated_no_embedding`` drops the input embedding;
+    bias included) with embedding and head; ``activated_no_embedding`` drops the input embedding (a lookup that
+    reads one row per token): for V3 36.63 B, the count that rounds to the report's "37B activated" (§4.2);
     ``mtp`` is the D MTP modules without the shared embedding/head.
     """
 
@@ -407,7 +408,7 @@ class ParameterCount:
 
 
 def count_parameters(cfg: DeepseekV3Config) -> ParameterCount:
-    """Count parameters from the config alone; checked against the V3 report's 671B / 37B. Source of each term: V3 report §2.1.
+    """Count parameters from the config alone; checked against the V3 report's 671B / 37B (§4.2; terms from §2.1).
 
     Attention per layer: q path (``q_a_proj`` d·d_c' + norm d_c' + ``q_b_proj`` d_c'·n_h·(d_h+d_h^R)),
     ``kv_a_proj_with_mqa`` d·(d_c+d_h^R) + norm d_c, ``kv_b_proj`` d_c·n_h·(d_h+d_v), ``o_proj`` n_h·d_v·d.

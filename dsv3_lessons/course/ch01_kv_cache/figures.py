@@ -255,6 +255,7 @@ def draw_kv_head_sharing(layouts: Sequence[Any], title: str | None = None):
 # Chapter 01 -- KV cache (why the KV cache is the bottleneck)
 # ==================================================================================================
 from dsv3_lessons.course.ch01_kv_cache.kv_cache import (GB as _KV_GB, KB as _KV_KB, AttentionSpec as _KVSpec)  # noqa: E402
+from dsv3_lessons.course.ch01_kv_cache.kv_cache import dtype_bytes as _kv_dtype_bytes  # noqa: E402
 from dsv3_lessons.course.ch01_kv_cache.kv_cache import (bytes_per_token as _kv_bytes_per_token, cache_bytes as
                                                         _kv_cache_bytes)  # noqa: E402
 from dsv3_lessons.course.common.style import PALETTE as _KV_PALETTE, subplots as _kv_subplots  # noqa: E402
@@ -297,65 +298,248 @@ def kv_coinciding_groups(specs, dtype: str = "bf16", rel: float = KV_COINCIDE_RE
     return [[s.name for s in g] for g in groups if len(g) > 1]
 
 
+def _kv_label(spec, groups, dtype: str) -> tuple[str, tuple]:
+    """Legend label and (linestyle, marker, markersize, fillstyle) of one model: partners of a coinciding pair get
+    distinct styles and name each other."""
+    label, style = spec.name, _KV_STYLES[0]
+    group = groups.get(spec.name)
+    if group:
+        rank = group.index(spec.name)
+        style = _KV_STYLES[rank % len(_KV_STYLES)]
+        other = group[0] if rank else group[1]
+        a, b = _kv_bytes_per_token(spec, dtype), _kv_bytes_per_token(other, dtype)
+        label += f" (= {other})" if a == b else f" (≈ {other}, {abs(a - b) / max(a, b):.1%})"
+    return label, style
+
+
+def kv_ylim(specs, budget_gb: float = 80.0, max_batch: int = 1024, what_if_rank: tuple[int, int] = (32, 2048),
+            what_if_rope: tuple[int, int] = (0, 256), contexts=KV_CONTEXTS) -> tuple[float, float]:
+    """A y range (GB per sequence) for :class:`KVCachePlot` that holds every model line in FP8 and BF16, the what-if
+    MLA at the extremes of its ranks (with the fewest / most layers of ``specs``) and the budget line for every
+    batch up to ``max_batch``, with room below for the corner legend. The widget and the chapter's static plot use
+    it, so both show the same axes."""
+    from dsv3_lessons.course.ch01_kv_cache.kv_cache import mla_what_if
+
+    specs = list(specs.values()) if isinstance(specs, dict) else list(specs)
+    layers = [s.num_hidden_layers for s in specs]
+    small = [_kv_bytes_per_token(s, "fp8") for s in specs]
+    small.append(_kv_bytes_per_token(mla_what_if(what_if_rank[0], what_if_rope[0], min(layers)), "fp8"))
+    large = [_kv_bytes_per_token(s, "bf16") for s in specs]
+    large.append(_kv_bytes_per_token(mla_what_if(what_if_rank[1], what_if_rope[1], max(layers)), "bf16"))
+    low = min(min(small) * min(contexts) / _KV_GB, budget_gb / max_batch)
+    high = max(max(large) * max(contexts) / _KV_GB, budget_gb)
+    return low / 8.0, high * 1.5
+
+
+class KVCachePlot:
+    """The KV cache of ONE sequence against context length, one line per model (log-log), drawn once and then
+    updated in place (the widget redraws it on every control change; rebuilding it each time was most of the
+    widget's latency).
+
+    The y axis is the cache of one sequence in GB (10⁹ B), so the model lines depend only on the element size;
+    the batch moves the accelerator's line instead: ``budget_gb / batch`` is what each of ``batch`` sequences may
+    hold (a line lying above it at some context means the batch does not fit there). The models' legend sits below
+    the axes (partners of a coinciding pair, :func:`kv_coinciding_groups`, get distinct dashes/markers and name each
+    other); what changes with the controls (the dtype, the budget per sequence, the what-if MLA, the context
+    marker) is a second legend in the lower right corner, which no line reaches for any setting of the widget. ``ylim`` fixes the y range (the widget passes one that holds
+    every value its controls allow).
+
+    :meth:`png` renders the figure to PNG bytes; after :meth:`enable_blit` it draws the parts that never change
+    (axes, ticks, titles, the models' legend) once and, per update, only the lines and the corner legend onto
+    a copy of that background.
+
+    Artists, for tests and readers: ``lines`` (model name -> Line2D), ``what_if_line``, ``budget_line`` (its
+    legend text ``budget_text`` says the GB per sequence), ``marker_line`` (the context marker; hidden when there is
+    none), ``legend`` (models), ``legend_now`` (the corner one) and ``dtype_text`` (top left: the element size).
+    """
+
+    def __init__(self, specs, contexts=KV_CONTEXTS, dtype: str = "bf16", budget_gb: float = 80.0,
+                 ylim: tuple[float, float] | None = None, height: float = 5.2, what_if: bool = True,
+                 marker: bool = True):
+        self.specs = list(specs.values()) if isinstance(specs, dict) else list(specs)
+        self.contexts = [int(c) for c in contexts]
+        if not self.contexts:
+            raise ValueError("contexts must hold at least one context length")
+        if not self.specs:
+            raise ValueError("specs must hold at least one model")
+        self.budget_gb = float(budget_gb)
+        groups = {name: g for g in kv_coinciding_groups(self.specs, dtype) for name in g}
+        # a fixed layout (no constrained-layout solve per update): axes on top, the legends in the band below
+        fig, ax = _kv_subplots(height=height, layout=None)
+        fig.subplots_adjust(left=0.08, right=0.98, top=0.93, bottom=0.30)
+        self.fig, self.ax = fig, ax
+        self.lines = {}
+        for k, spec in enumerate(self.specs):
+            label, (ls, mk, ms, fill) = _kv_label(spec, groups, dtype)
+            self.lines[spec.name], = ax.plot(self.contexts, [1.0] * len(self.contexts),
+                                             color=_KV_COLORS[k % len(_KV_COLORS)], ls=ls, marker=mk, ms=ms,
+                                             fillstyle=fill, mew=1.4, lw=1.6, label=label,
+                                             zorder=3 if spec.name in groups else 2)
+        self.what_if_line, = ax.plot(self.contexts, [1.0] * len(self.contexts), color="dimgray", lw=2.2,
+                                     ls=(0, (6, 3)), label="what-if MLA", zorder=4)
+        self.budget_line = ax.axhline(self.budget_gb, color="black", lw=2.0, alpha=0.8, label="budget", zorder=4)
+        self.marker_line = ax.axvline(self.contexts[0], color="grey", lw=1.2, ls=":", label="context", zorder=4)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(self.contexts)
+        ax.set_xticklabels([f"{c // 1024}K" if c % 1024 == 0 else str(c) for c in self.contexts])
+        ax.minorticks_off()
+        self.fixed_ylim = ylim is not None
+        if ylim is not None:
+            ax.set_ylim(*ylim)
+        ax.set_xlabel("context length (tokens per sequence)")
+        ax.set_ylabel("KV cache of one sequence (GB)")
+        ax.set_title("KV cache per sequence vs context (cache only, weights not counted)")
+        ax.grid(True, which="major", alpha=0.3)
+        common = {"fontsize": 9.5, "title_fontsize": 9.5, "handlelength": 2.6, "alignment": "left"}
+        # the readings that change with the controls, in the lower right corner: empty for every setting (the
+        # smallest cache there, the what-if MLA at d_c = 32 in FP8 from 32K tokens on, lies above it)
+        now = [*([self.what_if_line] if what_if else []), self.budget_line, *([self.marker_line] if marker else [])]
+        self.legend_now = ax.legend(handles=now, loc="lower right", framealpha=0.9, borderaxespad=0.3, **common)
+        ax.add_artist(self.legend_now)
+        # the models, below the axes; the axes' own legend, so a tight bounding box (the notebook's) keeps it
+        self.legend = ax.legend(handles=list(self.lines.values()), loc="upper center", bbox_to_anchor=(0.47, -0.15),
+                                ncol=3, columnspacing=1.2, frameon=False, borderaxespad=0.0,
+                                title="hollow markers / dashes: the same cache per token as the model named "
+                                      "(or within the % shown)", **common)
+        self.dtype_text = ax.text(0.01, 0.975, "", transform=ax.transAxes, va="top", ha="left", fontsize=10.5,
+                                  fontweight="bold")
+        texts = dict(zip(now, self.legend_now.get_texts()))
+        self._what_if_text = texts.get(self.what_if_line)
+        self._marker_text = texts.get(self.marker_line)
+        self.budget_text = texts[self.budget_line]
+        self._dynamic = [*self.lines.values(), self.what_if_line, self.budget_line, self.marker_line,
+                         self.legend_now, self.dtype_text]
+        self._blit = False
+        self._background = None
+
+    def update(self, batch: int = 1, dtype: str = "bf16", highlight: str | None = None,
+               what_if: _KVSpec | None = None, context_marker: int | None = None):
+        """Set the lines for ``dtype``, the budget line for ``batch``, the highlighted model, the what-if MLA line
+        (hidden when None) and the context marker (hidden when None); returns the Figure.
+
+        Raises ValueError (from the arithmetic) for a bad batch or dtype.
+        """
+        _kv_cache_bytes(self.specs[0], 1, batch, dtype)           # validates batch and dtype
+        for spec in self.specs:
+            line = self.lines[spec.name]
+            line.set_ydata([_kv_cache_bytes(spec, c, 1, dtype) / _KV_GB for c in self.contexts])
+            line.set_linewidth(3.2 if spec.name == highlight else 1.6)
+        if what_if is not None:
+            self.what_if_line.set_ydata([_kv_cache_bytes(what_if, c, 1, dtype) / _KV_GB for c in self.contexts])
+            if self._what_if_text is not None:
+                self._what_if_text.set_text("what-if " + kv_mathtext(what_if.name))
+        self.what_if_line.set_visible(what_if is not None)
+        per_sequence = self.budget_gb / batch
+        self.budget_line.set_ydata([per_sequence, per_sequence])
+        self.budget_text.set_text(f"{self.budget_gb:g} GB accelerator / batch {batch} = {per_sequence:.3g} GB "
+                                  f"per sequence")
+        self.marker_line.set_visible(context_marker is not None)
+        if context_marker is not None:
+            self.marker_line.set_xdata([context_marker, context_marker])
+            if self._marker_text is not None:
+                self._marker_text.set_text(f"context {context_marker:,} tokens")
+        self.dtype_text.set_text(f"cache in {str(dtype).upper()} ({_kv_dtype_bytes(dtype)} B per element)")
+        if not self.fixed_ylim:
+            self.ax.relim()
+            self.ax.autoscale_view(scalex=False)
+        return self.fig
+
+    def enable_blit(self) -> None:
+        """From now on :meth:`png` redraws only the lines and the right-hand legend over a cached background.
+
+        Needs a fixed ``ylim`` (the background's axes must not move). The figure gets an Agg canvas of its own.
+        """
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        if not self.fixed_ylim:
+            raise ValueError("enable_blit needs a KVCachePlot built with a fixed ylim")
+        FigureCanvasAgg(self.fig)
+        for artist in self._dynamic:
+            artist.set_animated(True)
+        self._blit, self._background = True, None
+
+    def png(self) -> bytes:
+        """The figure as PNG bytes at its own dpi (see :meth:`enable_blit`)."""
+        import io
+
+        buf = io.BytesIO()
+        if not self._blit:
+            self.fig.savefig(buf, format="png", dpi=self.fig.dpi)
+            return buf.getvalue()
+        from PIL import Image
+        import numpy as np
+
+        canvas = self.fig.canvas
+        if self._background is None:     # everything but the animated artists, drawn once
+            canvas.draw()
+            self._background = canvas.copy_from_bbox(self.fig.bbox)
+        canvas.restore_region(self._background)
+        renderer = canvas.get_renderer()
+        for artist in sorted(self._dynamic, key=lambda a: a.get_zorder()):
+            if artist.get_visible():
+                artist.draw(renderer)
+        rgba = np.asarray(canvas.buffer_rgba())
+        Image.fromarray(rgba[..., :3]).save(buf, format="png", compress_level=3)
+        return buf.getvalue()
+
+
 def plot_kv_cache_vs_context(specs, contexts=KV_CONTEXTS, batch: int = 1, dtype: str = "bf16",
                              budget_gb: float = 80.0, highlight: str | None = None,
                              what_if: _KVSpec | None = None, context_marker: int | None = None,
                              ylim: tuple[float, float] | None = None):
-    """KV-cache size (GB = 10⁹ B) against context length, one line per model, log-log axes.
+    """KV cache of one sequence (GB = 10⁹ B) against context length, one line per model, log-log axes, with the
+    accelerator's ``budget_gb`` shared by ``batch`` sequences drawn as a horizontal line (see :class:`KVCachePlot`).
 
     Args:
         specs: iterable of :class:`dsv3_lessons.course.ch01_kv_cache.kv_cache.AttentionSpec` (or a dict of them).
         contexts: context lengths (tokens, ascending) for the x axis.
         batch, dtype: as in :func:`dsv3_lessons.course.ch01_kv_cache.kv_cache.cache_bytes`.
-        budget_gb: accelerator memory, drawn as a horizontal line (label ``"80 GB accelerator"``).
-        highlight: name of a model drawn thicker; what_if: an extra spec drawn dashed grey (the MLA
-            what-if); context_marker: a context drawn as a dotted vertical line.
-        ylim: fixed y range in GB (the widget passes one so its axes do not move with the sliders).
-    Returns: the ``Figure``. Each model line's label starts with the model name (models whose caches per
-    token coincide within :data:`KV_COINCIDE_REL` get distinct dashes/markers and a note naming the
-    partner); its y data are ``cache_bytes(spec, context, batch, dtype) / 1e9`` at ``contexts``.
+        highlight: name of a model drawn thicker; what_if: an extra spec drawn dashed grey (the MLA what-if);
+            context_marker: a context drawn as a dotted vertical line; ylim: a fixed y range in GB (default
+            :func:`kv_ylim`, the range the widget uses).
+    Returns: the ``Figure`` (``fig.kv_plot`` is the :class:`KVCachePlot`). Each model line's label starts with the
+    model name; its y data are ``cache_bytes(spec, context, 1, dtype) / 1e9`` at ``contexts``.
     Raises ValueError (from the arithmetic) for bad contexts, batch or dtype.
     """
-    specs = list(specs.values()) if isinstance(specs, dict) else list(specs)
-    contexts = [int(c) for c in contexts]
-    if not contexts:
-        raise ValueError("contexts must hold at least one context length")
-    groups = {name: g for g in kv_coinciding_groups(specs, dtype) for name in g}
-    # a fixed layout: the widget redraws this figure on every control change, and the constrained layout
-    # solver was most of that time; the margins leave room for the legend outside the axes on the right.
-    fig, ax = _kv_subplots(height=4.6, layout=None)
-    fig.subplots_adjust(left=0.085, right=0.605, bottom=0.12, top=0.93)
-    for k, spec in enumerate(specs):
-        gb = [_kv_cache_bytes(spec, c, batch, dtype) / _KV_GB for c in contexts]
-        label, (ls, marker, ms, fill) = spec.name, _KV_STYLES[0]
-        group = groups.get(spec.name)
-        if group:
-            rank = group.index(spec.name)
-            ls, marker, ms, fill = _KV_STYLES[rank % len(_KV_STYLES)]
-            other = group[0] if rank else group[1]
-            a, b = _kv_bytes_per_token(spec, dtype), _kv_bytes_per_token(other, dtype)
-            label += f" (= {other})" if a == b else f" (≈ {other}, {abs(a - b) / max(a, b):.1%} apart)"
-        ax.plot(contexts, gb, color=_KV_COLORS[k % len(_KV_COLORS)], ls=ls, marker=marker, ms=ms, fillstyle=fill,
-                mew=1.4, lw=3.2 if spec.name == highlight else 1.6, label=label, zorder=3 if group else 2)
-    if what_if is not None:
-        gb = [_kv_cache_bytes(what_if, c, batch, dtype) / _KV_GB for c in contexts]
-        ax.plot(contexts, gb, color="dimgray", lw=2.2, ls=(0, (6, 3)), label=kv_mathtext(what_if.name))
-    ax.axhline(budget_gb, color="black", lw=2.0, alpha=0.8, label=f"{budget_gb:g} GB accelerator")
-    if context_marker is not None:
-        ax.axvline(context_marker, color="grey", lw=1.2, ls=":", label=f"context {context_marker:,}")
+    if ylim is None:
+        ylim = kv_ylim(specs, budget_gb, contexts=contexts)
+    plot = KVCachePlot(specs, contexts, dtype, budget_gb, ylim, what_if=what_if is not None,
+                       marker=context_marker is not None)
+    fig = plot.update(batch, dtype, highlight, what_if, context_marker)
+    fig.kv_plot = plot
+    return fig
+
+
+def plot_window_losses(windows, losses, references: dict | None = None, bytes_per_token: int | None = None):
+    """Held-out loss (nats per character) against the number of past characters the model may see (a cache that
+    keeps only the last W tokens), one marker per W on a log2 axis, with horizontal reference lines
+    ``{label: nats}`` (e.g. the unigram entropy) labelled at their right end. With ``bytes_per_token`` the x tick
+    labels also give the cache of one sequence at that W (bytes). Returns the Figure (``fig.axes[0].lines[0]`` is
+    the loss curve). Raises ValueError for empty or mismatched ``windows``/``losses``."""
+    windows, losses = [int(w) for w in windows], [float(x) for x in losses]
+    if not windows or len(windows) != len(losses):
+        raise ValueError(f"windows and losses must be non-empty and of equal length, got {len(windows)} and "
+                         f"{len(losses)}")
+    fig, ax = _kv_subplots(height=3.8)
+    ax.plot(windows, losses, "o-", color=_KV_PALETTE["blue"], lw=2.0, ms=7, label="tiny DeepSeek-V3, held-out text")
+    styles = ["--", ":", "-."]
+    for j, (label, value) in enumerate((references or {}).items()):
+        ax.axhline(value, color="#444444", ls=styles[j % len(styles)], lw=1.4)
+        ax.text(windows[-1], value, f"{label} = {value:.2f} ", va="bottom", ha="right", fontsize=10,
+                color="#333333", bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1.0})
     ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xticks(contexts)
-    ax.set_xticklabels([f"{c // 1024}K" if c % 1024 == 0 else str(c) for c in contexts])
+    ax.set_xticks(windows)
+    if bytes_per_token:
+        ax.set_xticklabels([f"{w}\n{w * bytes_per_token:,} B" for w in windows])
+        ax.set_xlabel("characters kept in the cache (W), and the cache of one sequence at that W")
+    else:
+        ax.set_xticklabels([str(w) for w in windows])
+        ax.set_xlabel("characters kept in the cache (W)")
     ax.minorticks_off()
-    if ylim is not None:
-        ax.set_ylim(*ylim)
-    ax.set_xlabel("context length (tokens per sequence)")
-    ax.set_ylabel(f"KV cache (GB), batch {batch}, {str(dtype).upper()}")
-    ax.set_title("KV cache vs context: cache only, weights not counted")
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=9.5,
-              title="hollow markers / dashes: same size as the line named", title_fontsize=8.5)
+    ax.set_ylabel("cross-entropy (nats / character)")
+    ax.set_title("How much context does the tiny model use? Loss when it sees only the last W characters")
+    ax.grid(alpha=0.3)
     return fig
 
 
@@ -391,5 +575,5 @@ def plot_kv_bytes_per_token(specs, dtype: str = "bf16", highlight: str | None = 
     return fig
 
 
-__all__ += ["KV_CONTEXTS", "KV_COINCIDE_REL", "kv_mathtext", "kv_coinciding_groups", "plot_kv_cache_vs_context",
-            "plot_kv_bytes_per_token"]
+__all__ += ["KV_CONTEXTS", "KV_COINCIDE_REL", "kv_mathtext", "kv_coinciding_groups", "kv_ylim", "KVCachePlot",
+            "plot_kv_cache_vs_context", "plot_window_losses", "plot_kv_bytes_per_token"]
