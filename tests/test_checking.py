@@ -70,3 +70,15 @@ def test_long_lines_wrap_on_spaces_never_inside_a_word(capsys):
     assert all(line.startswith("  ") for line in lines[1:])
     words = " ".join(line.strip() for line in lines).split(" ")
     assert words[:3] == ["✗", "Exercise", "99.4:"] and words[3:] == [f"word{i:03d}" for i in range(60)]
+
+
+def test_hint_ends_a_cell_without_a_second_copy():
+    text = hint("no.such")
+    assert isinstance(text, ck.Printed) and text._ipython_display_() is None
+
+
+def test_revealed_hides_until_a_prediction_is_written(capsys):
+    assert ck.revealed("4.1", ___) is False
+    assert "Hidden until you predict" in capsys.readouterr().out and True
+    assert ck.revealed("4.1", 240) is True and capsys.readouterr().out == ""
+    assert ck.revealed("4.1", (___, 3)) is False      # a half-written pair is not a prediction yet

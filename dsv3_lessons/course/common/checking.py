@@ -44,8 +44,8 @@ import textwrap
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-__all__ = ["___", "Placeholder", "Result", "Wrong", "checker", "hint", "as_number", "as_bool", "is_placeholder",
-           "call_learner", "NOT_ATTEMPTED", "WRONG", "RIGHT", "close"]
+__all__ = ["___", "Placeholder", "Printed", "Result", "Wrong", "checker", "hint", "revealed", "as_number", "as_bool",
+           "is_placeholder", "call_learner", "NOT_ATTEMPTED", "WRONG", "RIGHT", "close"]
 
 NOT_ATTEMPTED, WRONG, RIGHT = "not attempted", "wrong", "right"
 
@@ -111,7 +111,14 @@ _LADDERS: dict[str, list[str]] = {}
 _SHOWN: dict[str, int] = {}
 
 
-def hint(exercise: str) -> str:
+class Printed(str):
+    """A string that has been printed already: ending a notebook cell with it shows nothing more (no repr)."""
+
+    def _ipython_display_(self) -> None:
+        """Nothing: the text is on the screen already."""
+
+
+def hint(exercise: str) -> Printed:
     """Print (and return) the next hint of ``exercise`` ("5.1"): one step further each call.
 
     The first call gives the first step of the ladder the checker was declared with, the next call the second,
@@ -132,8 +139,24 @@ def hint(exercise: str) -> str:
         chapter = key.split(".")[0].zfill(2)
         text = (f"That was the last hint for exercise {key}. The worked solution, with the reasoning, is in "
                 f"notebooks/solutions/{chapter}_*_solutions.ipynb.")
+    text = _wrap(text)
     print(text)
-    return text
+    return Printed(text)
+
+
+def revealed(exercise: str, prediction: Any) -> bool:
+    """For a *predict, then run* exercise: may the experiment cell show its result yet?
+
+    False while ``prediction`` is still the placeholder ``___``: then one line says the result stays hidden until
+    the prediction for ``exercise`` is written, so a stored notebook (and *Run All* before the learner has
+    predicted) does not give the answer away. True once a prediction is there. The experiment cell computes as
+    usual and shows its numbers or figure under ``if revealed("4.1", prediction): ...``.
+    """
+    if is_placeholder(prediction):
+        print(_wrap(f"(Hidden until you predict: write your answer to exercise {exercise} in the cell above, run it, "
+                    f"then run this cell.)"))
+        return False
+    return True
 
 
 def is_placeholder(value: Any) -> bool:
