@@ -200,15 +200,24 @@ class DeepseekMoE(nn.Module):
         y = y * weights.flatten()[order, None].to(y.dtype)
         return torch.zeros_like(flat).index_add_(0, token, y)
 
+    def routed(self, flat: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor,
+               counts: torch.Tensor) -> torch.Tensor:
+        """Σ_i g_{i,t} FFN^(r)_i(u_t) for every token: ``flat [n, d]`` -> ``[n, d]``, by ``impl``.
+
+        ``weights``/``indices`` ``[n, K_r]`` come from the gate, ``counts [N_r]`` is their bincount. The one
+        place where the routed experts run: expert parallelism (``tools.distributed_train``) overrides it
+        to send the tokens to experts held by other processes, and inherits everything else.
+        """
+        if self.impl == "loop":
+            return self.routed_loop(flat, weights, indices, counts)
+        return self.routed_fast(flat, weights, indices, counts)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, s, d = x.shape
         flat = x.reshape(-1, d)
         weights, indices, scores = self.gate(flat)
         counts = torch.bincount(indices.flatten(), minlength=self.gate.n_experts)
-        if self.impl == "loop":
-            out = self.routed_loop(flat, weights, indices, counts)
-        else:
-            out = self.routed_fast(flat, weights, indices, counts)
+        out = self.routed(flat, weights, indices, counts)
         if self.shared_experts is not None:
             out = out + self.shared_experts(flat)
         self.last_counts = counts.detach()

@@ -17,6 +17,11 @@ and each node owns a shard of the tokens. One MoE layer then runs in four steps 
 4. **combine**: the partial sums go back along the reverse route (a third ``all_to_all_single`` with the
    split sizes swapped), the owner adds them up and adds the shared expert.
 
+Steps 2–4 are the functions :func:`dispatch`, :func:`local_experts` and :func:`combine`, shared with
+:mod:`dsv3_lessons.tools.distributed_train`, which trains the whole model through them: their row exchanges
+(:func:`all_to_all_rows`) are differentiable, so the backward pass sends each row's gradient back along
+the reverse route. This demo runs them without gradients.
+
 The output equals the single-process :class:`~dsv3_lessons.model.moe.DeepseekMoE` (tests check it for
 several seeds and uneven loads). Bytes are counted for rows whose destination is **another** process:
 node limiting caps the remote copies of a token at M − (1 if its own node is among them), which is the
@@ -44,13 +49,15 @@ from typing import Sequence
 
 import torch
 import torch.distributed as dist
+import torch.distributed._functional_collectives as _fc
 
 from dsv3_lessons.model.config import DeepseekV3Config, tiny
 from dsv3_lessons.model.layers import SwiGLU
 from dsv3_lessons.model.moe import DeepseekMoE, Gate
 
 __all__ = ["EPCase", "EPResult", "ep_config", "build_layer", "route_nodes", "expected_traffic",
-           "run_expert_parallel", "node_limit_sweep", "single_process_output", "BYTES_PER_ELEMENT"]
+           "run_expert_parallel", "node_limit_sweep", "single_process_output", "BYTES_PER_ELEMENT",
+           "Dispatch", "dispatch", "local_experts", "combine", "all_to_all_rows"]
 
 #: payload dtype of this demo (float32): 4 bytes per element
 BYTES_PER_ELEMENT = 4
@@ -205,6 +212,102 @@ class EPResult:
         return self.dispatch_bytes + self.combine_bytes + self.count_bytes
 
 
+# ----------------------------------------------------------------------------------- dispatch and combine
+# These pieces are shared with :mod:`dsv3_lessons.tools.distributed_train`, which trains through them: the
+# two row exchanges are autograd-aware, so the backward pass runs the same route in reverse.
+def all_to_all_rows(rows: torch.Tensor, output_split_sizes: list[int], input_split_sizes: list[int],
+                    group: dist.ProcessGroup | None = None) -> torch.Tensor:
+    """Differentiable ``all_to_all_single`` on dim 0: ``rows [sum(input_split_sizes), ...]`` ->
+    ``[sum(output_split_sizes), ...]``; the i-th block of rows goes to rank i.
+
+    Its backward is the same exchange with the split sizes swapped (the gradient of a row travels back
+    to the rank the row came from). torch 2.13 deprecates ``torch.distributed.nn.functional``'s version
+    and points to this one, the functional collective, whose ``all_to_all_single`` carries autograd.
+    """
+    out = _fc.all_to_all_single_autograd(rows.contiguous(), list(output_split_sizes), list(input_split_sizes),
+                                         group if group is not None else dist.group.WORLD)
+    return _fc.wait_tensor(out)
+
+
+@dataclass
+class Dispatch:
+    """What one rank's dispatch did: enough to run the combine and to count bytes.
+
+    Attributes:
+        token: ``[rows]`` int64, the local token of each dispatched row, rows grouped by destination rank;
+        send_counts, recv_counts: ``[world]`` int64, rows this rank sent to / received from each rank
+            (its own entry: rows that stay local);
+        rows_in: ``[rows_in, d + 2·K_r]`` the received rows ``[x_t | g per slot | local expert id per slot]``;
+        assignments_in: (token, expert) pairs among the received rows, i.e. the expert work on this rank.
+    """
+
+    token: torch.Tensor
+    send_counts: torch.Tensor
+    recv_counts: torch.Tensor
+    rows_in: torch.Tensor
+    assignments_in: int
+
+
+def dispatch(x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor, experts_per_rank: int,
+             world: int, group: dist.ProcessGroup | None = None) -> Dispatch:
+    """Send each token once to every rank hosting one of its experts (V3 §2.1.2 node-limited dispatch).
+
+    Args:
+        x: ``[n, d]`` this rank's tokens; weights: ``[n, K_r]`` combine weights g; indices: ``[n, K_r]``
+            selected global expert ids (expert e lives on rank ``e // experts_per_rank``).
+    One row per (token, destination rank): ``[x_t (d) | g for the K_r slots, 0 where the slot's expert is
+    elsewhere (K_r) | local expert id per slot, −1 elsewhere (K_r)]``. Counts go first (plain
+    ``all_to_all_single`` on a ``[world]`` int64 vector), then the rows with uneven split sizes through
+    :func:`all_to_all_rows`, so gradients reach ``x`` and ``weights`` on the way back.
+    """
+    n, k = indices.shape
+    node = indices // experts_per_rank                                          # [n, K] rank of each slot
+    visits = torch.zeros(n, world, dtype=torch.bool, device=x.device)
+    visits.scatter_(1, node, True)
+    dest, token = visits.T.nonzero(as_tuple=True)                               # sorted by destination
+    send_counts = visits.sum(dim=0)                                             # [world] rows to each rank
+    on_dest = node[token] == dest[:, None]                                      # [rows, K] slot lives there
+    local_ids = torch.where(on_dest, indices[token] - dest[:, None] * experts_per_rank, -1)
+    payload = torch.cat([x[token], torch.where(on_dest, weights[token], 0.0).to(x.dtype),
+                         local_ids.to(x.dtype)], dim=1)
+    recv_counts = torch.empty_like(send_counts)
+    dist.all_to_all_single(recv_counts, send_counts, group=group)               # counts first
+    rows_in = all_to_all_rows(payload, recv_counts.tolist(), send_counts.tolist(), group)
+    assignments_in = int((rows_in[:, x.shape[1] + k:] >= 0).sum()) if rows_in.numel() else 0
+    return Dispatch(token, send_counts, recv_counts, rows_in, assignments_in)
+
+
+def local_experts(rows_in: torch.Tensor, experts, d: int, k: int) -> torch.Tensor:
+    """Each received row's partial sum of V3 eq. 12 over the experts this rank hosts.
+
+    ``rows_in [rows_in, d + 2·K_r]`` as built by :func:`dispatch`; ``experts``: this rank's experts in
+    local-id order. Returns ``[rows_in, d]``: Σ over the row's slots on this rank of g·FFN_e(x).
+
+    Every expert runs, even on zero rows: the autograd graph then has the same shape on every rank
+    whatever the routing, so every rank reaches the backward exchanges of :func:`dispatch` and
+    :func:`combine` in the same order (a rank that skipped one would leave the others waiting, or pair
+    their messages with the wrong exchange). An expert without rows gets a zero gradient.
+    """
+    xr, wr, ids = rows_in[:, :d], rows_in[:, d:d + k], rows_in[:, d + k:].long()
+    partial = torch.zeros(rows_in.shape[0], d, dtype=rows_in.dtype, device=rows_in.device)
+    for j, ffn in enumerate(experts):
+        row, slot = torch.where(ids == j)
+        partial = partial.index_add(0, row, ffn(xr[row]) * wr[row, slot, None])
+    return partial
+
+
+def combine(partial: torch.Tensor, sent: Dispatch, n_tokens: int,
+            group: dist.ProcessGroup | None = None) -> torch.Tensor:
+    """Return the partial sums along the reverse route and add them per token: ``[n_tokens, d]``.
+
+    The third exchange swaps :func:`dispatch`'s split sizes; the owner of each token adds what came back
+    from every rank it visited (``index_add`` over :attr:`Dispatch.token`).
+    """
+    back = all_to_all_rows(partial, sent.send_counts.tolist(), sent.recv_counts.tolist(), group)
+    out = torch.zeros(n_tokens, partial.shape[1], dtype=partial.dtype, device=partial.device)
+    return out.index_add(0, sent.token, back)
+
+
 # ----------------------------------------------------------------------------------- one rank's MoE layer
 def _ep_forward(rank: int, world: int, case: EPCase, state: dict, x_local: torch.Tensor) -> dict:
     """Route, dispatch, run local experts, combine: one rank's part of one MoE layer."""
@@ -227,31 +330,14 @@ def _ep_forward(rank: int, world: int, case: EPCase, state: dict, x_local: torch
     # 1. route
     weights, indices, visits = route_nodes(gate, x_local, e_per)              # [n, K], [n, K], [n, world]
     # 2. one row per (token, destination node), grouped by destination
-    dest, tok = visits.T.nonzero(as_tuple=True)                               # sorted by destination
-    send_counts = visits.sum(dim=0)                                           # [world] rows to each rank
-    on_dest = (indices[tok] // e_per) == dest[:, None]                        # [rows, K] slot lives there
-    local_ids = torch.where(on_dest, indices[tok] - dest[:, None] * e_per, -1)
-    payload = torch.cat([x_local[tok], torch.where(on_dest, weights[tok], 0.0), local_ids.float()], dim=1)
-    recv_counts = torch.empty_like(send_counts)
-    dist.all_to_all_single(recv_counts, send_counts)                          # counts first
-    recv = payload.new_empty(int(recv_counts.sum()), d + 2 * k)
-    dist.all_to_all_single(recv, payload, output_split_sizes=recv_counts.tolist(),
-                           input_split_sizes=send_counts.tolist())
+    sent = dispatch(x_local, weights, indices, e_per, world)
     # 3. local experts: partial sum of eq. 12 over the experts this node hosts
-    xr, wr, ids = recv[:, :d], recv[:, d:d + k], recv[:, d + k:].long()
-    partial = torch.zeros(recv.shape[0], d)
-    for j, ffn in enumerate(experts):
-        row, slot = torch.where(ids == j)
-        if row.numel():
-            partial.index_add_(0, row, ffn(xr[row]) * wr[row, slot, None])
+    partial = local_experts(sent.rows_in, experts, d, k)
     # 4. combine: partial sums travel back, the owner adds them and the shared expert
-    back = partial.new_empty(payload.shape[0], d)
-    dist.all_to_all_single(back, partial, output_split_sizes=send_counts.tolist(),
-                           input_split_sizes=recv_counts.tolist())
-    out = torch.zeros_like(x_local).index_add_(0, tok, back) + shared(x_local)
+    out = combine(partial, sent, x_local.shape[0]) + shared(x_local)
     seconds = time.perf_counter() - t0
     remote_pairs = int(((indices // e_per) != rank).sum())  # what a per-expert dispatch would send
-    return {"output": out, "send_counts": send_counts, "nodes_per_token": visits.sum(dim=1),
+    return {"output": out, "send_counts": sent.send_counts, "nodes_per_token": visits.sum(dim=1),
             "seconds": seconds, "remote_pairs": remote_pairs}
 
 
