@@ -158,18 +158,30 @@ def plot_race(curves: dict[str, tuple[Sequence[float], Sequence[Sequence[float]]
     """
     if not curves:
         raise ValueError("plot_race needs at least one model's curve")
-    fig, ax = subplots(height=4.6)
+    fig, (ax, zoom) = subplots(1, 2, height=4.6, gridspec_kw={"width_ratios": [1.3, 1]})
+    lows, highs = [], []
     for name, (times, seeds) in curves.items():
         c = MODEL_COLOURS.get(name, PALETTE["black"])
-        for ys in seeds:
-            ax.plot(times, ys, color=c, lw=0.8, alpha=0.35)
         mean = [sum(v) / len(v) for v in zip(*seeds)]
-        ax.plot(times, mean, color=c, lw=2.2, marker="o", ms=3.5,
-                label=f"{labels.get(name, name)} (mean of {len(seeds)} seeds; thin: each seed)")
-    ax.set_xlabel(xlabel)
+        for a in (ax, zoom):
+            for ys in seeds:
+                a.plot(times, ys, color=c, lw=0.8, alpha=0.35)
+            a.plot(times, mean, color=c, lw=2.2, marker="o", ms=3.5,
+                   label=f"{labels.get(name, name)} (mean of {len(seeds)} seeds; thin: each seed)" if a is ax else None)
+        half = [y for t, ys in zip(times, zip(*seeds)) if t >= times[-1] / 2 for y in ys]
+        if name != "nanogpt":
+            lows.append(min(half)), highs.append(max(half))
+    t_end = max(t[-1] for t, _ in curves.values())
+    if lows:
+        pad = 0.1 * (max(highs) - min(lows))
+        zoom.set_ylim(min(lows) - pad, max(highs) + pad)
+    zoom.set_xlim(t_end / 2, t_end * 1.02)
+    zoom.set_title("second half of the budget, zoomed")
+    for a in (ax, zoom):
+        a.set_xlabel(xlabel)
+        a.grid(alpha=0.3)
     ax.set_ylabel("validation loss (nats / character)")
     ax.set_title(title)
-    ax.grid(alpha=0.3)
     fig.legend(loc="outside upper center", ncol=1, frameon=False)
     return fig
 
@@ -177,11 +189,17 @@ def plot_race(curves: dict[str, tuple[Sequence[float], Sequence[Sequence[float]]
 def plot_crossover(c: dict, label_a: str = "MoE", label_b: str = "dense twin"):
     """``label_b − label_a`` validation loss along the budget (:func:`~.runs.crossover`): above 0 the MoE leads.
 
-    Thin lines: each seed (interpolated), thick: the mean; the dashed line marks where the mean turns positive for
+    Thin lines: each seed (interpolated validation curves), thick: the mean, diamonds: the finished runs' gap at the
+    end of the budget (the more precise 16-batch score); the dashed line marks where the mean turns positive for
     good, if it does. Returns the Figure."""
-    fig, ax = subplots(height=3.8)
+    fig, ax = subplots(height=4.0)
     ax.axhline(0.0, color="#444444", lw=1.0)
+    for j, g in enumerate(c.get("gap_seed", [])):
+        ax.plot(c["times"], g, color=PALETTE["sky"], lw=0.8, alpha=0.6, label="each seed (validation curves)" if j == 0 else None)
     ax.plot(c["times"], c["gap_mean"], color=PALETTE["blue"], lw=2.2, label=f"mean over seeds: {label_b} − {label_a}")
+    end = c["times"][-1]
+    ax.plot([end] * len(c["gap_end"]), c["gap_end"], "D", color=PALETTE["red"], ms=6,
+            label="finished runs, end of budget (16-batch score), one per seed")
     if c["t_mean"] is not None:
         ax.axvline(c["t_mean"], color=PALETTE["red"], ls="--", lw=1.4,
                    label=f"the {label_a} leads for good from here")
@@ -189,7 +207,7 @@ def plot_crossover(c: dict, label_a: str = "MoE", label_b: str = "dense twin"):
     ax.set_ylabel(f"loss({label_b}) − loss({label_a})\n(nats / char; > 0: {label_a} ahead)")
     ax.set_title(f"Is the {label_a} ahead of its {label_b} at equal time?")
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", frameon=True)
+    ax.legend(loc="lower right", frameon=True, fontsize=9)
     return fig
 
 
@@ -209,7 +227,7 @@ def plot_ranks(hist, kinds: Sequence[str] = ("dispatch", "combine", "dispatch_gr
     a.set_xlabel("optimizer step")
     a.set_ylabel("(token, expert) pairs\nprocessed on the rank")
     a.set_title("Expert load per rank")
-    a.legend(loc="lower right")
+    a.legend(loc="best")
     a.grid(alpha=0.3)
     world = hist.world_size
     x = torch.arange(world).float()

@@ -240,7 +240,7 @@ def crossover(runs: dict, a: str = "moe", b: str = "dense", step_times_s: dict |
     runs. Returns ``{"t_mean": first time from which the seed-mean of a stays below that of b (None: never),
     "t_seed": that time per seed, "gap_end": per seed b − a at the budget's end (final_val; positive = a ahead),
     "gap_end_mean", "seed_spread": the largest spread of final_val between seeds of one model,
-    "times", "gap_mean": the curve of mean(b) − mean(a) on the grid}``.
+    "times", "gap_mean": the curve of mean(b) − mean(a) on the grid, "gap_seed": that curve per seed}``.
     """
     st = dict(runs["meta"]["step_time_s"], **(step_times_s or {}))
     ta, la = curve(runs, a, st[a])
@@ -267,6 +267,7 @@ def crossover(runs: dict, a: str = "moe", b: str = "dense", step_times_s: dict |
     fb = [runs["runs"][b][str(s)]["final_val"] for s in seeds]
     spread = max(max(v) - min(v) for v in (fa, fb))
     return {"t_mean": first_for_good(gap_mean), "t_seed": per_seed, "gap_end": [y - x for x, y in zip(fa, fb)],
+            "gap_seed": gaps_all,
             "gap_end_mean": statistics.fmean(fb) - statistics.fmean(fa), "seed_spread": spread,
             "times": times, "gap_mean": gap_mean, "final": {a: fa, b: fb}}
 
