@@ -50,12 +50,9 @@ thread other programs barely disturb them). Compare numbers from the same run on
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
-import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -66,64 +63,16 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from dsv3_lessons.model import DeepSeekV3, count_parameters, tiny  # noqa: E402
 from dsv3_lessons.model.deepseek_v3 import use_reference_paths  # noqa: E402
-from dsv3_lessons.model.moe import update_bias  # noqa: E402
+from dsv3_lessons.tools.baselines import (COURSE_RECIPE, NANOGPT_RECIPE, NanoGPT, _Out, dense_twin,  # noqa: E402,F401
+                                          step_times)
 from dsv3_lessons.tools.data import TextData, load_corpus, unigram_entropy  # noqa: E402
-from dsv3_lessons.tools.train import TrainConfig, build_optimizer, clip_gradients, evaluate, train  # noqa: E402
+from dsv3_lessons.tools.train import TrainConfig, evaluate, train  # noqa: E402
 
 EVAL = dict(batches=16, batch_size=32, seq_len=64)
 
 
-# ----------------------------------------------------------------------------- nanoGPT, from its recipe
-@dataclass
-class _Out:
-    logits: torch.Tensor
-    loss: torch.Tensor | None = None
-    main_loss: torch.Tensor | None = None
-    mtp_loss: None = None
-    aux_loss: None = None
-
-
-class NanoGPT(nn.Module):
-    """A GPT-2-style decoder with nanoGPT's published CPU settings (pre-LayerNorm without biases, learned
-    positions, fused qkv, 4x GELU MLP, tied head; init N(0, 0.02), residual projections 0.02/sqrt(2L))."""
-
-    def __init__(self, vocab: int, n_layer: int = 4, n_head: int = 4, n_embd: int = 128, block: int = 64):
-        super().__init__()
-        self.n_head, self.block = n_head, block
-        self.wte = nn.Embedding(vocab, n_embd)
-        self.wpe = nn.Embedding(block, n_embd)
-        self.h = nn.ModuleList()
-        for _ in range(n_layer):
-            self.h.append(nn.ModuleDict(dict(
-                ln_1=nn.LayerNorm(n_embd, bias=False), c_attn=nn.Linear(n_embd, 3 * n_embd, bias=False),
-                attn_proj=nn.Linear(n_embd, n_embd, bias=False), ln_2=nn.LayerNorm(n_embd, bias=False),
-                c_fc=nn.Linear(n_embd, 4 * n_embd, bias=False), mlp_proj=nn.Linear(4 * n_embd, n_embd, bias=False))))
-        self.ln_f = nn.LayerNorm(n_embd, bias=False)
-        self.lm_head = nn.Linear(n_embd, vocab, bias=False)
-        self.lm_head.weight = self.wte.weight
-        for name, p in self.named_parameters():
-            if p.dim() >= 2:
-                std = 0.02 / math.sqrt(2 * n_layer) if name.endswith("proj.weight") else 0.02
-                nn.init.normal_(p, std=std)
-
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, compute_mtp=None) -> _Out:
-        b, t = idx.shape
-        x = self.wte(idx) + self.wpe(torch.arange(t))
-        for blk in self.h:
-            q, k, v = blk["c_attn"](blk["ln_1"](x)).split(x.shape[-1], dim=-1)
-            q, k, v = (z.view(b, t, self.n_head, -1).transpose(1, 2) for z in (q, k, v))
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, t, -1)
-            x = x + blk["attn_proj"](y)
-            x = x + blk["mlp_proj"](F.gelu(blk["c_fc"](blk["ln_2"](x))))
-        logits = self.lm_head(self.ln_f(x))
-        out = _Out(logits)
-        if targets is not None:
-            out.loss = out.main_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
-        return out
-
-
-NANOGPT_RECIPE = dict(batch_size=12, seq_len=64, lr=1e-3, warmup_steps=100, min_lr_ratio=0.1, betas=(0.9, 0.99),
-                      weight_decay=0.1, grad_clip=1.0)
+# nanoGPT, the dense twin, the recipes and the interleaved timing live in dsv3_lessons.tools.baselines (chapter 10
+# trains the same baselines).
 
 
 # ----------------------------------------------------------------------------- transformers, same loop
@@ -158,42 +107,7 @@ def reference_paths(model: nn.Module) -> nn.Module:
 
 # ----------------------------------------------------------------------------- the runs
 def course_recipe(args) -> dict:
-    return dict(batch_size=32, seq_len=64, lr=3e-3, warmup_steps=15, min_lr_ratio=0.1, bias_update_speed=0.01)
-
-
-def step_times(builds: dict[str, Callable[[], nn.Module]], recipes: dict[str, dict], data: TextData,
-               rounds: int, threads: int, clock: str = "wall", seed: int = 0) -> dict[str, float]:
-    """Median seconds per training step of every model, timed by alternating single steps of all of them.
-
-    Each round draws one batch per model (its recipe's batch size, a fixed generator) and runs one full
-    training step of each model in turn (forward, backward, clipping, AdamW, bias update), so all models
-    are timed under the same machine conditions. The first two rounds are warm-up and not counted. The
-    models trained here are thrown away.
-    """
-    torch.set_num_threads(threads)
-    timer = time.perf_counter if clock == "wall" else time.process_time
-    gen = torch.Generator().manual_seed(seed + 99)
-    torch.manual_seed(seed)
-    models = {name: build() for name, build in builds.items()}
-    opts, times = {}, {name: [] for name in models}
-    for name, m in models.items():
-        opts[name] = build_optimizer(m, TrainConfig(lr=1e-5, fused_optimizer=not getattr(m, "reference_optimizer",
-                                                                                          False)))
-        m.train()
-    for r in range(rounds + 2):
-        for name, m in models.items():
-            rec = recipes[name]
-            x, y = data.get_batch("train", rec["batch_size"], rec["seq_len"], generator=gen)
-            t0 = timer()
-            out = m(x, y)
-            opts[name].zero_grad(set_to_none=True)
-            out.loss.backward()
-            clip_gradients(m, 1.0)
-            opts[name].step()
-            update_bias(m, rec.get("bias_update_speed", 0.0))
-            if r >= 2:
-                times[name].append(timer() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return dict(COURSE_RECIPE)
 
 
 def run(name: str, build: Callable[[], nn.Module], recipe: dict, data: TextData, args, steps: int,
@@ -242,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = tiny(vocab_size=vocab)
     no_mtp = cfg.replace(num_nextn_predict_layers=0)
     width = (cfg.n_shared_experts + cfg.num_experts_per_tok) * cfg.moe_intermediate_size
-    dense = no_mtp.replace(first_k_dense_replace=cfg.num_hidden_layers, intermediate_size=width)
+    dense = dense_twin(cfg)
     print(f"corpus: {corpus.source}; {corpus.train_chars:,} train / {corpus.val_chars:,} held-out characters, "
           f"vocabulary {vocab}; unigram entropy of the held-out text {h_val:.4f} nats/char")
     print(f"tiny(): d={cfg.hidden_size}, {cfg.num_hidden_layers} layers ({cfg.first_k_dense_replace} dense), "
