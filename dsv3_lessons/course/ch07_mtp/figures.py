@@ -79,16 +79,11 @@ def draw_mtp_labels(doc_lengths: list[int], depths: int = 2, title: str | None =
     label the row is trained on at that position; grey "−100" cells are ignored (past the window's end,
     or the label lies in another document). Raises ValueError for an empty list or a window under 2 tokens.
     """
-    from dsv3_lessons.course.ch07_mtp.experiments import label_table, pack_documents
+    from dsv3_lessons.course.ch07_mtp.experiments import label_table, pack_lengths
 
     if not doc_lengths or any(n < 1 for n in doc_lengths) or sum(doc_lengths) < 2:
         raise ValueError(f"doc_lengths must list positive document lengths (>= 2 tokens in all), got {doc_lengths}")
-    tokens = list(range(sum(doc_lengths)))                                 # token j is t_j
-    docs, start = [], 0
-    for n in doc_lengths:
-        docs.append(tokens[start:start + n])
-        start += n
-    ids, targets, doc_ids = pack_documents(docs)
+    ids, targets, doc_ids = pack_lengths(doc_lengths)                     # token j is t_j
     rows = label_table(targets, depths, doc_ids)
     t = ids.shape[1]
     cw, left = 1.35, 3.4
