@@ -94,9 +94,20 @@ def test_backgrounds_per_key_follow_a_changing_static_part():
 def test_png_is_at_the_figure_dpi_and_the_compress_level_changes_only_the_size():
     plot = _Plot()
     plot.update(1)
-    fast, small = BlitRenderer(plot.fig, plot.dynamic).png(), BlitRenderer(plot.fig, plot.dynamic, 9).png()
-    assert _pixels(fast).shape == (3 * 72, 6 * 72, 4) and np.array_equal(_pixels(fast), _pixels(small))
-    assert len(small) < len(fast)
+    stored, small = BlitRenderer(plot.fig, plot.dynamic, 0).png(), BlitRenderer(plot.fig, plot.dynamic, 9).png()
+    assert _pixels(small).shape == (3 * 72, 6 * 72, 4) and np.array_equal(_pixels(stored), _pixels(small))
+    assert len(small) < len(stored) / 4                    # level 0 stores the pixels uncompressed
+    assert Image.open(io.BytesIO(small)).mode == "RGB"     # an opaque figure: no alpha channel to encode
+
+
+def test_a_transparent_figure_keeps_its_alpha():
+    plot = _Plot()
+    plot.fig.patch.set_alpha(0.0)
+    blit = BlitRenderer(plot.fig, plot.dynamic)
+    plot.update(2)
+    png = blit.png()
+    assert Image.open(io.BytesIO(png)).mode == "RGBA" and np.array_equal(_pixels(png), _full(plot.fig))
+    assert _pixels(png)[0, 0, 3] == 0                      # the corner is see-through
 
 
 def test_bad_arguments_are_refused():

@@ -8,7 +8,7 @@ is matplotlib's blitting recipe applied to off-screen PNG output, for every chap
 2. the renderer draws the figure once without those artists and keeps the pixels (the *background*);
 3. each :meth:`BlitRenderer.png` restores the background, draws the visible dynamic artists on it
    (``Figure.draw_artist``, in the order a full draw would use) and encodes the pixels as PNG at a low zlib level
-   (the same picture; a larger but several times faster PNG).
+   (the same picture; a larger but several times faster PNG; RGB when the figure is opaque, RGBA otherwise).
 
 After a background is captured the artists are ordinary again (``animated`` only during that one draw), so
 ``figure.savefig`` and ``canvas.draw`` still draw the whole figure -- what a test or a notebook cell that saves the widget's figure expects. The pixels equal a
@@ -129,6 +129,9 @@ class BlitRenderer:
                 self.fig.draw_artist(artist)
         width, height = canvas.get_width_height(physical=True)
         image = Image.frombuffer("RGBA", (width, height), canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
+        patch = self.fig.patch
+        if patch.get_visible() and patch.get_facecolor()[3] == 1:
+            image = image.convert("RGB")  # an opaque figure: every alpha is 255, and 3 channels encode faster
         buf = io.BytesIO()
         image.save(buf, format="png", compress_level=self.compress_level, dpi=(self.fig.dpi, self.fig.dpi))
         return buf.getvalue()
