@@ -82,3 +82,50 @@ def test_revealed_hides_until_a_prediction_is_written(capsys):
     assert "Hidden until you predict" in capsys.readouterr().out and True
     assert ck.revealed("4.1", 240) is True and capsys.readouterr().out == ""
     assert ck.revealed("4.1", (___, 3)) is False      # a half-written pair is not a prediction yet
+
+
+# ---- call_learner: a half-filled body is "not attempted", a real bug propagates ----------------------------
+def _method_on_placeholder(t):
+    x = ___
+    return x.log() + t
+
+
+def _attribute_of_placeholder(t):
+    return ___.T @ t
+
+
+def _placeholder_by_default(t, w=___):      # the placeholder reaches the body without its name in it
+    return w.T @ t
+
+
+def _real_attribute_bug(t):
+    return t.no_such_method()
+
+
+def test_call_learner_treats_attribute_use_of_the_placeholder_as_not_attempted():
+    import pytest
+    import torch
+
+    from dsv3_lessons.course.common.checking import call_learner
+
+    t = torch.ones(2, 2)
+    for fn in (_method_on_placeholder, _attribute_of_placeholder, _placeholder_by_default):
+        with pytest.raises(AttributeError):
+            fn(t)                                       # what the half-filled body itself raises
+        with pytest.raises(NotImplementedError):
+            call_learner(fn, t)
+    with pytest.raises(AttributeError, match="no_such_method"):
+        call_learner(_real_attribute_bug, t)            # not about the placeholder: the checker shows it as ✗
+
+
+def test_a_checker_reports_attribute_use_of_the_placeholder_as_not_attempted(capsys):
+    from dsv3_lessons.course.common.checking import call_learner
+
+    @checker("99.5", hint="h")
+    def check_fn(fn):
+        call_learner(fn, 2.0)
+
+    assert check_fn(_method_on_placeholder).status == NOT_ATTEMPTED
+    assert check_fn(_placeholder_by_default).status == NOT_ATTEMPTED
+    r = check_fn(_real_attribute_bug)
+    assert r.status == WRONG and "AttributeError" in r.message

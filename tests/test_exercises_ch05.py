@@ -13,13 +13,9 @@ from dsv3_lessons.course.common.checking import NOT_ATTEMPTED, RIGHT, WRONG, ___
 from dsv3_lessons.course.ch05_routing.exercises import (MOE_OUTPUT_WITH_BUG, THRESHOLD_TOKEN, check_bias_threshold,
                                                         check_experts_reachable, check_group_mask,
                                                         check_limit_prediction, check_moe_output)
+from exercise_helpers import assert_wrong
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "05_deepseekmoe_routing.ipynb"
-
-
-def _wrong(result, words):
-    assert result.status == WRONG, result
-    assert words in result.message, result.message
 
 
 # ---------------------------------------------------------------- 5.1 prediction
@@ -28,11 +24,11 @@ def test_limit_prediction_checker(capsys):
     for right in (0, 0.0, 0.3, torch.tensor(0.0)):
         r = check_limit_prediction(right)
         assert r.status == RIGHT and "never binds" in r.message and "21.4" in r.message
-    _wrong(check_limit_prediction(21.4), "official code's top-2 sum")
-    _wrong(check_limit_prediction(31), "official code's top-2 sum")
-    _wrong(check_limit_prediction(50), "could not be otherwise")
-    _wrong(check_limit_prediction(150), "between 0 and 100")
-    _wrong(check_limit_prediction("none"), "must be a number")
+    assert_wrong(check_limit_prediction(21.4), "official code's top-2 sum")
+    assert_wrong(check_limit_prediction(31), "official code's top-2 sum")
+    assert_wrong(check_limit_prediction(50), "could not be otherwise")
+    assert_wrong(check_limit_prediction(150), "between 0 and 100")
+    assert_wrong(check_limit_prediction("none"), "must be a number")
     capsys.readouterr()
 
 
@@ -75,7 +71,7 @@ def test_group_mask_checker(capsys):
         ("group_mask", "pass your function itself"),
     ]
     for answer, words in cases:
-        _wrong(check_group_mask(answer), words)
+        assert_wrong(check_group_mask(answer), words)
     # the review's point: "summing the whole group" must not be called "max" or "hard-coded 2"
     msg = check_group_mask(lambda b, g, m, k: _rule(b, g, m, k, count=b.shape[1])).message
     assert "max" not in msg and "hard-coded" not in msg
@@ -100,25 +96,25 @@ def test_moe_output_checker(tmp_path, capsys):
     assert given.status == WRONG and "this is the function as given" in given.message
     assert "twice" not in given.message and "2.5" not in given.message         # no give-away on Run All
     edited = MOE_OUTPUT_WITH_BUG.replace("# slot k of every token", "# edited, same bug")
-    _wrong(check_moe_output(_define(edited, tmp_path, "edited")), "applied twice")
+    assert_wrong(check_moe_output(_define(edited, tmp_path, "edited")), "applied twice")
     fixed = MOE_OUTPUT_WITH_BUG.replace(_BUGGY_LINE, _BUGGY_LINE.replace("scale * ", ""))
     assert check_moe_output(_define(fixed, tmp_path, "fixed")).status == RIGHT
     other_fix = MOE_OUTPUT_WITH_BUG.replace("g = g / g.sum(-1, keepdim=True) * scale", "g = g / g.sum(-1, keepdim=True)")
     assert check_moe_output(_define(other_fix, tmp_path, "other_fix")).status == RIGHT
     skipped = fixed.replace("g = g / g.sum(-1, keepdim=True) * scale", "g = g / g.sum(-1, keepdim=True)")
-    _wrong(check_moe_output(_define(skipped, tmp_path, "skipped")), "must be applied once")
+    assert_wrong(check_moe_output(_define(skipped, tmp_path, "skipped")), "must be applied once")
     leak = fixed.replace("g = s.gather(1, idx)", "g = biased.gather(1, idx)")
-    _wrong(check_moe_output(_define(leak, tmp_path, "leak")), "biased scores")
+    assert_wrong(check_moe_output(_define(leak, tmp_path, "leak")), "biased scores")
     no_shared = fixed.replace("out = u + moe.shared_experts(u)", "out = u.clone()")
-    _wrong(check_moe_output(_define(no_shared, tmp_path, "no_shared")), "shared expert is missing")
+    assert_wrong(check_moe_output(_define(no_shared, tmp_path, "no_shared")), "shared expert is missing")
     no_residual = fixed.replace("out = u + moe.shared_experts(u)", "out = moe.shared_experts(u)")
-    _wrong(check_moe_output(_define(no_residual, tmp_path, "no_residual")), "residual u is missing")
+    assert_wrong(check_moe_output(_define(no_residual, tmp_path, "no_residual")), "residual u is missing")
     zero_mask = fixed.replace('float("-inf")', "0.0")
-    _wrong(check_moe_output(_define(zero_mask, tmp_path, "zero_mask")), "filled with 0")
+    assert_wrong(check_moe_output(_define(zero_mask, tmp_path, "zero_mask")), "filled with 0")
     sign = fixed.replace("out[rows] += g[rows, k, None]", "out[rows] -= g[rows, k, None]")
-    _wrong(check_moe_output(_define(sign, tmp_path, "sign")), "differs from u + DeepseekMoE(u)")
+    assert_wrong(check_moe_output(_define(sign, tmp_path, "sign")), "differs from u + DeepseekMoE(u)")
     assert check_moe_output(___).status == NOT_ATTEMPTED
-    _wrong(check_moe_output(42), "pass your function itself")
+    assert_wrong(check_moe_output(42), "pass your function itself")
     capsys.readouterr()
 
 
@@ -146,12 +142,12 @@ def test_bias_threshold_checker(capsys):
     for right in (first, first - 0.01, 0.152):
         r = check_bias_threshold(right)
         assert r.status == RIGHT and "EASIER" in r.message, (right, r.message)
-    _wrong(check_bias_threshold(0.10), "GROUP kept")
-    _wrong(check_bias_threshold(0.23), "without a group limit")
-    _wrong(check_bias_threshold(0.25), "beats the best expert")
-    _wrong(check_bias_threshold(0.12), "still not chosen")
-    _wrong(check_bias_threshold(0.5), "already at a smaller")
-    _wrong(check_bias_threshold("0.15"), "must be a number")
+    assert_wrong(check_bias_threshold(0.10), "GROUP kept")
+    assert_wrong(check_bias_threshold(0.23), "without a group limit")
+    assert_wrong(check_bias_threshold(0.25), "beats the best expert")
+    assert_wrong(check_bias_threshold(0.12), "still not chosen")
+    assert_wrong(check_bias_threshold(0.5), "already at a smaller")
+    assert_wrong(check_bias_threshold("0.15"), "must be a number")
     capsys.readouterr()
 
 
@@ -160,11 +156,11 @@ def test_experts_reachable_checker(capsys):
     assert check_experts_reachable(___).status == NOT_ATTEMPTED
     assert check_experts_reachable(12).status == RIGHT
     assert check_experts_reachable(torch.tensor(12.0)).status == RIGHT
-    _wrong(check_experts_reachable(4), "per NODE")
-    _wrong(check_experts_reachable(12.8), "V3's case")
-    _wrong(check_experts_reachable(7), "multiply")
-    _wrong(check_experts_reachable(0.75), "divided")
-    _wrong(check_experts_reachable(20), "count what one IB transfer")
+    assert_wrong(check_experts_reachable(4), "per NODE")
+    assert_wrong(check_experts_reachable(12.8), "V3's case")
+    assert_wrong(check_experts_reachable(7), "multiply")
+    assert_wrong(check_experts_reachable(0.75), "divided")
+    assert_wrong(check_experts_reachable(20), "count what one IB transfer")
     capsys.readouterr()
 
 

@@ -1,6 +1,5 @@
 """Exercise checkers of chapter 6: placeholder, the right answer, typical wrong answers with their diagnoses, and the
 bug hunt's unfixed code (the text the notebook shows) judged ✗."""
-import json
 from pathlib import Path
 
 import torch
@@ -12,19 +11,9 @@ from dsv3_lessons.course.ch06_balancing.exercises import (BUG_6_1, PREDICTIONS_6
                                                           unfixed_update_bias)
 from dsv3_lessons.course.ch06_balancing.runs import resimulate_bias
 from dsv3_lessons.model.moe import sequence_balance_loss
+from exercise_helpers import assert_wrong, code_cells
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-
-
-def _wrong(result, *words):
-    assert result.status == WRONG, result
-    for w in words:
-        assert w in result.message, result.message
-
-
-def _code_cells(path):
-    nb = json.loads(Path(path).read_text(encoding="utf-8"))
-    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
 
 
 # ---------------------------------------------------------------- 6.1 bug hunt: the bias update's sign
@@ -54,8 +43,8 @@ def test_update_bias_placeholder_and_right_answers():
 
 
 def test_update_bias_unfixed_code_is_wrong_and_shown_verbatim():
-    _wrong(check_update_bias(unfixed_update_bias), "wrong sign", "DOWN")
-    cells = _code_cells(NOTEBOOKS / "06_load_balancing.ipynb")
+    assert_wrong(check_update_bias(unfixed_update_bias), "wrong sign", "DOWN")
+    cells = code_cells(NOTEBOOKS / "06_load_balancing.ipynb")
     assert any(BUG_6_1.strip() in c for c in cells), "the notebook must show exercise 6.1's code as BUG_6_1"
 
 
@@ -64,44 +53,44 @@ def test_update_bias_typical_wrong_fixes():
         counts = torch.bincount(routed.flatten(), minlength=bias.numel()).float()
         bias = bias + gamma * torch.sign(counts.mean() - counts)
 
-    _wrong(check_update_bias(rebinding), "right rule, not updated in place")
+    assert_wrong(check_update_bias(rebinding), "right rule, not updated in place")
 
     def rebinding_wrong_sign(bias, routed, gamma):
         counts = torch.bincount(routed.flatten(), minlength=bias.numel()).float()
         bias = bias + gamma * torch.sign(counts - counts.mean())
 
-    _wrong(check_update_bias(rebinding_wrong_sign), "unchanged", "wrong sign")
+    assert_wrong(check_update_bias(rebinding_wrong_sign), "unchanged", "wrong sign")
 
     def returned(bias, routed, gamma):
         counts = torch.bincount(routed.flatten(), minlength=bias.numel()).float()
         return bias + gamma * torch.sign(counts.mean() - counts)
 
-    _wrong(check_update_bias(returned), "return a new tensor", "values you return are right")
+    assert_wrong(check_update_bias(returned), "return a new tensor", "values you return are right")
 
     def never_zero(bias, routed, gamma):              # ±γ for everyone: wrong for an expert exactly at the mean
         counts = torch.bincount(routed.flatten(), minlength=bias.numel()).float()
         bias += torch.where(counts > counts.mean(), -gamma, gamma)
 
-    _wrong(check_update_bias(never_zero), "exactly the mean", "stay where it is")
+    assert_wrong(check_update_bias(never_zero), "exactly the mean", "stay where it is")
 
     def proportional(bias, routed, gamma):
         counts = torch.bincount(routed.flatten(), minlength=bias.numel()).float()
         bias += gamma * (counts.mean() - counts)
 
-    _wrong(check_update_bias(proportional), "SIGN")
+    assert_wrong(check_update_bias(proportional), "SIGN")
 
     def normalised_step(bias, routed, gamma):
         counts = torch.bincount(routed.flatten(), minlength=bias.numel()).float()
         bias += 2 * gamma * torch.sign(counts.mean() - counts)
 
-    _wrong(check_update_bias(normalised_step), "wrong amount")
+    assert_wrong(check_update_bias(normalised_step), "wrong amount")
 
     def gradient_like(bias, routed, gamma):           # any other update: names one expert
         bias += gamma
 
-    _wrong(check_update_bias(gradient_like), "not the rule", "should move by")
-    _wrong(check_update_bias(lambda bias, routed, gamma: 1 / 0), "ZeroDivisionError")
-    _wrong(check_update_bias(0.01), "pass your function")
+    assert_wrong(check_update_bias(gradient_like), "not the rule", "should move by")
+    assert_wrong(check_update_bias(lambda bias, routed, gamma: 1 / 0), "ZeroDivisionError")
+    assert_wrong(check_update_bias(0.01), "pass your function")
 
 
 def test_hint_ladder_steps_then_points_to_the_solution(capsys):
@@ -118,11 +107,11 @@ def test_max_violation_bound_checker():
     r = check_max_violation_bound(3)
     assert r.status == RIGHT and "N_r/K_r − 1" in r.message
     assert check_max_violation_bound(torch.tensor(3.0)).status == RIGHT
-    _wrong(check_max_violation_bound(4), "max/mean")
-    _wrong(check_max_violation_bound(7), "one copy")
-    _wrong(check_max_violation_bound(0), "perfect balance")
-    _wrong(check_max_violation_bound(0.75), "share of experts")
-    _wrong(check_max_violation_bound("3"), "must be a number")
+    assert_wrong(check_max_violation_bound(4), "max/mean")
+    assert_wrong(check_max_violation_bound(7), "one copy")
+    assert_wrong(check_max_violation_bound(0), "perfect balance")
+    assert_wrong(check_max_violation_bound(0.75), "share of experts")
+    assert_wrong(check_max_violation_bound("3"), "must be a number")
 
 
 def test_max_violation_bound_is_reached():
@@ -145,10 +134,10 @@ def test_wrong_sign_prediction_checker():
     r = check_wrong_sign_prediction("rises", sim)
     assert r.status == RIGHT and "positive" in r.message
     assert check_wrong_sign_prediction(" Rises ", sim).status == RIGHT
-    _wrong(check_wrong_sign_prediction("falls", sim), "looks like balancing", "rises")
-    _wrong(check_wrong_sign_prediction("stays", sim), "it rises")
-    _wrong(check_wrong_sign_prediction("up", sim), *PREDICTIONS_6_3)
-    _wrong(check_wrong_sign_prediction("rises", None), "run the experiment")
+    assert_wrong(check_wrong_sign_prediction("falls", sim), "looks like balancing", "rises")
+    assert_wrong(check_wrong_sign_prediction("stays", sim), "it rises")
+    assert_wrong(check_wrong_sign_prediction("up", sim), *PREDICTIONS_6_3)
+    assert_wrong(check_wrong_sign_prediction("rises", None), "run the experiment")
 
 
 def test_right_sign_resimulation_falls():   # the yardstick: the library rule balances the same router
@@ -179,7 +168,7 @@ def test_padded_balance_loss_checker():
     assert check_padded_balance_loss(___).status == NOT_ATTEMPTED
     assert check_padded_balance_loss(_padded).status == RIGHT
     assert check_padded_balance_loss(_masked_sums).status == RIGHT
-    _wrong(check_padded_balance_loss(lambda s, i, m, a: sequence_balance_loss(s, i, a)), "padding positions")
+    assert_wrong(check_padded_balance_loss(lambda s, i, m, a: sequence_balance_loss(s, i, a)), "padding positions")
 
     def f_over_padded_t(s, i, m, a):
         b, t, n_r = s.shape
@@ -189,20 +178,20 @@ def test_padded_balance_loss_checker():
         p = (s / s.sum(-1, keepdim=True) * mf[..., None]).sum(1) / mf.sum(1, keepdim=True)
         return a * (f * p).sum(-1).mean()
 
-    _wrong(check_padded_balance_loss(f_over_padded_t), "f_i divides by the padded length")
+    assert_wrong(check_padded_balance_loss(f_over_padded_t), "f_i divides by the padded length")
     from dsv3_lessons.model.moe import batch_balance_loss
 
-    _wrong(check_padded_balance_loss(lambda s, i, m, a: batch_balance_loss(s[m], i[m], a)), "batch-wise")
-    _wrong(check_padded_balance_loss(lambda s, i, m, a: _padded(s, i, m, a) * s.shape[0]), "summed")
-    _wrong(check_padded_balance_loss(lambda s, i, m, a: _padded(s.detach(), i, m, a)), "no gradient")
-    _wrong(check_padded_balance_loss(lambda s, i, m, a: _padded(s, i, m, a).repeat(2)), "one number")
-    _wrong(check_padded_balance_loss(lambda s, i, m, a: 1.5 * _padded(s, i, m, a)), "differs from")
+    assert_wrong(check_padded_balance_loss(lambda s, i, m, a: batch_balance_loss(s[m], i[m], a)), "batch-wise")
+    assert_wrong(check_padded_balance_loss(lambda s, i, m, a: _padded(s, i, m, a) * s.shape[0]), "summed")
+    assert_wrong(check_padded_balance_loss(lambda s, i, m, a: _padded(s.detach(), i, m, a)), "no gradient")
+    assert_wrong(check_padded_balance_loss(lambda s, i, m, a: _padded(s, i, m, a).repeat(2)), "one number")
+    assert_wrong(check_padded_balance_loss(lambda s, i, m, a: 1.5 * _padded(s, i, m, a)), "differs from")
 
 
 # ---------------------------------------------------------------- 6.5
 def test_remote_rows_checker():
     assert check_remote_rows(___).status == NOT_ATTEMPTED
     assert check_remote_rows(2).status == RIGHT
-    _wrong(check_remote_rows(6), "remote EXPERT")
-    _wrong(check_remote_rows(3), "own node")
-    _wrong(check_remote_rows(8), "count nodes")
+    assert_wrong(check_remote_rows(6), "remote EXPERT")
+    assert_wrong(check_remote_rows(3), "own node")
+    assert_wrong(check_remote_rows(8), "count nodes")

@@ -6,20 +6,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from dsv3_lessons.course.common.checking import NOT_ATTEMPTED, RIGHT, WRONG, ___, hint
+from dsv3_lessons.course.common.checking import NOT_ATTEMPTED, RIGHT, ___, hint
 from dsv3_lessons.course.ch07_mtp.exercises import (BUG_7_4, EX72_DOCS, EX73, check_depth_loss, check_eos_labels,
                                                     check_label_count, check_mtp_term, eos_window,
                                                     unfixed_depth_loss)
 from dsv3_lessons.course.ch07_mtp.widget import window_report
 from dsv3_lessons.model.mtp import IGNORE_INDEX, mtp_cross_entropy, mtp_labels
+from exercise_helpers import assert_wrong
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-
-
-def _wrong(result, *words):
-    assert result.status == WRONG, result
-    for w in words:
-        assert w in result.message, result.message
 
 
 # ---------------------------------------------------------------- 7.1 variation: labels from EOS tokens
@@ -63,7 +58,7 @@ def test_eos_labels_checker_placeholder_and_right():
 
 
 def test_eos_labels_checker_diagnoses():
-    _wrong(check_eos_labels(lambda ids, t, k, e: t[:, k:].clone()), "cross document boundaries")
+    assert_wrong(check_eos_labels(lambda ids, t, k, e: t[:, k:].clone()), "cross document boundaries")
 
     def eos_in_next_doc(ids, t, k, e):
         doc = torch.cumsum((ids == e).long(), dim=1)
@@ -71,15 +66,15 @@ def test_eos_labels_checker_diagnoses():
         labels[doc[:, k:] != doc[:, :t.shape[1] - k]] = -100
         return labels
 
-    _wrong(check_eos_labels(eos_in_next_doc), "next document", "ENDS its document")
+    assert_wrong(check_eos_labels(eos_in_next_doc), "next document", "ENDS its document")
     full = check_eos_labels(lambda ids, t, k, e: t.clone())
-    _wrong(full, "drop them")
+    assert_wrong(full, "drop them")
     assert "{" not in full.message and "i+1+1" not in full.message          # review: "t_{i+1+1}" rendered raw
 
     def shifted_twice(ids, t, k, e):
         return torch.cat([right_eos_labels(ids, t, k + 1, e), torch.full_like(t[:, :1], -100)], dim=1)
 
-    _wrong(check_eos_labels(shifted_twice), "once too often")
+    assert_wrong(check_eos_labels(shifted_twice), "once too often")
 
     def from_input_ids(ids, t, k, e):                         # loses the −100 inside a document
         labels = torch.cat([ids[:, k + 1:], t[:, -1:]], dim=1)
@@ -88,9 +83,9 @@ def test_eos_labels_checker_diagnoses():
         labels[t[:, k:] == -100] = torch.where(labels == -100, labels, labels)[t[:, k:] == -100]
         return labels
 
-    _wrong(check_eos_labels(from_input_ids), "−100")
-    _wrong(check_eos_labels(lambda ids, t, k, e: 1 / 0), "ZeroDivisionError")
-    _wrong(check_eos_labels("labels"), "pass your function")
+    assert_wrong(check_eos_labels(from_input_ids), "−100")
+    assert_wrong(check_eos_labels(lambda ids, t, k, e: 1 / 0), "ZeroDivisionError")
+    assert_wrong(check_eos_labels("labels"), "pass your function")
 
 
 # ---------------------------------------------------------------- 7.2 prediction: depth-2 label count
@@ -102,12 +97,12 @@ def test_label_count_checker():
     r = check_label_count(right, counted)
     assert r.status == RIGHT and str(right) in r.message
     main, depth1 = sum(n - 1 for n in EX72_DOCS), sum(n - 2 for n in EX72_DOCS)
-    _wrong(check_label_count(main, counted), f"{main} is the main model's count")        # review: 62 vs 59
-    _wrong(check_label_count(depth1, counted), f"{depth1} is depth 1's count")
-    _wrong(check_label_count(sum(n - 3 for n in EX72_DOCS), counted), "negative")
-    _wrong(check_label_count(sum(EX72_DOCS) - 3, counted), "tail")
-    _wrong(check_label_count(7, counted), "not it")
-    _wrong(check_label_count(right, right + 1), "the run counted")
+    assert_wrong(check_label_count(main, counted), f"{main} is the main model's count")        # review: 62 vs 59
+    assert_wrong(check_label_count(depth1, counted), f"{depth1} is depth 1's count")
+    assert_wrong(check_label_count(sum(n - 3 for n in EX72_DOCS), counted), "negative")
+    assert_wrong(check_label_count(sum(EX72_DOCS) - 3, counted), "tail")
+    assert_wrong(check_label_count(7, counted), "not it")
+    assert_wrong(check_label_count(right, right + 1), "the run counted")
 
 
 # ---------------------------------------------------------------- 7.3 the two normalisations
@@ -120,12 +115,12 @@ def test_mtp_term_checker():
     r = check_mtp_term((course, paper))
     assert r.status == RIGHT and "T = 64" in r.message and "own labels" in r.message
     # review: 0.3·118/62 was called "would shrink their loss"; now it is explained as the wrong divisor for eq. 24
-    _wrong(check_mtp_term((course, w * EX73["ce_sum"] / EX73["main_labels"])), "eq. 24", "sequence length (64)")
-    _wrong(check_mtp_term((paper, course)), "swapped")
-    _wrong(check_mtp_term((course, course)), "eq. 24's term", "per-depth mean")
-    _wrong(check_mtp_term((EX73["ce_sum"] / EX73["depth1_labels"], paper)), "CE_1 alone")
-    _wrong(check_mtp_term((paper, paper)), "the course's term", "eq. 24's convention")
-    _wrong(check_mtp_term(0.6), "pair")
+    assert_wrong(check_mtp_term((course, w * EX73["ce_sum"] / EX73["main_labels"])), "eq. 24", "sequence length (64)")
+    assert_wrong(check_mtp_term((paper, course)), "swapped")
+    assert_wrong(check_mtp_term((course, course)), "eq. 24's term", "per-depth mean")
+    assert_wrong(check_mtp_term((EX73["ce_sum"] / EX73["depth1_labels"], paper)), "CE_1 alone")
+    assert_wrong(check_mtp_term((paper, paper)), "the course's term", "eq. 24's convention")
+    assert_wrong(check_mtp_term(0.6), "pair")
 
 
 # ---------------------------------------------------------------- 7.4 bug hunt: labels shifted twice
@@ -141,20 +136,20 @@ def test_depth_loss_checker():
     assert check_depth_loss(___).status == NOT_ATTEMPTED
     assert check_depth_loss(fixed_depth_loss).status == RIGHT
     assert check_depth_loss(lambda lg, t, k, d: mtp_cross_entropy(lg, mtp_labels(t, k, d))).status == RIGHT
-    _wrong(check_depth_loss(unfixed_depth_loss), "shifted twice")
+    assert_wrong(check_depth_loss(unfixed_depth_loss), "shifted twice")
 
     def no_doc_mask(lg, t, k, d):
         return mtp_cross_entropy(lg, mtp_labels(t, k))
 
-    _wrong(check_depth_loss(no_doc_mask), "document boundaries")
+    assert_wrong(check_depth_loss(no_doc_mask), "document boundaries")
 
     def divided_by_t(lg, t, k, d):
         lab = mtp_labels(t, k, d)
         keep = lab != IGNORE_INDEX
         return F.cross_entropy(lg[keep], lab[keep], reduction="sum") / t.shape[1]
 
-    _wrong(check_depth_loss(divided_by_t), "eq. 24")
-    _wrong(check_depth_loss(lambda lg, t, k, d: lg.sum(-1)), "0-d tensor")
+    assert_wrong(check_depth_loss(divided_by_t), "eq. 24")
+    assert_wrong(check_depth_loss(lambda lg, t, k, d: lg.sum(-1)), "0-d tensor")
 
 
 def test_depth_loss_unfixed_code_is_shown_verbatim():

@@ -3,22 +3,15 @@ diagnosis; right -> ✓. The bug hunt's unfixed code is read from the notebook c
 the learner sees. Oracles: the closed-form rule and tools.speculative, fresh prefills."""
 from pathlib import Path
 
-import nbformat
 import pytest
 import torch
 
 from dsv3_lessons.course.common.checking import NOT_ATTEMPTED, RIGHT, WRONG, ___
 from dsv3_lessons.course.ch08_speculative import exercises as ex
 from dsv3_lessons.tools.speculative import SpeculativeStats
+from exercise_helpers import assert_stored_unattempted, notebook_cell
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "08_speculative_decoding.ipynb"
-
-
-def _notebook_cell(marker: str) -> str:
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    found = [c.source for c in nb.cells if c.cell_type == "code" and marker in c.source]
-    assert len(found) == 1, marker
-    return found[0]
 
 
 # ------------------------------------------------------------------------------------------------ 8.1
@@ -93,13 +86,13 @@ def _exec(source: str):
 
 
 def test_83_bug_hunt_unfixed_notebook_code_is_wrong():
-    src = _notebook_cell("def verify_greedy")
+    src = notebook_cell(NOTEBOOK, "def verify_greedy")
     r = ex.check_verify_step(_exec(src))
     assert r.status == WRONG and "one more than" in r.message and "rejected draft" in r.message
 
 
 def test_83_fixed_and_other_wrong_versions():
-    src = _notebook_cell("def verify_greedy")
+    src = notebook_cell(NOTEBOOK, "def verify_greedy")
     assert "n + m + 2" in src
     assert ex.check_verify_step(_exec(src.replace("n + m + 2", "n + m + 1"))).status == RIGHT
     short = ex.check_verify_step(_exec(src.replace("n + m + 2", "n + m")))
@@ -139,9 +132,4 @@ def test_hints_never_state_the_formula():
 
 
 def test_stored_notebook_exercises_are_unattempted():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    texts = ["".join(o.get("text", "") for o in c.outputs) for c in nb.cells if c.cell_type == "code"]
-    for n in ("8.1", "8.2", "8.4"):
-        assert any(f"Exercise {n}: not attempted yet" in t for t in texts), n
-    assert any("✗ Exercise 8.3" in t for t in texts)                 # the bug hunt starts from failing code
-    assert not any("✓ Exercise 8." in t for t in texts)
+    assert_stored_unattempted(NOTEBOOK, 8, ("8.1", "8.2", "8.4"), bug_hunts=("8.3",))

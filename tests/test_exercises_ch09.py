@@ -4,7 +4,6 @@ text the learner sees."""
 import math
 from pathlib import Path
 
-import nbformat
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,16 +11,10 @@ import torch.nn.functional as F
 from dsv3_lessons.course.common.checking import NOT_ATTEMPTED, RIGHT, WRONG, _SHOWN, hint
 from dsv3_lessons.course.ch09_fp8 import exercises as ex
 from dsv3_lessons.course.ch09_fp8.experiments import error_report, outlier_activations
+from exercise_helpers import assert_stored_unattempted, notebook_cell
 from dsv3_lessons.model import fp8
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "09_fp8_training.ipynb"
-
-
-def _notebook_cell(marker: str) -> str:
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    found = [c.source for c in nb.cells if c.cell_type == "code" and marker in c.source]
-    assert len(found) == 1, marker
-    return found[0]
 
 
 def _right_dequantize(q, s, block):
@@ -113,7 +106,7 @@ def _exec_function(source: str, name: str):
 
 
 def test_93_bug_hunt_unfixed_notebook_code_is_wrong():
-    src = _notebook_cell("def quantize_blocks_pow2")
+    src = notebook_cell(NOTEBOOK, "def quantize_blocks_pow2")
     buggy = _exec_function(src, "quantize_blocks_pow2")
     r = ex.check_pow2_quantizer(buggy)
     assert r.status == WRONG and "do not belong together" in r.message
@@ -123,7 +116,7 @@ def test_93_bug_hunt_unfixed_notebook_code_is_wrong():
 
 
 def test_93_fixed_and_other_wrong_versions():
-    src = _notebook_cell("def quantize_blocks_pow2")
+    src = notebook_cell(NOTEBOOK, "def quantize_blocks_pow2")
     lines = src.splitlines()
     q_line = next(i for i, l in enumerate(lines) if l.strip().startswith("q = "))
     s_line = next(i for i, l in enumerate(lines) if "torch.exp2" in l)
@@ -159,9 +152,4 @@ def test_94_swamped_sum():
 
 
 def test_stored_notebook_exercises_are_unattempted():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    texts = ["".join(o.get("text", "") for o in c.outputs) for c in nb.cells if c.cell_type == "code"]
-    for n in ("9.1", "9.2", "9.4"):
-        assert any(f"Exercise {n}: not attempted yet" in t for t in texts), n
-    assert any("✗ Exercise 9.3" in t for t in texts)                 # the bug hunt starts from failing code
-    assert not any("✓ Exercise 9." in t for t in texts)
+    assert_stored_unattempted(NOTEBOOK, 9, ("9.1", "9.2", "9.4"), bug_hunts=("9.3",))

@@ -100,7 +100,8 @@ def test_normalize_notebooks(tmp_path):
 
 
 def _shown(w) -> str:
-    return unescape(re.sub(r"</?pre[^>]*>", "", w.readout.value))
+    """The readout's text as the page shows it (its textContent)."""
+    return unescape(re.sub(r"<[^>]*>", "", w.readout.value))
 
 
 def test_readout_for_matches_the_readout_after_moving_the_controls():

@@ -92,3 +92,36 @@ def test_corner_sweep():
         assert w.last_error is None and w.image.value[:4] == b"\x89PNG"
     fig = plot_window(window_report(",".join(["16"] * 8), 3))
     assert len(fig.axes) == 1
+
+
+@pytest.mark.parametrize("lengths", [(5, 4, 4), (3, 1, 6)])
+def test_label_diagram_cells_follow_the_documents(lengths):
+    """draw_mtp_labels: the cell of depth k at position i names t_{i+k+1} when it lies in t_i's document (else
+    −100), coloured like the inputs of that token's document. Oracle: a walk over the document lengths."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    from dsv3_lessons.course.ch07_mtp import draw_mtp_labels
+
+    depths = 2
+    dg = draw_mtp_labels(list(lengths), depths)
+    doc = [j for j, n in enumerate(lengths) for _ in range(n)]
+    t = len(doc) - 1
+    text_at = {t_.get_position(): t_.get_text() for t_ in dg.ax.texts}
+    face_at = {(round(p.get_x() + p.get_width() / 2, 6), round(p.get_y() + p.get_height() / 2, 6)):
+               to_hex(p.get_facecolor()) for p in dg.ax.patches}
+
+    def face(name):
+        b = dg.boxes[name]
+        return face_at[(round(b.x, 6), round(b.y, 6))]
+
+    doc_colour = {doc[i]: face(f"t{i}") for i in range(t)}
+    for k in range(depths + 1):
+        for i in range(t):
+            b = dg.boxes[f"r{k}_{i}"]
+            j = i + k + 1
+            if j <= t and doc[j] == doc[i]:
+                assert text_at[(b.x, b.y)] == f"$t_{{{j}}}$" and face(f"r{k}_{i}") == doc_colour[doc[j]], (k, i)
+            else:
+                assert text_at[(b.x, b.y)] == "−100", (k, i)
+    plt.close(dg.fig)

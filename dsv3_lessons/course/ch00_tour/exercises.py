@@ -26,17 +26,6 @@ __all__ = ["___", "hint", "MOE_CASES", "moe_cases", "check_moe_layer_params", "c
            "BUGGY_GENERATE_SOURCE", "check_greedy_generate", "check_unigram_entropy_function", "ENTROPY_CASES"]
 
 
-def _call(fn: Callable[..., Any], *args: Any) -> Any:
-    """:func:`call_learner`, and a half-filled body that calls a method on ``___`` (``___.log()``) is "not
-    attempted" too (call_learner covers arithmetic on ``___`` and ``return ___``)."""
-    try:
-        return call_learner(fn, *args)
-    except AttributeError as exc:
-        if "Placeholder" in str(exc):
-            raise NotImplementedError from exc
-        raise
-
-
 # ---------------------------------------------------------------------------------------------------------- 0.1
 #: The configurations exercise 0.1 runs the learner's function on (none of them is counted in the chapter):
 #: name -> changes to the released V3 config (:func:`dsv3_lessons.model.config.deepseek_v3_671b`).
@@ -129,7 +118,7 @@ def check_moe_layer_params(fn: Callable[[Any], Any]):
     if not callable(fn):
         raise Wrong(f"pass your function itself (moe_layer_params), not {type(fn).__name__}")
     for name, cfg in moe_cases().items():
-        got = _call(fn, cfg)
+        got = call_learner(fn, cfg)
         if not isinstance(got, (tuple, list)) or len(got) != 2:
             raise Wrong(f"return a pair (total, per_token); for the {name} you returned {got!r}")
         if is_placeholder(got):
@@ -255,7 +244,7 @@ def check_greedy_generate(fn: Callable[..., Any]):
         prompt = torch.randint(0, model.cfg.vocab_size, (t,), generator=gen)
         rec = _Recorder(model)
         with torch.no_grad():
-            got = _call(fn, rec, prompt.clone(), n_new)
+            got = call_learner(fn, rec, prompt.clone(), n_new)
         right = generate(model, prompt, n_new)[0]
         if not isinstance(got, torch.Tensor):
             raise Wrong(f"return the token ids as a tensor [T + n_new], got {type(got).__name__}")
@@ -324,7 +313,7 @@ def check_unigram_entropy_function(fn: Callable[[Any], Any]):
     if not callable(fn):
         raise Wrong(f"pass your function itself (unigram_entropy), not {type(fn).__name__}")
     for name, ids in ENTROPY_CASES.items():
-        got = _call(fn, torch.tensor(ids, dtype=torch.long))
+        got = call_learner(fn, torch.tensor(ids, dtype=torch.long))
         raw = got.item() if isinstance(got, torch.Tensor) and got.numel() == 1 else got
         if isinstance(raw, float) and math.isnan(raw):
             raise Wrong(f"for the '{name}' ids {ids} you return NaN: an id with count 0 gives 0·ln 0 = 0·(-inf) = "

@@ -30,16 +30,6 @@ __all__ = ["___", "hint", "EXERCISE_CONFIGS", "MISTRAL_7B", "EXERCISE_CONTEXTS",
            "models_that_fit", "check_fit_prediction", "check_mla_rank_for_gqa_heads"]
 
 
-def _call(fn: Callable[..., Any], *args: Any) -> Any:
-    """:func:`call_learner`, and a half-filled body that calls a method on ``___`` is "not attempted" too."""
-    try:
-        return call_learner(fn, *args)
-    except AttributeError as exc:
-        if "Placeholder" in str(exc):
-            raise NotImplementedError from exc
-        raise
-
-
 # ---------------------------------------------------------------------------------------------------------- 1.1
 #: Published ``config.json`` excerpts (field names as released) the chapter does not show. Fields a file omits take
 #: transformers' defaults: ``head_dim`` = hidden_size // num_attention_heads and ``num_key_value_heads`` =
@@ -150,7 +140,7 @@ def _diagnose_1_1(name: str, cfg: dict[str, Any], context: int, b: int, got: flo
 def _same_for_b1_b2(fn, cfg, context) -> bool:
     """True when ``fn`` returns the same number for 1 and 2 bytes per element (it ignores the element size)."""
     try:
-        return _call(fn, dict(cfg), context, 1) == _call(fn, dict(cfg), context, 2)
+        return call_learner(fn, dict(cfg), context, 1) == call_learner(fn, dict(cfg), context, 2)
     except Exception:  # noqa: BLE001  (a diagnosis helper must never raise)
         return False
 
@@ -177,7 +167,7 @@ def check_kv_cache_bytes_function(fn: Callable[[dict, int, int], Any]):
         for context in EXERCISE_CONTEXTS:
             for b in (2, 1):
                 try:
-                    got = _call(fn, dict(cfg), context, b)
+                    got = call_learner(fn, dict(cfg), context, b)
                 except KeyError as exc:
                     field = exc.args[0] if exc.args else "?"
                     default = {"head_dim": "hidden_size // num_attention_heads",
@@ -253,7 +243,7 @@ def check_decode_step(fn: Callable[..., Any]):
         cache_v = torch.full((max_len, n_h, d_h), fill)
         length = 0
         for t in range(steps):
-            result = _call(fn, q[t], k[t], v[t], cache_k, cache_v, length)
+            result = call_learner(fn, q[t], k[t], v[t], cache_k, cache_v, length)
             if not isinstance(result, tuple) or len(result) != 2:
                 raise Wrong(f"return a pair (output [n_h, d_h], new length); got {type(result).__name__}")
             out, new_length = result

@@ -344,9 +344,9 @@ class KVCachePlot:
     marker) is a second legend in the lower right corner, which no line reaches for any setting of the widget. ``ylim`` fixes the y range (the widget passes one that holds
     every value its controls allow).
 
-    :meth:`png` renders the figure to PNG bytes; after :meth:`enable_blit` it draws the parts that never change
-    (axes, ticks, titles, the models' legend) once and, per update, only the lines and the corner legend onto
-    a copy of that background.
+    ``_dynamic`` lists what :meth:`update` changes (the lines, the corner legend, the dtype text): with a fixed
+    ``ylim`` the widget blits them (:class:`~dsv3_lessons.course.common.blit.BlitRenderer`) over a background of
+    the parts that never change (axes, ticks, titles, the models' legend), drawn once.
 
     Artists, for tests and readers: ``lines`` (model name -> Line2D), ``what_if_line``, ``budget_line`` (its
     legend text ``budget_text`` says the GB per sequence), ``marker_line`` (the context marker; hidden when there is
@@ -410,8 +410,6 @@ class KVCachePlot:
         self.budget_text = texts[self.budget_line]
         self._dynamic = [*self.lines.values(), self.what_if_line, self.budget_line, self.marker_line,
                          self.legend_now, self.dtype_text]
-        self._blit = False
-        self._background = None
 
     def update(self, batch: int = 1, dtype: str = "bf16", highlight: str | None = None,
                what_if: _KVSpec | None = None, context_marker: int | None = None):
@@ -444,44 +442,6 @@ class KVCachePlot:
             self.ax.relim()
             self.ax.autoscale_view(scalex=False)
         return self.fig
-
-    def enable_blit(self) -> None:
-        """From now on :meth:`png` redraws only the lines and the right-hand legend over a cached background.
-
-        Needs a fixed ``ylim`` (the background's axes must not move). The figure gets an Agg canvas of its own.
-        """
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-        if not self.fixed_ylim:
-            raise ValueError("enable_blit needs a KVCachePlot built with a fixed ylim")
-        FigureCanvasAgg(self.fig)
-        for artist in self._dynamic:
-            artist.set_animated(True)
-        self._blit, self._background = True, None
-
-    def png(self) -> bytes:
-        """The figure as PNG bytes at its own dpi (see :meth:`enable_blit`)."""
-        import io
-
-        buf = io.BytesIO()
-        if not self._blit:
-            self.fig.savefig(buf, format="png", dpi=self.fig.dpi)
-            return buf.getvalue()
-        from PIL import Image
-        import numpy as np
-
-        canvas = self.fig.canvas
-        if self._background is None:     # everything but the animated artists, drawn once
-            canvas.draw()
-            self._background = canvas.copy_from_bbox(self.fig.bbox)
-        canvas.restore_region(self._background)
-        renderer = canvas.get_renderer()
-        for artist in sorted(self._dynamic, key=lambda a: a.get_zorder()):
-            if artist.get_visible():
-                artist.draw(renderer)
-        rgba = np.asarray(canvas.buffer_rgba())
-        Image.fromarray(rgba[..., :3]).save(buf, format="png", compress_level=3)
-        return buf.getvalue()
 
 
 def plot_kv_cache_vs_context(specs, contexts=KV_CONTEXTS, batch: int = 1, dtype: str = "bf16",

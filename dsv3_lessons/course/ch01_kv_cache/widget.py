@@ -14,9 +14,10 @@ Why it is built this way:
   symbols (``d<sub>c</sub>`` in the readout's HTML, ``$d_c$`` in the figure's mathtext): one notation per symbol.
 * **Fast updates.** The figure is built once (:class:`KVCachePlot`, a fixed layout) and each change only sets the
   lines' data, the highlighted model, the budget line and a few texts. Its PNG is blitted
-  (:meth:`KVCachePlot.enable_blit`): axes, ticks, titles and the models' legend -- most of the glyphs, and text
-  rendering was most of the time -- are drawn once; each update draws only the lines and the right-hand legend on
-  a copy of that background. Rebuilding the figure per change (the earlier version) also re-laid out every text.
+  (:meth:`~dsv3_lessons.course.common.widget.ReportWidget.blit_figure`): axes, ticks, titles and the models'
+  legend -- most of the glyphs, and text rendering was most of the time -- are drawn once; each update draws only
+  the lines and the right-hand legend on a copy of that background. Rebuilding the figure per change (the earlier
+  version) also re-laid out every text.
 * **Axes that use their space.** The y axis is the cache of ONE sequence, so the model lines depend only on the
   dtype; the batch moves the accelerator's line (80 GB / batch per sequence) instead of shifting every line by up to
   three decades, and the fixed range (:attr:`KVCacheWidget.ylim`) still holds every value the controls allow. The
@@ -37,7 +38,6 @@ import html
 from typing import Mapping
 
 import ipywidgets as widgets
-import matplotlib.pyplot as plt
 
 from dsv3_lessons.course.ch01_kv_cache.kv_cache import (AttentionSpec, KVCacheReport, format_report,
                                                         kv_cache_report, load_model_configs)
@@ -119,8 +119,9 @@ class KVCacheWidget(ReportWidget):
                 for name, control in controls.items()]
         self.ylim = self._fixed_ylim()
         self.plot = KVCachePlot(self.configs, KV_CONTEXTS, dtype, budget_gb, self.ylim)
-        plt.close(self.plot.fig)   # drawn into the widget's PNG only, never shown by the inline backend
-        self.plot.enable_blit()    # axes, ticks and the models' legend drawn once; lines and readings per update
+        # drawn into the widget's PNG only, never shown by the inline backend; axes, ticks and the models' legend
+        # drawn once, the lines and readings per update (blitted)
+        self.blit_figure(self.plot.fig, self.plot._dynamic, compress_level=3)
         self._build(list(controls.values()), layout=rows)
 
     def _fixed_ylim(self) -> tuple[float, float]:
@@ -141,20 +142,9 @@ class KVCacheWidget(ReportWidget):
     def describe(self, report: KVCacheReport) -> str:
         return format_report(report)
 
-    def update(self):
-        """Recompute the report, update the figure in place, render its PNG and the readout (HTML symbols)."""
-        try:
-            report = self.compute()
-        except ValueError as exc:
-            self.last_error = exc
-            self.readout.value = f"<pre style='color:#b00'>error: {html.escape(str(exc))}</pre>"
-            raise
-        self.last_error = None
-        self.figure = self.draw(report)
-        self.image.value = self.plot.png()
-        self.readout.value = readout_html(self.describe(report))
-        self.last_result = report
-        return report
+    def readout_markup(self, text: str) -> str:
+        """The readout with the symbols of the labels and the figure (:func:`readout_html`)."""
+        return readout_html(text)
 
 
 def kv_cache_widget(configs: Mapping[str, AttentionSpec] | None = None, **initial) -> KVCacheWidget:

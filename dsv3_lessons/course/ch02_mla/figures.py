@@ -176,7 +176,7 @@ class MLARankCostsFigure:
     The widget draws this figure on every slider release; building three axes, their bars and texts from
     scratch took most of an update. :meth:`update` only moves the nine bars, their nine number labels and the
     title (:attr:`dynamic`): the axes, ticks, tick labels and (fixed) limits are reused, so a
-    :class:`~dsv3_lessons.course.ch02_mla.fastdraw.BlitRenderer` can keep them as a background. ``fig`` is the
+    :class:`~dsv3_lessons.course.common.blit.BlitRenderer` can keep them as a background. ``fig`` is the
     Figure.
     """
 

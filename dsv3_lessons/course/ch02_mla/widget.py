@@ -17,13 +17,9 @@ Driving it headless (what ``tests/test_widget_mla_ranks.py`` does)::
 """
 from __future__ import annotations
 
-import html
-
 import ipywidgets as widgets
-import matplotlib.pyplot as plt
 
 from dsv3_lessons.course.ch02_mla.steps import MLARankReport, format_mla_rank_report, mla_rank_report
-from dsv3_lessons.course.ch02_mla.fastdraw import BlitRenderer
 from dsv3_lessons.course.ch02_mla.figures import MLARankCostsFigure
 from dsv3_lessons.course.common.widget import ReportWidget
 
@@ -103,28 +99,10 @@ class MLARankWidget(ReportWidget):
 
     def draw(self, report: MLARankReport):
         """The persistent figure, updated in place (built, and its background captured, on the first call)."""
-        if self._costs_figure is None:
+        if self._costs_figure is None:             # re-rendered by blitting: only bars, labels and title
             self._costs_figure = MLARankCostsFigure(report, ylims=self.ylims)
-            plt.close(self._costs_figure.fig)      # pyplot must not show it at the end of the cell; it stays usable
-            self._renderer = BlitRenderer(self._costs_figure.fig, self._costs_figure.dynamic)
-            return self._costs_figure.fig
+            return self.blit_figure(self._costs_figure.fig, self._costs_figure.dynamic)
         return self._costs_figure.update(report)
-
-    def update(self) -> MLARankReport:
-        """Recompute the report, move the figure's bars and labels, re-render only them (the base class's contract:
-        a ValueError is shown in red in the readout and re-raised)."""
-        try:
-            report = self.compute()
-        except ValueError as exc:
-            self.last_error = exc
-            self.readout.value = f"<pre style='color:#b00'>error: {html.escape(str(exc))}</pre>"
-            raise
-        self.last_error = None
-        self.figure = self.draw(report)
-        self.image.value = self._renderer.png()
-        self.readout.value = f"<pre>{html.escape(self.describe(report))}</pre>"
-        self.last_result = report
-        return report
 
     def describe(self, report: MLARankReport) -> str:
         return format_mla_rank_report(report)

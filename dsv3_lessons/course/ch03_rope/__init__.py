@@ -2,7 +2,7 @@
 
 ``experiments`` (fold checks, position-0 probes, the YaRN table, the rope channels of a trained model, the
 explorer's plain function), ``figures`` (RoPE placement diagram, score/fold/YaRN plots), ``widget`` and
-``exercises``. Builds on chapter 2 (its trained-model class and the widgets' fast redraw).
+``exercises``. Builds on chapter 2 (its trained-model class).
 
 The notebook imports everything it uses from here: ``from dsv3_lessons.course.ch03_rope import ...``.
 """

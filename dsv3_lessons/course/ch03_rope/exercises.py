@@ -25,25 +25,13 @@ import math
 
 import torch
 
-from dsv3_lessons.course.common.checking import (___, Wrong, as_bool, as_number, checker)  # noqa: F401
-from dsv3_lessons.course.common.checking import call_learner as _call_learner
+from dsv3_lessons.course.common.checking import ___, Wrong, as_bool, as_number, call_learner, checker  # noqa: F401
 from dsv3_lessons.course.ch03_rope.experiments import POSITION_ZERO_MISTAKES
 
 __all__ = ["___", "YARN_EXERCISE_CONFIGS", "PLACEMENTS", "POSITION_ZERO_MISTAKES", "SCALE_EXERCISE_CONFIG",
            "BUGGY_DECODE_ROPE_SCORES", "check_position_zero", "check_yarn_paper_ramp", "check_rope_placements",
            "check_softmax_scale", "position_zero_test", "check_decode_rope_scores", "yarn_paper_inv_freq"]
 
-
-def call_learner(fn, *args):
-    """:func:`~dsv3_lessons.course.common.checking.call_learner`, plus one case it misses: an attribute read on the
-    placeholder still in the body (``keys = ___`` then ``keys.T``) raises AttributeError, which also means "not
-    attempted yet", not a bug."""
-    try:
-        return _call_learner(fn, *args)
-    except AttributeError as exc:
-        if "Placeholder" in str(exc):
-            raise NotImplementedError from exc
-        raise
 
 # ================================================================================================ 3.1
 # The mistakes of exercise 3.1 (the keys of its answer dict) are experiments.POSITION_ZERO_MISTAKES.

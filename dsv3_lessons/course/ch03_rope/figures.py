@@ -145,39 +145,6 @@ _ROPE_WAVE_YLIM = (2.0, 1e7)
 _ROPE_PAIR_LIM = 1.3
 
 
-def _rope_draw_pair(ax, res):
-    """Circle view of one channel pair of q and k rotated to their positions (an ExplorerResult).
-
-    Both vectors of the pair are divided by the same number (the longer one's length), so angles and the
-    ratio of lengths are kept and the axes are ±1.3 for every pair (they do not rescale with the slider).
-    """
-    t = [2 * _rope_math.pi * j / 200 for j in range(201)]
-    unit = max(float(res.q_pair.norm()), float(res.k_pair.norm()), 1e-12)
-    for vec, rot, color, name, sym, pos in ((res.q_pair, res.q_pair_rot, _RP["blue"], "query", "t", res.query_pos),
-                                            (res.k_pair, res.k_pair_rot, _RP["orange"], "key", "j", res.key_pos)):
-        r = float(vec.norm()) / unit
-        ax.plot([r * _rope_math.cos(a) for a in t], [r * _rope_math.sin(a) for a in t], color=color,
-                lw=0.8, alpha=0.35, zorder=1)
-        # the unrotated vector: thick, light and underneath, so it stays visible when the rotation is small
-        ax.plot([0, float(vec[0]) / unit], [0, float(vec[1]) / unit], color=color, lw=4.0, ls=":", alpha=0.55,
-                zorder=2, label=f"{name}, unrotated")
-        ax.plot([0, float(rot[0]) / unit], [0, float(rot[1]) / unit], color=color, lw=2.0, marker="o",
-                markevery=[1], zorder=3, label=f"{name} at ${sym}$ = {pos}")
-    ax.set_xlim(-_ROPE_PAIR_LIM, _ROPE_PAIR_LIM)
-    ax.set_ylim(-_ROPE_PAIR_LIM, _ROPE_PAIR_LIM)
-    ax.set_xticks([-1, 0, 1])
-    ax.set_yticks([-1, 0, 1])
-    ax.set_aspect("equal")
-    ax.axhline(0, color="0.85", lw=0.6, zorder=0)
-    ax.axvline(0, color="0.85", lw=0.6, zorder=0)
-    ax.set_xlabel(f"channel {2 * res.freq_index} (scaled)")
-    ax.set_ylabel(f"channel {2 * res.freq_index + 1} (scaled)")
-    ax.set_title(f"pair {res.freq_index}: relative rotation\n$(t-j)\\,\\theta_{{{res.freq_index}}}$ = "
-                 f"{res.angle_between:+.2f} rad;\nq and k start at different angles", fontsize=10)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, fontsize=9, handlelength=1.8,
-              columnspacing=0.8)
-
-
 def _rope_legend(ax, where: str, ncol: int = 2):
     """Legend outside the axes, so it never covers a curve: ``"below"`` (the widget's three panels) or
     ``"right"`` (a single wide panel)."""

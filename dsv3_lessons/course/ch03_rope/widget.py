@@ -7,7 +7,7 @@ sliders to them through :class:`~dsv3_lessons.course.common.widget.ReportWidget`
 
 Speed: the widget keeps one :class:`~dsv3_lessons.course.ch03_rope.figures.RopeExplorerFigure`, moves only the
 artists a control changes and re-renders just those over a cached background
-(:class:`~dsv3_lessons.course.ch02_mla.fastdraw.BlitRenderer`); ``rope_explorer`` caches the score curves, which
+(:class:`~dsv3_lessons.course.common.blit.BlitRenderer`); ``rope_explorer`` caches the score curves, which
 depend on the YaRN factor only, so moving a position or the pair recomputes no curve.
 
 The positions are typed (``BoundedIntText``, 0..max_pos): a learner asked to set t = j, or to move both by
@@ -25,12 +25,8 @@ Driving it headless (what ``tests/test_widget_rope.py`` does)::
 """
 from __future__ import annotations
 
-import html
-
 import ipywidgets as widgets
-import matplotlib.pyplot as plt
 
-from dsv3_lessons.course.ch02_mla.fastdraw import BlitRenderer
 from dsv3_lessons.course.ch03_rope.figures import RopeExplorerFigure
 from dsv3_lessons.course.ch03_rope.experiments import ExplorerResult, rope_explorer
 from dsv3_lessons.course.common.widget import ReportWidget
@@ -110,28 +106,10 @@ class RopeWidget(ReportWidget):
 
     def draw(self, report: ExplorerResult):
         """The persistent figure, updated in place (built, and its background captured, on the first call)."""
-        if self._explorer_figure is None:
+        if self._explorer_figure is None:          # re-rendered by blitting: only the changing artists
             self._explorer_figure = RopeExplorerFigure(report)
-            plt.close(self._explorer_figure.fig)      # pyplot must not show it at the end of the cell; it stays usable
-            self._renderer = BlitRenderer(self._explorer_figure.fig, self._explorer_figure.dynamic)
-            return self._explorer_figure.fig
+            return self.blit_figure(self._explorer_figure.fig, self._explorer_figure.dynamic)
         return self._explorer_figure.update(report)
-
-    def update(self) -> ExplorerResult:
-        """Recompute, move the figure's changing artists and re-render only them (the base class's contract: a
-        ValueError is shown in red in the summary and re-raised, and nothing is half-updated)."""
-        try:
-            report = self.compute()
-        except ValueError as exc:
-            self.last_error = exc
-            self.readout.value = f"<pre style='color:#b00'>error: {html.escape(str(exc))}</pre>"
-            raise
-        self.last_error = None
-        self.figure = self.draw(report)
-        self.image.value = self._renderer.png()
-        self.readout.value = f"<pre>{html.escape(self.describe(report))}</pre>"
-        self.last_result = report
-        return report
 
     def describe(self, report: ExplorerResult) -> str:
         r = report

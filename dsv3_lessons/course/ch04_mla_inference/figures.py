@@ -299,8 +299,8 @@ class DecodeCostFigure:
     :func:`~dsv3_lessons.course.ch04_mla_inference.costs.fixed_cost_limits`, so the notebook's figure and the
     widget's look alike).
     Attributes: ``fig`` (a matplotlib Figure; managed by pyplot only with ``pyplot=True``), ``update(report)``
-    redraws the data. With ``pyplot=False`` (the widget) the changing artists are *animated* (blitting): render the
-    current state with :meth:`render_png`; a plain ``fig.savefig`` would draw only the static background.
+    redraws the data; :meth:`dynamic` lists the artists it changes (what the widget re-renders by blitting over a
+    cached background, :class:`~dsv3_lessons.course.common.blit.BlitRenderer`).
     """
 
     def __init__(self, report, ylims: dict | None = None, title: str | None = None, pyplot: bool = False):
@@ -356,38 +356,13 @@ class DecodeCostFigure:
         self.ax_b.legend(loc="lower right", fontsize=9)
         self.title = self.fig.suptitle(title or " ", fontsize=RC["axes.titlesize"])
         self.fixed_title = title
-        self._background = None
         self.update(report)
         self.fig.canvas.draw()                  # solve the constrained layout once ...
         self.fig.set_layout_engine("none")     # ... then keep it: updates move only data
-        if not pyplot:
-            # blitting: the axes, ticks, labels and legend are rendered once into a background; an update
-            # restores it and draws only the artists that change (see render_png)
-            for artist in self._dynamic():
-                artist.set_animated(True)
-            self.fig.canvas.draw()
-            self._background = self.fig.canvas.copy_from_bbox(self.fig.bbox)
 
-    def _dynamic(self) -> list:
+    def dynamic(self) -> list:
+        """The artists :meth:`update` changes: curves, markers, the context and crossover lines, texts, title."""
         return [*self.lines.values(), *self.dots.values(), *self.now, self.cross, self.cross_text, self.title]
-
-    def render_png(self) -> bytes:
-        """PNG bytes of the current state (widget mode): the cached background plus the changing artists."""
-        import io
-
-        from PIL import Image
-
-        if self._background is None:
-            buf = io.BytesIO()
-            self.fig.savefig(buf, format="png")
-            return buf.getvalue()
-        canvas = self.fig.canvas
-        canvas.restore_region(self._background)
-        for artist in self._dynamic():
-            self.fig.draw_artist(artist)
-        buf = io.BytesIO()
-        Image.fromarray(__import__("numpy").asarray(canvas.buffer_rgba())).save(buf, format="png", compress_level=1)
-        return buf.getvalue()
 
     def update(self, report) -> None:
         """Redraw the data of ``report`` (a :class:`~dsv3_lessons.course.ch04_mla_inference.costs.DecodeCostReport`)."""

@@ -5,8 +5,8 @@ the figure from :class:`dsv3_lessons.course.ch04_mla_inference.figures.DecodeCos
 once directly before building the widget, so an error surfaces in the cell, not inside a callback.
 
 Speed: the figure is built once (layout solved once) and every update only moves data (``set_ydata``) and
-re-renders the PNG; the y axes are fixed to hold every curve the controls can produce
-(:func:`fixed_cost_limits`), so they do not move either.
+re-renders just the artists that changed over a cached background (blitting); the y axes are fixed to hold every
+curve the controls can produce (:func:`fixed_cost_limits`), so they do not move either.
 
 Headless use (what ``tests/test_widget_mla_decode.py`` does)::
 
@@ -15,8 +15,6 @@ Headless use (what ``tests/test_widget_mla_decode.py`` does)::
     w.last_result.core_intensity["absorb"]    # 30.2 FLOP per cached byte at 16 heads
 """
 from __future__ import annotations
-
-import html
 
 import ipywidgets as widgets
 
@@ -84,32 +82,15 @@ class DecodeCostWidget(ReportWidget):
         controls = [self.context, self.heads, self.batch, self.queries, self.mha_qk_width]
         self._build(controls)
 
-    def update(self) -> DecodeCostReport:
-        """As :meth:`ReportWidget.update`, but the PNG comes from the persistent figure's blitted render
-        (:meth:`DecodeCostFigure.render_png`) instead of a full ``savefig``: ticks, labels and legend are drawn
-        once, an update draws only the curves, markers and texts."""
-        try:
-            report = self.compute()
-        except ValueError as exc:
-            self.last_error = exc
-            self.readout.value = f"<pre style='color:#b00'>error: {html.escape(str(exc))}</pre>"
-            raise
-        self.last_error = None
-        self.figure = self.draw(report)
-        self.image.value = self._plot.render_png()
-        self.readout.value = f"<pre>{html.escape(self.describe(report))}</pre>"
-        self.last_result = report
-        return report
-
     def compute(self) -> DecodeCostReport:
         return decode_cost_report(self.context.value, self.heads.value, self.batch.value, self.queries.value,
                                   self.mha_qk_width.value)
 
     def draw(self, report: DecodeCostReport):
-        if self._plot is None:
+        if self._plot is None:       # blitted: ticks, labels and legend drawn once, then curves, markers and texts
             self._plot = DecodeCostFigure(report, ylims=self.ylims)
-        else:
-            self._plot.update(report)
+            return self.blit_figure(self._plot.fig, self._plot.dynamic())
+        self._plot.update(report)
         return self._plot.fig
 
     def describe(self, report: DecodeCostReport) -> str:

@@ -17,19 +17,17 @@ when the widget is built, so the first switch to it does not wait; other γ are 
 """
 from __future__ import annotations
 
-import html
 import io
 from dataclasses import dataclass
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
-import numpy
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from PIL import Image
 
 from dsv3_lessons.course.ch06_balancing.figures import EXPERT_COLOURS
 from dsv3_lessons.course.ch06_balancing.runs import LABELS, METHODS, resimulate_bias
+from dsv3_lessons.course.common.blit import BlitRenderer
 from dsv3_lessons.course.common.style import subplots
 from dsv3_lessons.course.common.widget import ReportWidget
 
@@ -121,10 +119,10 @@ class LoadFigure:
     expert ids, a black line at the step). The layout is solved once, then frozen. :meth:`show` puts a
     :class:`LoadView` on it and returns the Figure; :meth:`png` renders it.
 
-    With ``blit=True`` (the widget) the artists that follow the step -- the bars, the step title and the two step
-    lines -- are *animated*: :meth:`png` draws everything else once per (method, layer, γ), keeps that background,
-    and for a new step only restores it and draws those few artists (matplotlib's blitting, on the Agg canvas).
-    The last few backgrounds are kept, so going back to a method already seen needs no full draw either.
+    With ``blit=True`` (the widget) :meth:`png` blits (:class:`~dsv3_lessons.course.common.blit.BlitRenderer`): the
+    artists that follow the step -- the bars, the step title and the two step lines -- are drawn over a background
+    of everything else, drawn once per (method, layer, γ). The most recently used backgrounds are kept, so going
+    back to a method already seen needs no full draw either.
     """
 
     def __init__(self, n_steps: int, n_routed: int, bias_limit: float = 1.0, blit: bool = False):
@@ -163,10 +161,9 @@ class LoadFigure:
         fig.canvas.draw()                    # solve the constrained layout once ...
         fig.set_layout_engine(None)         # ... and keep it: updates move no axes, savefig draws once
         self._dynamic = [*self.bars, self.step_title, self.step_line2, self.step_line3]
-        for artist in self._dynamic:
-            artist.set_animated(blit)
+        # one background per series key (1.8 MB each)
+        self._blit = BlitRenderer(fig, self._dynamic, max_backgrounds=_MAX_BACKGROUNDS) if blit else None
         self._series = None
-        self._backgrounds: dict = {}          # series key -> the rendered static part (pixels)
 
     def show(self, view: LoadView, bias_limit: float | None = None, series_key=None):
         """Draw ``view``; the heatmap and bias lines are replaced only when ``series_key`` changes."""
@@ -191,23 +188,10 @@ class LoadFigure:
 
     def png(self) -> bytes:
         """The figure as PNG bytes at its own dpi (blitting when built with ``blit=True``)."""
-        canvas = self.fig.canvas
-        if not self.blit:
-            buf = io.BytesIO()
-            self.fig.savefig(buf, format="png", dpi=self.fig.dpi)
-            return buf.getvalue()
-        background = self._backgrounds.get(self._series)
-        if background is None:
-            canvas.draw()                     # everything but the animated artists
-            background = self._backgrounds[self._series] = canvas.copy_from_bbox(self.fig.bbox)
-            while len(self._backgrounds) > _MAX_BACKGROUNDS:   # keep the most recent few (1.8 MB each)
-                self._backgrounds.pop(next(iter(self._backgrounds)))
-        else:
-            canvas.restore_region(background)
-        for artist in self._dynamic:
-            self.fig.draw_artist(artist)
+        if self._blit is not None:
+            return self._blit.png(key=self._series)
         buf = io.BytesIO()
-        Image.fromarray(numpy.asarray(canvas.buffer_rgba())).save(buf, format="png", compress_level=1)
+        self.fig.savefig(buf, format="png", dpi=self.fig.dpi)
         return buf.getvalue()
 
 
@@ -261,21 +245,9 @@ class ExpertLoadWidget(ReportWidget):
         key = (self.method.value, self.layer.value, round(float(self.gamma.value), 8) if resim else None)
         return self._figure.show(view, limit, series_key=key)
 
-    def update(self) -> LoadView:
-        """As :meth:`ReportWidget.update` (a ValueError shows in red and is re-raised), but the PNG comes from the
-        persistent, blitted :class:`LoadFigure` instead of a full ``savefig`` per move."""
-        try:
-            view = self.compute()
-        except ValueError as exc:
-            self.last_error = exc
-            self.readout.value = f"<pre style='color:#b00'>error: {html.escape(str(exc))}</pre>"
-            raise
-        self.last_error = None
-        self.figure = self.draw(view)        # the persistent Figure (closed in pyplot: only the PNG is shown)
-        self.image.value = self._figure.png()
-        self.readout.value = f"<pre>{html.escape(self.describe(view))}</pre>"
-        self.last_result = view
-        return view
+    def render(self, fig) -> bytes:
+        """The persistent, blitted :class:`LoadFigure`'s PNG instead of a full ``savefig`` per move."""
+        return self._figure.png()
 
     def describe(self, view: LoadView) -> str:
         c = view.counts

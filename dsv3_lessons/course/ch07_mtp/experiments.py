@@ -13,7 +13,8 @@ import torch
 
 from dsv3_lessons.model.mtp import IGNORE_INDEX, mtp_labels
 
-__all__ = ["pack_documents", "label_table", "mtp_train_config_kwargs", "V3_LAMBDA_SWITCH", "train_with_step_bar"]
+__all__ = ["pack_documents", "pack_lengths", "label_table", "mtp_train_config_kwargs", "V3_LAMBDA_SWITCH",
+           "train_with_step_bar"]
 
 #: V3 §4.2: λ = 0.3 for the first 10 T of 14.8 T training tokens, then 0.1 -> the switch at this fraction.
 V3_LAMBDA_SWITCH = 10.0 / 14.8
@@ -34,6 +35,17 @@ def pack_documents(docs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.T
     doc = torch.cat([torch.full((len(d),), i, dtype=torch.long) for i, d in enumerate(docs)])
     targets = torch.where(doc[1:] == doc[:-1], stream[1:], torch.tensor(IGNORE_INDEX))
     return stream[:-1][None], targets[None], doc[:-1][None]
+
+
+def pack_lengths(doc_lengths: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`pack_documents` of documents ``doc_lengths`` tokens long whose tokens are numbered in order (token j
+    is t_j: the first document holds t_0 … t_{n_0 − 1}, the next one continues), so a label reads as the index of
+    the token it names. Raises ValueError as :func:`pack_documents` does."""
+    docs, start = [], 0
+    for n in doc_lengths:
+        docs.append(list(range(start, start + n)))
+        start += n
+    return pack_documents(docs)
 
 
 def label_table(targets: torch.Tensor, depths: int, doc_ids: torch.Tensor | None = None) -> list[list[int]]:

@@ -79,16 +79,12 @@ def draw_mtp_labels(doc_lengths: list[int], depths: int = 2, title: str | None =
     label the row is trained on at that position; grey "−100" cells are ignored (past the window's end,
     or the label lies in another document). Raises ValueError for an empty list or a window under 2 tokens.
     """
-    from dsv3_lessons.course.ch07_mtp.experiments import label_table, pack_documents
+    from dsv3_lessons.course.ch07_mtp.experiments import label_table, pack_lengths
 
     if not doc_lengths or any(n < 1 for n in doc_lengths) or sum(doc_lengths) < 2:
         raise ValueError(f"doc_lengths must list positive document lengths (>= 2 tokens in all), got {doc_lengths}")
-    tokens = list(range(sum(doc_lengths)))                                 # token j is t_j
-    docs, start = [], 0
-    for n in doc_lengths:
-        docs.append(tokens[start:start + n])
-        start += n
-    ids, targets, doc_ids = pack_documents(docs)
+    ids, targets, doc_ids = pack_lengths(doc_lengths)                     # token j is t_j
+    doc_of = [j for j, n in enumerate(doc_lengths) for _ in range(n)]      # the document of token t_j
     rows = label_table(targets, depths, doc_ids)
     t = ids.shape[1]
     cw, left = 1.35, 3.4
@@ -111,9 +107,8 @@ def draw_mtp_labels(doc_lengths: list[int], depths: int = 2, title: str | None =
             if lab == IGNORE_INDEX:
                 dg.box(x, y, cw - 0.12, 0.95, "−100", "op", name=f"r{k}_{i}", color="#d9d9d9", fontsize=9)
             else:
-                doc = [j for j, dd in enumerate(docs) if lab in dd][0]
                 dg.box(x, y, cw - 0.12, 0.95, f"$t_{{{lab}}}$", "tensor", name=f"r{k}_{i}",
-                       color=_DOC_COLOURS[doc % len(_DOC_COLOURS)])
+                       color=_DOC_COLOURS[doc_of[lab] % len(_DOC_COLOURS)])
     dg.text(left, 0.25, "colour = document;  grey −100 = ignored (no token inside the window, or it lies in "
             "another document)", ha="left", fontsize=9.5)
     return dg

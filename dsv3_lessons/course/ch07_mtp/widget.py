@@ -20,20 +20,17 @@ one ``imshow`` for the grid (fast at any T); token names are written in the cell
 """
 from __future__ import annotations
 
-import html
-import io
 import math
 from dataclasses import dataclass
 
 import ipywidgets as widgets
-import matplotlib.pyplot as plt
 import torch
 from matplotlib.colors import to_rgb
 
 from dsv3_lessons.model.mtp import IGNORE_INDEX, mtp_labels
 from dsv3_lessons.course.common.style import subplots
 from dsv3_lessons.course.common.widget import ReportWidget
-from dsv3_lessons.course.ch07_mtp.experiments import pack_documents
+from dsv3_lessons.course.ch07_mtp.experiments import pack_lengths
 
 __all__ = ["WindowReport", "window_report", "WindowFigure", "plot_window", "WindowExplorer", "parse_lengths",
            "MAX_TOKENS", "MAX_DEPTHS", "TEXT_MAX_T"]
@@ -105,12 +102,7 @@ def window_report(doc_lengths, depths: int = 2, lam: float = 0.3, ce: float = ma
         raise ValueError(f"lam (λ) must be > 0, got {lam}")
     if not (ce >= 0 and math.isfinite(ce)):
         raise ValueError(f"ce must be a finite cross-entropy >= 0, got {ce}")
-    tokens = list(range(sum(lengths)))                  # token j is t_j
-    docs, start = [], 0
-    for n in lengths:
-        docs.append(tokens[start:start + n])
-        start += n
-    ids, targets, doc_ids = pack_documents(docs)
+    ids, targets, doc_ids = pack_lengths(lengths)       # token j is t_j
     t = ids.shape[1]
     doc_of = torch.cat([torch.full((n,), j) for j, n in enumerate(lengths)])
     rows, row_docs, positions, counts = [], [], [], []
@@ -209,32 +201,17 @@ class WindowExplorer(ReportWidget):
     def compute(self) -> WindowReport:
         return window_report(self.docs.value, self.depths.value, self.lam.value)
 
-    def update(self) -> WindowReport:
-        """As :meth:`ReportWidget.update` (a ValueError shows in red and is re-raised), but the grid is redrawn only
-        when the documents or D change: λ changes the readout alone."""
-        try:
-            report = self.compute()
-        except ValueError as exc:
-            self.last_error = exc
-            self.readout.value = f"<pre style='color:#b00'>error: {html.escape(str(exc))}</pre>"
-            raise
-        self.last_error = None
-        key = (report.doc_lengths, report.depths)
-        if key != self._drawn:
-            self.figure = self.draw(report)
-            buf = io.BytesIO()
-            self.figure.savefig(buf, format="png", dpi=self.dpi)
-            plt.close(self.figure)
-            self.image.value = buf.getvalue()
-            self._drawn = key
-        self.readout.value = f"<pre>{html.escape(self.describe(report))}</pre>"
-        self.last_result = report
-        return report
-
     def draw(self, report: WindowReport):
+        """The grid of ``report``, or None when the documents and D are those on show (λ changes the readout
+        alone)."""
+        key = (report.doc_lengths, report.depths)
+        if key == self._drawn:
+            return None
         if self._figure is None:
             self._figure = WindowFigure()
-        return self._figure.show(report)
+        fig = self._figure.show(report)
+        self._drawn = key
+        return fig
 
     def describe(self, report: WindowReport) -> str:
         lines = [f"T = {report.T} positions; labels that count: main {report.counts[0]}, "

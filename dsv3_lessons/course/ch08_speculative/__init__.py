@@ -1,7 +1,7 @@
 """Chapter 8 (speculative decoding): the MTP module as a draft, verified by the main model on the latent cache.
 
 ``experiments`` (held-out prompts, pooled acceptance, the widget's report, the stored longer run), ``figures``
-(draft/verify step), ``widget`` (with ``render``, the fast PNG of a figure updated in place) and ``exercises``.
+(draft/verify step), ``widget`` and ``exercises``.
 Builds on chapter 7.
 
 The notebook imports everything it uses from here: ``from dsv3_lessons.course.ch08_speculative import ...``.

@@ -13,18 +13,15 @@ calls it directly once); this module wires controls to it through
 * **A busy line** ("decoding …") is shown while a setting is computed, and a **rejected prompt greys the figure**
   (the bars are hidden and the figure says why) instead of leaving the previous prompt's bars on screen.
 * **The prompt's limits** (positions and vocabulary) are stated next to the box.
-* **A persistent figure** updated in place, rendered with :class:`~dsv3_lessons.course.ch08_speculative.render.BlitPNG`.
+* **A persistent figure** updated in place, rendered with :class:`~dsv3_lessons.course.common.blit.BlitRenderer`.
   Axes are fixed (acceptance 0–1.1 for draft positions 1–4; tokens per forward 0–5) so they stay put.
 """
 from __future__ import annotations
-
-import html
 
 import ipywidgets as widgets
 from matplotlib.figure import Figure
 
 from dsv3_lessons.course.ch08_speculative.experiments import prompt_limits, speculative_report
-from dsv3_lessons.course.ch08_speculative.render import BlitPNG
 from dsv3_lessons.course.common.style import DPI, FIG_WIDTH, PALETTE
 from dsv3_lessons.course.common.widget import ReportWidget
 
@@ -64,7 +61,7 @@ class SpeculativeReportFigure:
         self.error_text = self.fig.text(0.5, 0.5, "", ha="center", va="center", fontsize=12, color="#b00",
                                         bbox={"facecolor": "white", "edgecolor": "#b00", "boxstyle": "round"})
         self.error_text.set_visible(False)
-        #: what changes between updates (the rest is drawn once, see BlitPNG)
+        #: what changes between updates (the rest is drawn once, see BlitRenderer)
         self.moving = [*self.acc_bars, *self.acc_text, self.title1, self.spec_bar, self.spec_text, self.title2,
                        self.error_text]
 
@@ -137,7 +134,7 @@ class SpeculativeWidget(ReportWidget):
                                    layout=widgets.Layout(width="360px"))
         self.status = widgets.HTML("")
         self._figure = SpeculativeReportFigure()
-        self._png = BlitPNG(self._figure.fig, self._figure.moving)
+        self.blit_figure(self._figure.fig, self._figure.moving)
 
         def row(label, *items):
             return widgets.HBox([widgets.Label(label, layout=widgets.Layout(width=_LABEL_WIDTH)), *items])
@@ -170,20 +167,7 @@ class SpeculativeWidget(ReportWidget):
                 f"wall-clock speed also pays for the drafts and the longer verify: section 6 measures it.\n"
                 f"continuation:\n{_wrap(repr(report['text']))}")
 
-    def update(self) -> dict:
-        """As :meth:`ReportWidget.update`, with the persistent figure: a ValueError greys the figure (and is shown
-        in red and re-raised, as in the base class)."""
-        try:
-            report = self.compute()
-        except ValueError as exc:
-            self.last_error = exc
-            self.figure = self._figure.show_error(_wrap(str(exc), 80))
-            self.image.value = self._png.png()
-            self.readout.value = f"<pre style='color:#b00'>error: {html.escape(str(exc))}</pre>"
-            raise
-        self.last_error = None
-        self.figure = self.draw(report)
-        self.image.value = self._png.png()
-        self.readout.value = f"<pre>{html.escape(self.describe(report))}</pre>"
-        self.last_result = report
-        return report
+    def render_error(self, exc: ValueError) -> bytes:
+        """A rejected prompt greys the figure: the bars are hidden and the figure says why."""
+        self.figure = self._figure.show_error(_wrap(str(exc), 80))
+        return self.render(self.figure)

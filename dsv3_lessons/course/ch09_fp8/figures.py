@@ -173,7 +173,7 @@ class ErrorReportFigure:
                        fontsize=9)
         ax2.set_ylabel("mean relative error,\nordinary channels", fontsize=11)
         ax2.set_title("all granularities (value; share flushed to 0)", fontsize=11)
-        #: what :meth:`update` changes (the rest is static: a widget renders it once, see ``BlitPNG``)
+        #: what :meth:`update` changes (the rest is static: a widget renders it once, see ``BlitRenderer``)
         self.moving = [self.ordinary, self.outliers, self.title1, self.legend, *self.bars, *self.bar_text]
 
     def update(self, reports: dict[str, ErrorReport], selected: str, outlier: float):

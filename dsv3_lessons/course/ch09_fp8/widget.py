@@ -15,14 +15,11 @@ Driving it headless (what ``tests/test_widget_fp8.py`` does)::
 """
 from __future__ import annotations
 
-import html
-
 import ipywidgets as widgets
 
 from dsv3_lessons.course.ch09_fp8.experiments import (GRANULARITIES, error_report, outlier_activations,
                                                       outlier_label)
 from dsv3_lessons.course.ch09_fp8.figures import ErrorReportFigure
-from dsv3_lessons.course.ch08_speculative.render import BlitPNG
 from dsv3_lessons.course.common.widget import ReportWidget
 
 __all__ = ["FP8Widget", "fp8_widget", "fp8_report"]
@@ -76,7 +73,7 @@ class FP8Widget(ReportWidget):
                                                  value=granularity)
         self.fmt = widgets.ToggleButtons(options=list(_FORMATS), value=fmt)
         self._figure = ErrorReportFigure()
-        self._png = BlitPNG(self._figure.fig, self._figure.moving)
+        self.blit_figure(self._figure.fig, self._figure.moving)
         self._reports: dict = {}
         rows = [widgets.HBox([widgets.Label(text, layout=widgets.Layout(width=_LABEL_WIDTH)), control])
                 for text, control in (("outlier channels × (log scale)", self.outlier),
@@ -96,22 +93,6 @@ class FP8Widget(ReportWidget):
 
     def describe(self, report: dict) -> str:
         return _describe(report, self.granularity.value, self.outlier.value)
-
-    def update(self) -> dict:
-        """As :meth:`ReportWidget.update` (a ValueError shows in red and is re-raised), but the persistent figure
-        is updated in place and only its moving artists are re-rendered (:class:`BlitPNG`)."""
-        try:
-            report = self.compute()
-        except ValueError as exc:
-            self.last_error = exc
-            self.readout.value = f"<pre style='color:#b00'>error: {html.escape(str(exc))}</pre>"
-            raise
-        self.last_error = None
-        self.figure = self.draw(report)
-        self.image.value = self._png.png()
-        self.readout.value = f"<pre>{html.escape(self.describe(report))}</pre>"
-        self.last_result = report
-        return report
 
 
 def fp8_widget(**initial) -> FP8Widget:

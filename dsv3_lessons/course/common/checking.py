@@ -185,14 +185,15 @@ def _mentions_placeholder(fn: Callable[..., Any]) -> bool:
 
 def call_learner(fn: Callable[..., Any], *args: Any) -> Any:
     """Run a function the learner wrote. A placeholder still in its body (``x = ___`` then arithmetic on it,
-    ``targets[:, ___:]``, ``counts = ___`` then ``counts.mean()``, or ``return ___``) raises
-    ``NotImplementedError`` -- "not attempted", not a bug -- whatever exception the half-filled body raised; other
-    exceptions propagate (the checker reports them as ✗)."""
+    ``targets[:, ___:]``, ``counts = ___`` then ``counts.mean()`` or ``x.log()``, ``___.T``, or ``return ___``)
+    raises ``NotImplementedError`` -- "not attempted", not a bug -- whatever exception the half-filled body raised;
+    so does a TypeError or AttributeError about the placeholder that reached the body another way (a default
+    argument, a helper's global). Other exceptions propagate (the checker reports them as ✗)."""
     try:
         out = fn(*args)
     except Exception as exc:
         if isinstance(exc, NotImplementedError) or _mentions_placeholder(fn) or \
-                (isinstance(exc, TypeError) and ("Placeholder" in str(exc) or "___" in str(exc))):
+                (isinstance(exc, (TypeError, AttributeError)) and ("Placeholder" in str(exc) or "___" in str(exc))):
             raise NotImplementedError from exc
         raise
     if is_placeholder(out) or (out is None and _mentions_placeholder(fn)):
