@@ -94,7 +94,9 @@ def _moe_diagnosis(name: str, cfg, got: tuple[float, float], right: tuple[int, i
         raise Wrong(f"{where}: your total {total:,.0f} should be {right[0]:,}: "
                     + wrong_total.get(total, "count every expert the layer holds (shared and routed, each a "
                                              "SwiGLU) and the gate"))
-    wrong_tok = {
+    wrong_tok = {   # (first, so that a later entry with the same value wins: V2's n_group is 8, like V3's K_r)
+        (n_s + cfg.n_group) * e + gate: f"n_group ({cfg.n_group}) is the number of expert groups; the routed "
+                                        f"experts a token runs are num_experts_per_tok ({k})",
         (n_s + n_r) * e + gate: "per token you counted every expert; a token runs only its shared expert(s) and "
                                 "the K_r routed ones it is sent to",
         k * e + gate: "per token you left out the shared expert(s): every token goes through them",
@@ -107,8 +109,6 @@ def _moe_diagnosis(name: str, cfg, got: tuple[float, float], right: tuple[int, i
                             "always 1",
         (n_s + cfg.topk_group) * e + gate: f"topk_group ({cfg.topk_group}) is how many expert GROUPS a token may "
                                            f"reach; the routed experts it runs are num_experts_per_tok ({k})",
-        (n_s + cfg.n_group) * e + gate: f"n_group ({cfg.n_group}) is the number of expert groups; the routed "
-                                        f"experts a token runs are num_experts_per_tok ({k})",
         (n_s + k) * e_dense + gate: f"an expert's width is moe_intermediate_size ({m}), not intermediate_size",
     }
     return (f"{where}: your per-token count {per_token:,.0f} should be {right[1]:,}: "
