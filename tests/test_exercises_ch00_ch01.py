@@ -4,14 +4,16 @@ input makes a checker raise.
 
 Oracles: closed-form arithmetic from the released configs (V3: one expert 3·7168·2048 = 44,040,192; gate
 256·7168 + 256), ``count_parameters`` for the MoE variants, the published config.json fields of the exercise
-models, H = −Σ p ln p by hand, ``torch.nn.functional.scaled_dot_product_attention`` and the library's ``generate``
-for the bug hunts. The stored notebooks are checked too: exercises unattempted in the chapters (bug hunts ✗),
+models, H(next | previous) counted by hand, ``torch.nn.functional.scaled_dot_product_attention`` (``enable_gqa``) and the
+library's ``generate`` for the bug hunts, a brute-force scan over context lengths for 1.4. The stored notebooks are checked too: exercises unattempted in the chapters (bug hunts ✗),
 ✓ in the solutions.
 """
 from __future__ import annotations
 
+import collections
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +21,15 @@ import pytest
 import torch
 
 from dsv3_lessons.course.common.checking import NOT_ATTEMPTED, RIGHT, WRONG, hint
-from dsv3_lessons.course.ch00_tour.exercises import (BUGGY_GENERATE_SOURCE, ___, check_greedy_generate,
-                                                     check_moe_layer_params, check_step0_prediction,
-                                                     check_unigram_entropy_function, moe_cases)
-from dsv3_lessons.course.ch01_kv_cache.exercises import (BUGGY_DECODE_SOURCE, EXERCISE_CONFIGS, check_decode_step,
-                                                         check_fit_prediction, check_kv_cache_bytes_function,
-                                                         check_mla_rank_for_gqa_heads, models_that_fit)
+from dsv3_lessons.course.ch00_tour.exercises import (BUGGY_GENERATE_SOURCE, ENTROPY_CASES, ___,
+                                                     check_conditional_entropy_function, check_first_step_loss,
+                                                     check_greedy_generate, check_moe_layer_params,
+                                                     conditional_entropy_reference, moe_cases)
+from dsv3_lessons.tools.train import History
+from dsv3_lessons.course.ch01_kv_cache.exercises import (BUGGY_ATTENTION_SOURCE, EXERCISE_CONFIGS, GQA_SHAPES,
+                                                         _gqa_reference, check_fit_prediction,
+                                                         check_kv_cache_bytes_function, check_last_token_attention,
+                                                         check_window_crossover, models_that_fit, window_crossover)
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -100,6 +105,11 @@ def _variant(**change):
     (_variant(matrices=2), ["THREE matrices"]),
     (_variant(n_s=1), ["n_shared_experts", "not always 1"]),
     (_variant(k=8), ["num_experts_per_tok", "not always 8"]),
+    # learner review: the dense width and the group count only got generic messages
+    (lambda c: ((c.n_shared_experts + c.n_routed_experts) * 3 * c.hidden_size * c.intermediate_size
+                + c.n_routed_experts * (c.hidden_size + 1), moe_right(c)[1]), ["intermediate_size", "dense FFN"]),
+    (lambda c: (moe_right(c)[0], (c.n_shared_experts + c.topk_group) * 3 * c.hidden_size * c.moe_intermediate_size
+                + c.n_routed_experts * (c.hidden_size + 1)), ["topk_group", "GROUPS"]),
     (lambda c: moe_right(c)[::-1], ["swapped"]),
     (lambda c: moe_right(c)[1], ["return a pair"]),
     (lambda c: ("a", "b"), ["must be a number"]),
@@ -112,102 +122,175 @@ def test_0_1_wrong_answers_get_their_diagnosis(fn, words, capsys):
 
 
 # ------------------------------------------------------------------------------------------ 0.2 (prediction)
-def test_0_2_prediction():
-    ln_v = math.log(84)
-    status(check_step0_prediction(___, 4.46), NOT_ATTEMPTED, "probability")
-    status(check_step0_prediction(ln_v, 4.4616), RIGHT, "ln 84 = 4.43", "measured 4.46")
-    status(check_step0_prediction(torch.tensor(4.5), 4.4616), RIGHT)      # within reach of the measurement
-    status(check_step0_prediction(3.3, 4.4616), WRONG, "unigram entropy", "KNOWS")
-    status(check_step0_prediction(math.log2(84), 4.4616), WRONG, "bits")
-    status(check_step0_prediction(math.log(129_280), 4.4616), WRONG, "129,280")
-    status(check_step0_prediction(0.0, 4.4616), WRONG, "certain")
-    status(check_step0_prediction(84, 4.4616), WRONG, "-ln of the probability")
-    status(check_step0_prediction(2.0, 4.4616), WRONG, "too low")
-    status(check_step0_prediction("4.43", 4.4616), WRONG, "must be a number")
+def first_step(main=4.46, mtp=4.43, aux=0.0003, lam=0.3):
+    """A History holding only a first step with these terms (total = main + λ·mtp + aux)."""
+    return History(step=[1], loss=[main + lam * mtp + aux], main_loss=[main], mtp_loss=[mtp], aux_loss=[aux])
 
 
-def test_0_2_measured_step0_loss_is_near_ln_v():
-    """The checker's premise, measured: an untrained tiny model scores ≈ ln V on random held-out-like ids."""
+def test_0_2_measured_first_step_is_near_one_plus_lambda_ln_v():
+    """The checker's premise, measured: an untrained tiny model's first total loss is ≈ (1 + λ)·ln V."""
     from dsv3_lessons import tiny
     from dsv3_lessons.model.deepseek_v3 import DeepSeekV3
 
     torch.manual_seed(0)
-    model = DeepSeekV3(tiny(vocab_size=84)).eval()
-    x = torch.randint(0, 84, (8, 64), generator=torch.Generator().manual_seed(1))
+    model = DeepSeekV3(tiny(vocab_size=84)).train()
+    x = torch.randint(0, 84, (8, 65), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        loss = model(x[:, :-1], x[:, 1:], compute_mtp=False).main_loss.item()
-    assert abs(loss - math.log(84)) < 0.15
+        out = model(x[:, :-1], x[:, 1:])
+    assert model.mtp_loss_weight == 0.3
+    assert abs(out.loss.item() - 1.3 * math.log(84)) < 0.2 and abs(out.main_loss.item() - math.log(84)) < 0.15
+    hist = History(step=[1], loss=[out.loss.item()], main_loss=[out.main_loss.item()],
+                   mtp_loss=[out.mtp_loss.item()], aux_loss=[out.aux_loss.item()])
+    status(check_first_step_loss(1.3 * math.log(84), hist), RIGHT, "ln 84 = 4.43", "0.3 x")
+
+
+def test_0_2_prediction():
+    ln_v, hist = math.log(84), first_step()
+    status(check_first_step_loss(___, hist), NOT_ATTEMPTED, "which number does the optimizer minimise")
+    status(check_first_step_loss(1.3 * ln_v, hist), RIGHT, "ln 84 = 4.43", "1.3 x 4.43 = 5.76", "5.79")
+    status(check_first_step_loss(torch.tensor(5.9), hist), RIGHT)          # within reach of the measurement
+    status(check_first_step_loss(5.76, None), WRONG, "pass the training History")
+
+
+@pytest.mark.parametrize("prediction, words", [
+    (math.log(84), ["main model alone"]),                         # the intuitive answer
+    (2 * math.log(84), ["weight 1"]),
+    (1.1 * math.log(84), ["late in training"]),
+    (math.log(84) + 0.3, ["not a loss of its own"]),
+    (math.log2(84), ["bits"]),
+    (3.3, ["unigram entropy", "KNOWS"]),
+    (-4.43, ["never negative"]),                                  # learner review: the sign error got "certain"
+    (1 / 84, ["looks like a probability"]),                       # learner review: the probability got "certain"
+    (0.0, ["certain"]),
+    (84, ["number of characters"]),
+    (2.0, ["too low"]),
+    (20.0, ["too high"]),
+    ("five", ["must be a number"]),
+])
+def test_0_2_wrong_predictions_get_their_diagnosis(prediction, words):
+    status(check_first_step_loss(prediction, first_step()), WRONG, *words)
 
 
 # ------------------------------------------------------------------------------------------ 0.3 (bug hunt)
-def test_0_3_the_code_as_shown_is_wrong_and_the_diagnosis_counts_the_cache():
-    r = check_greedy_generate(defined(BUGGY_GENERATE_SOURCE, "greedy_generate"))
-    status(r, WRONG, "fed 7 tokens to a cache that already held 6", "51 tokens for a sequence of 11")
+def _generate(*edits, source=BUGGY_GENERATE_SOURCE):
+    for old, new in edits:
+        assert old in source, old
+        source = source.replace(old, new)
+    return defined(source, "greedy_generate")
+
+
+_SEEN_FIX = ("        seen += 1\n", "        seen = ids.shape[1]\n")
+
+
+def test_0_3_the_code_as_shown_is_wrong_with_a_symptom_only():
+    res = check_greedy_generate(_generate())
+    status(res, WRONG, "right for a 1-token prompt", "6-token prompt", "differ from the library's from new token 2 on")
+    for cause in ("seen", "count", "calls", "re-fed", "already held"):       # the symptom, never the cause
+        assert cause not in res.message, cause
 
 
 def test_0_3_fixed_and_other_attempts():
-    step = "logits = model(ids, cache=cache).logits[:, -1]         # one decoding step"
-    fixed = BUGGY_GENERATE_SOURCE.replace(step, step.replace("model(ids", "model(nxt"))
-    assert fixed.count("model(nxt, cache=cache)") == 1
-    status(check_greedy_generate(defined(fixed, "greedy_generate")), RIGHT, "one token per step")
-    no_cache = BUGGY_GENERATE_SOURCE.replace("logits = model(ids, cache=cache).logits[:, -1]         # one",
-                                             "logits = model(ids).logits[:, -1]         # one")
-    status(check_greedy_generate(defined(no_cache, "greedy_generate")), WRONG, "right tokens", "without the cache")
-    one_no_cache = BUGGY_GENERATE_SOURCE.replace("logits = model(ids, cache=cache).logits[:, -1]         # one",
-                                                 "logits = model(nxt).logits[:, -1]         # one")
-    status(check_greedy_generate(defined(one_no_cache, "greedy_generate")), WRONG, "one token but no cache")
-    short = fixed.replace("return ids[0]", "return ids[0, :-1]")
-    status(check_greedy_generate(defined(short, "greedy_generate")), WRONG, "return 11 ids")
+    status(check_greedy_generate(_generate(_SEEN_FIX)), RIGHT, "one token per step into the same cache")
+    # learner review (FALSE ✓): a fresh cache every step, re-fed the whole sequence, got ✓
+    new_cache = "    cache = model.new_cache(1, model.cfg.max_position_embeddings)\n"
+    fresh = _generate((new_cache, ""), ("    for _ in range(n_new):\n", "    for _ in range(n_new):\n    " + new_cache),
+                      ("model(ids[:, seen:], cache=cache)", "model(ids, cache=cache)"))
+    status(check_greedy_generate(fresh), WRONG, "right tokens", "caches for one", "keep one cache")
+    status(check_greedy_generate(_generate(("model(ids[:, seen:], cache=cache)", "model(ids)"))), WRONG,
+           "right tokens", "without the cache")
+    status(check_greedy_generate(_generate(_SEEN_FIX, ("model(ids[:, seen:], cache=cache)", "model(ids[:, seen:])"))),
+           WRONG, "one token but no cache")
+    status(check_greedy_generate(_generate(_SEEN_FIX, ("return ids[0]", "return ids[0, 1:]"))), WRONG,
+           "return 9 ids (prompt included), got 8")
 
     def stub(model, prompt, n_new):
         return ___
-    status(check_greedy_generate(stub), NOT_ATTEMPTED, "cache already holds")
+    status(check_greedy_generate(stub), NOT_ATTEMPTED, "follow `seen`")
     status(check_greedy_generate(lambda m, p, n: [1, 2]), WRONG, "as a tensor")
+    status(check_greedy_generate("greedy_generate"), WRONG, "pass your function")
 
 
-# ------------------------------------------------------------------------------------------ 0.4
+# ------------------------------------------------------------------------------------------ 0.4 (variation)
 def entropy_right(ids):
-    _, counts = torch.unique(ids, return_counts=True)
-    p = counts / ids.numel()
-    return -(p * p.log()).sum()          # a 0-d tensor: accepted
+    """H(next | previous) from the N - 1 pairs, with numpy (pairs as a 2-D unique over rows)."""
+    a = ids.numpy()
+    pairs, n_ab = np.unique(np.stack([a[:-1], a[1:]], 1), axis=0, return_counts=True)
+    starts, n_a = np.unique(a[:-1], return_counts=True)
+    per_a = dict(zip(starts.tolist(), n_a.tolist()))
+    return float(-sum(c / n_ab.sum() * math.log(c / per_a[x]) for (x, _), c in zip(pairs.tolist(), n_ab)))
+
+
+def test_0_4_hand_computed_cases():
+    # [0, 0, 1, 0]: pairs (0,0), (0,1), (1,0); given 0 the next is 0 or 1 (1/2 each), given 1 it is 0
+    assert math.isclose(conditional_entropy_reference([0, 0, 1, 0]), 2 / 3 * math.log(2), rel_tol=1e-12)
+    assert conditional_entropy_reference([0, 1, 2] * 4) == 0 == conditional_entropy_reference([3, 7])
+    for ids in ENTROPY_CASES.values():
+        assert math.isclose(entropy_right(torch.tensor(ids)), conditional_entropy_reference(ids), abs_tol=1e-12)
+    with pytest.raises(ValueError, match="at least two ids"):
+        conditional_entropy_reference([4])
 
 
 def test_0_4_placeholder_half_filled_and_right():
-    status(check_unigram_entropy_function(lambda ids: ___), NOT_ATTEMPTED, "surprise")
+    status(check_conditional_entropy_function(lambda ids: ___), NOT_ATTEMPTED, "previous id")
 
-    def half(ids):                         # the review's case: a method called on ___ -> not attempted, no crash
+    def half(ids):
         p = ___
         return -(p * p.log()).sum()
-    status(check_unigram_entropy_function(half), NOT_ATTEMPTED)
-    status(check_unigram_entropy_function(entropy_right), RIGHT, "nats")
-    status(check_unigram_entropy_function(lambda ids: float(entropy_right(ids))), RIGHT)
+    status(check_conditional_entropy_function(half), NOT_ATTEMPTED)
+    status(check_conditional_entropy_function(entropy_right), RIGHT, "right on all 5 sequences")
+    held = torch.tensor([0, 1, 0, 2, 0, 1, 1, 0] * 20)
+    status(check_conditional_entropy_function(lambda ids: torch.tensor(entropy_right(ids)), held), RIGHT, "(unigram)")
 
 
-def test_0_4_hand_computed_case():
-    # [0]*6 + [1]*3 + [2]: p = .6, .3, .1 -> H = 0.8979 nats, computed here by hand
-    h = -(0.6 * math.log(0.6) + 0.3 * math.log(0.3) + 0.1 * math.log(0.1))
-    assert math.isclose(float(entropy_right(torch.tensor([0] * 6 + [1] * 3 + [2]))), h, rel_tol=1e-6)
+def _counts(ids):
+    a = ids.tolist()
+    return a, collections.Counter(zip(a[:-1], a[1:])), collections.Counter(a[:-1]), collections.Counter(a)
 
 
-def _bincount_entropy(ids):
-    c = torch.bincount(ids)
-    p = c / c.sum()
-    return -(p * p.log()).sum()
+def _joint(ids):
+    a, pairs, _, _ = _counts(ids)
+    n = len(a) - 1
+    return -sum(c / n * math.log(c / n) for c in pairs.values())
 
 
-@pytest.mark.parametrize("fn, hint_words", [
-    (_bincount_entropy, ["0·ln 0", "NaN", "bincount"]),
+def _all_n_denominator(ids):
+    a, pairs, _, every = _counts(ids)
+    return -sum(c / (len(a) - 1) * math.log(c / every[x]) for (x, _), c in pairs.items())
+
+
+def _unweighted(ids):
+    a, pairs, first, _ = _counts(ids)
+    per = [-sum(c / first[x] * math.log(c / first[x]) for (y, _), c in pairs.items() if y == x) for x in first]
+    return sum(per) / len(per)
+
+
+def _table(ids):                          # a full V x V table: 0 * ln 0 = NaN
+    v = int(ids.max()) + 1
+    t = torch.zeros(v, v).index_put_((ids[:-1], ids[1:]), torch.tensor(1.0), accumulate=True)
+    p_ab, p_b_a = t / t.sum(), t / t.sum(1, keepdim=True)
+    return float(-(p_ab * p_b_a.log()).sum())
+
+
+def _unigram(ids):
+    _, c = torch.unique(ids, return_counts=True)
+    p = c / ids.numel()
+    return float(-(p * p.log()).sum())
+
+
+@pytest.mark.parametrize("fn, words", [
+    (_joint, ["entropy of the PAIRS"]),
+    (_all_n_denominator, ["STARTS a pair"]),
+    (_unweighted, ["equal weights"]),
+    (_unigram, ["unigram entropy", "ignores the previous id"]),
+    (_table, ["0·ln 0", "NaN"]),
     (lambda ids: entropy_right(ids) / math.log(2), ["bits"]),
     (lambda ids: -entropy_right(ids), ["sign"]),
-    (lambda ids: math.log(len(set(ids.tolist()))), ["UNIFORM"]),
-    (lambda ids: float(-sum(c * math.log(c) for c in torch.unique(ids, return_counts=True)[1].tolist())),
-     ["divide the counts"]),
-    (lambda ids: 1.0, ["share p_c"]),
-    (lambda ids: 1 / 0, ["ZeroDivisionError"]),
+    (lambda ids: 1.0, ["average, over the N − 1 adjacent pairs"]),
     ("not a function", ["pass your function"]),
 ])
-def test_0_4_wrong_answers_get_their_diagnosis(fn, hint_words):
-    status(check_unigram_entropy_function(fn), WRONG, *hint_words)
+def test_0_4_wrong_answers_get_their_diagnosis(fn, words, capsys):
+    status(check_conditional_entropy_function(fn), WRONG, *words)
+    assert 'hint("0.4")' in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------------------ 1.1 (variation)
@@ -245,7 +328,10 @@ def test_1_1_placeholder_half_filled_and_right():
     def raises(config, context, b):
         raise NotImplementedError
     status(check_kv_cache_bytes_function(raises), NOT_ATTEMPTED)
-    status(check_kv_cache_bytes_function(right_1_1), RIGHT, "0.54 GB at 32K", "2.11 GB at 8K")
+    # the ✓ no longer prints Mistral's capped cache (0.54 GB): that number is half of exercise 1.4's answer
+    right = check_kv_cache_bytes_function(right_1_1)
+    status(right, RIGHT, "2.11 GB at 8K", "11.98 GB at 64K")
+    assert "Mistral" not in right.message and "0.54" not in right.message
     status(check_kv_cache_bytes_function(lambda c, t, b: np.int64(right_1_1(c, t, b))), RIGHT)
 
 
@@ -278,7 +364,10 @@ def _no_default_head_dim(c, t, b):
     (lambda c, t, b: right_1_1(c, t, b) * c["num_attention_heads"] // c.get("num_key_value_heads",
                                                                             c["num_attention_heads"])
      if "kv_lora_rank" not in c else right_1_1(c, t, b), ["num_key_value_heads (8)"]),
-    (_no_default_head_dim, ["no field 'head_dim'"]),
+    (_no_default_head_dim, ["no field 'head_dim'", "it is hidden_size // num_attention_heads"]),
+    # learner review: the missing-num_key_value_heads message lacked a verb
+    (lambda c, t, b: right_1_1(dict(c, num_key_value_heads=c["num_key_value_heads"]), t, b),
+     ["no field 'num_key_value_heads'", "when it is missing, it equals num_attention_heads (MHA)"]),
     (lambda c, t, b: right_1_1({k: v for k, v in c.items() if k != "head_dim"}, t, b), ["head_dim (256) explicitly"]),
     (lambda c, t, b: 2 * right_1_1(c, t, b) if "kv_lora_rank" in c else right_1_1(c, t, b), ["ONE latent"]),
     (lambda c, t, b: c["kv_lora_rank"] * c["num_hidden_layers"] * t * b if "kv_lora_rank" in c
@@ -299,38 +388,67 @@ def test_1_1_hint_ladder_steps_and_never_states_the_formula(capsys):
 
 
 # ------------------------------------------------------------------------------------------ 1.2 (bug hunt)
-def test_1_2_the_code_as_shown_is_wrong_with_a_named_fault():
-    status(check_decode_step(defined(BUGGY_DECODE_SOURCE, "decode_step")), WRONG,
-           "attention over all 10 rows", "unused ones (zeros)")
+def _attention(source=BUGGY_ATTENTION_SOURCE, edits=()):
+    for old, new in edits:
+        assert old in source, old
+        source = source.replace(old, new)
+    return defined(source, "last_token_attention")
 
 
-def _edit(old, new):
-    src = BUGGY_DECODE_SOURCE
-    for o, n in zip(old, new):
-        assert o in src, o
-        src = src.replace(o, n)
-    return defined(src, "decode_step")
+_FIX = ("kv.repeat(1, n_rep, 1)", "kv.repeat_interleave(n_rep, dim=1)")
+
+
+def test_1_2_oracle_is_torch_grouped_query_attention():
+    """The checker's reference equals torch's own GQA (scaled_dot_product_attention, enable_gqa=True) on every
+    shape it tries."""
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(0)
+    for n_h, n_kv, t in GQA_SHAPES:
+        q, k, v = torch.randn(n_h, 16, generator=gen), torch.randn(t, n_kv, 16, generator=gen), \
+            torch.randn(t, n_kv, 16, generator=gen)
+        ref = F.scaled_dot_product_attention(q[:, None], k.transpose(0, 1), v.transpose(0, 1), enable_gqa=True)
+        assert torch.allclose(_gqa_reference(q, k, v), ref[:, 0], atol=1e-5)
+
+
+def test_1_2_the_code_as_shown_passes_its_authors_test_and_is_wrong_with_a_symptom_only():
+    from dsv3_lessons.course.ch01_kv_cache import GroupedQueryAttention
+
+    fn = _attention()
+    x = torch.randn(1, 12, 128)
+    for kv_heads, right in ((8, True), (1, True), (2, False)):      # MHA and MQA pass, GQA does not
+        torch.manual_seed(1)
+        lay = GroupedQueryAttention(128, 8, kv_heads).eval()
+        q, k, v = lay.qkv(x, torch.arange(12))
+        mine = lay.o_proj(fn(q[0, -1], k[0], v[0]).reshape(1, -1))
+        assert torch.allclose(mine, lay(x)[:, -1], atol=1e-5) == right, kv_heads
+    res = check_last_token_attention(fn)
+    status(res, WRONG, "right for MHA (n_h = 8, n_kv = 8) and MQA", "GQA (n_h = 8, n_kv = 2)",
+           "query heads 1, 3, 4, 6 differ")
+    for cause in ("repeat", "interleave", "tile", "i % n_kv", "block"):      # the symptom, never the cause
+        assert cause not in res.message, cause
 
 
 def test_1_2_fixed_and_typical_attempts():
-    k_all, v_all = 'q, cache_k)', 'probs, cache_v)'
-    status(check_decode_step(_edit([k_all, v_all], ['q, cache_k[:length])', 'probs, cache_v[:length])'])),
-           RIGHT, "zeros and with NaN")
-    masked = _edit(["    probs = scores.softmax(dim=-1)"],
-                   ["    scores[:, length:] = float('-inf')\n    probs = scores.softmax(dim=-1)"])
-    status(check_decode_step(masked), WRONG, "0·NaN = NaN", "with zeros there it was right")
-    status(check_decode_step(_edit([k_all, v_all], ['q, cache_k[:length - 1])', 'probs, cache_v[:length - 1])'])),
-           WRONG, "does not attend to itself")
-    status(check_decode_step(_edit([k_all, v_all, " / q.shape[-1] ** 0.5"],
-                                   ['q, cache_k[:length])', 'probs, cache_v[:length])', ""])), WRONG, "1/sqrt(d_h)")
-    status(check_decode_step(_edit(["    length += 1\n", k_all, v_all, "), length\n"],
-                                   ["", 'q, cache_k[:length + 1])', 'probs, cache_v[:length + 1])',
-                                    "), length\n"])), WRONG, "returned length")
-
-    def stub(q, k_new, v_new, cache_k, cache_v, length):
-        return ___, length + 1
-    status(check_decode_step(stub), NOT_ATTEMPTED, "which rows")
-    status(check_decode_step(lambda *a: "out"), WRONG, "return a pair")
+    right = ["right for all 6 head counts", "MHA, MQA and GQA"]
+    status(check_last_token_attention(_attention(edits=[_FIX])), RIGHT, *right)
+    status(check_last_token_attention(_attention(edits=[("kv.repeat(1, n_rep, 1)",
+                                                         "kv[:, torch.arange(kv.shape[1] * n_rep) // n_rep]")])),
+           RIGHT, *right)
+    # a reshape after expand that puts the copies on the wrong side still tiles: same symptom as the original
+    tiled = ("kv[:, None].expand(-1, n_rep, -1, -1).reshape(kv.shape[0], -1, kv.shape[2])")
+    status(check_last_token_attention(_attention(edits=[("kv.repeat(1, n_rep, 1)", tiled)])), WRONG,
+           "query heads 1, 3, 4, 6 differ")
+    status(check_last_token_attention(_attention(edits=[_FIX, ("softmax(dim=0)", "softmax(dim=1)")])), WRONG,
+           "over the HEADS", "T = 5 tokens")
+    status(check_last_token_attention(_attention(edits=[_FIX, (" / q.shape[-1] ** 0.5", "")])), WRONG,
+           "1/sqrt(d_h)")
+    status(check_last_token_attention(_attention(edits=[_FIX, (")[:, :, None] * v).sum(0)", ")[:, :, None] * v)")])),
+           WRONG, "return a tensor [n_h, d_h] = [8, 16]", "(5, 8, 16)")
+    status(check_last_token_attention(lambda q, k, v: v.mean(0).repeat_interleave(q.shape[0] // k.shape[1], 0)),
+           WRONG, "differ from grouped-query attention")
+    status(check_last_token_attention(lambda q, k, v: ___), NOT_ATTEMPTED, "which key/value head")
+    status(check_last_token_attention(42), WRONG, "pass your function")
 
 
 # ------------------------------------------------------------------------------------------ 1.3 (prediction)
@@ -350,24 +468,46 @@ def test_1_3_prediction():
 
 
 # ------------------------------------------------------------------------------------------ 1.4 (number)
-def test_1_4():
-    right = 2 * 8 * 128 - 64
-    status(check_mla_rank_for_gqa_heads(___), NOT_ATTEMPTED, "ONE layer caches")
-    status(check_mla_rank_for_gqa_heads(np.float64(right)), RIGHT, "1984")
-    status(check_mla_rank_for_gqa_heads(2048), WRONG, "rope key")
-    status(check_mla_rank_for_gqa_heads(960), WRONG, "keys AND values")
-    status(check_mla_rank_for_gqa_heads(2112), WRONG, "subtract")
-    status(check_mla_rank_for_gqa_heads(448), WRONG, "GQA with 2 key/value heads")
-    status(check_mla_rank_for_gqa_heads(None), WRONG, "must be a number")
+def test_1_4_oracle_by_brute_force():
+    mistral = lambda t: 2 * 8 * 128 * 32 * 2 * min(t, 4096)           # BF16, every layer slides (window 4,096)
+    v3 = lambda t: 61 * (512 + 64) * 2 * t
+    first = next(t for t in range(1, 20_000) if v3(t) > mistral(t))
+    assert all(v3(t) > mistral(t) for t in range(first, 40_000))        # and V3 stays the larger one
+    assert window_crossover() == first == 7640
 
 
-@pytest.mark.parametrize("check", [check_moe_layer_params, check_step0_prediction, check_greedy_generate,
-                                   check_unigram_entropy_function, check_kv_cache_bytes_function, check_decode_step,
-                                   check_fit_prediction, check_mla_rank_for_gqa_heads])
+@pytest.mark.parametrize("answer, words", [
+    (4096, ["where Mistral's window starts to cap", "V3 still holds less"]),
+    (4097, ["where Mistral's window starts"]),
+    (1.87, ["ratio of the two caches"]),
+    (7639.9, ["not a whole number"]),
+    (7639, ["V3 is not yet the larger one"]),
+    (7641, ["give the FIRST context length"]),
+    (0, ["does overtake"]),
+    (3820, ["keys AND values"]),
+    (30560, ["32 query heads share 8 key/value heads"]),
+    (15280, ["BF16 (2 B per element)"]),
+    (8595, ["rotated key k^R"]),
+    (7517, ["61 layers"]),
+    (None, ["must be a number"]),
+])
+def test_1_4_wrong_answers_get_their_diagnosis(answer, words):
+    status(check_window_crossover(answer), WRONG, *words)
+
+
+def test_1_4_placeholder_and_right():
+    status(check_window_crossover(___), NOT_ATTEMPTED, "sketch both caches")
+    status(check_window_crossover(7640), RIGHT, "7,640 tokens", "0.537 GB")
+    status(check_window_crossover(np.float64(7640)), RIGHT)
+
+
+@pytest.mark.parametrize("check", [check_moe_layer_params, check_first_step_loss, check_greedy_generate,
+                                   check_conditional_entropy_function, check_kv_cache_bytes_function,
+                                   check_last_token_attention, check_fit_prediction, check_window_crossover])
 def test_nudges_never_state_a_formula(check):
     text = check.hint + " ".join(check.more)
     for formula in ("3 * v3", "-(p * p.log())", "2 * n_kv *", "min(context", "[:length]", "ln 84", "4.43",
-                    "model(nxt", "1984", "76.3"):
+                    "model(nxt", "1984", "76.3", "5.76", "ids.shape[1]", "n(a, b)", "repeat_interleave", "7640", "7,640", "i % n_kv"):
         assert formula not in text, (check.exercise, formula)
 
 
@@ -392,7 +532,7 @@ def text_of(cell):
 
 @pytest.mark.parametrize("chapter, solutions, placeholders, bug_hunt", [
     ("00_tour.ipynb", "solutions/00_tour_solutions.ipynb", 3, BUGGY_GENERATE_SOURCE),
-    ("01_kv_cache.ipynb", "solutions/01_kv_cache_solutions.ipynb", 3, BUGGY_DECODE_SOURCE),
+    ("01_kv_cache.ipynb", "solutions/01_kv_cache_solutions.ipynb", 3, BUGGY_ATTENTION_SOURCE),
 ])
 def test_exercises_stored_unattempted_and_solved(chapter, solutions, placeholders, bug_hunt):
     checks = [c for c in code_cells(chapter) if "check_" in "".join(c["source"])
@@ -400,10 +540,16 @@ def test_exercises_stored_unattempted_and_solved(chapter, solutions, placeholder
     assert len(checks) == 4                                   # four exercises per chapter
     unattempted = [c for c in checks if "not attempted yet" in text_of(c)]
     assert len(unattempted) == placeholders
-    hunt = [c for c in checks if bug_hunt in "".join(c["source"])]
-    assert len(hunt) == 1 and text_of(hunt[0]).startswith("✗ Exercise")   # the code as shown, stored ✗
-    solved = [text_of(c) for c in code_cells(solutions) if "check_" in "".join(c["source"])]
-    assert len(solved) == 4 and all(t.strip().splitlines()[-1].startswith("✓ Exercise") for t in solved), solved
+    # the code as shown (in the checker's cell, or in the cell right before it) is stored ✗
+    cells = code_cells(chapter)
+    shown = [i for i, c in enumerate(cells) if bug_hunt.strip() in "".join(c["source"])]
+    assert len(shown) == 1
+    hunt = [c for c in cells[shown[0]:shown[0] + 2] if c in checks]
+    assert len(hunt) == 1 and "✗ Exercise" in text_of(hunt[0])
+    solved = [text_of(c) for c in code_cells(solutions) if re.search(r"^check_\w+\(", "".join(c["source"]), re.M)]
+    # the checker's line is the last one not indented (its text wraps onto indented lines)
+    last = [[line for line in t.splitlines() if line.strip() and not line.startswith(" ")][-1] for t in solved]
+    assert len(solved) == 4 and all(line.startswith("✓ Exercise") for line in last), solved
     assert not any("___" in "".join(c["source"]) for c in code_cells(solutions))
     # every solution explains itself: a paragraph with "Why." before its code
     prose = [("".join(c["source"])) for c in cells_of(solutions) if c["cell_type"] == "markdown"]
@@ -431,10 +577,24 @@ def test_output_hygiene(name):
 def test_predictions_come_before_their_experiments():
     """A prediction cell holds ___ and sits before the cell that runs the experiment; its checker after it."""
     for name, predicted, experiment, check in (
-            ("00_tour.ipynb", "prediction_0_2 = ___", "hist = train(", "check_step0_prediction("),
+            ("00_tour.ipynb", "prediction_0_2 = ___", "hist = train(", "check_first_step_loss("),
             ("01_kv_cache.ipynb", "prediction_1_3 = ___", "batch=8", "check_fit_prediction(")):
         src = ["".join(c["source"]) for c in code_cells(name)]
         i = next(k for k, s in enumerate(src) if predicted in s)
         j = next(k for k, s in enumerate(src) if experiment in s)
         k = next(k for k, s in enumerate(src) if check in s)
         assert i < j <= k, name
+
+
+def test_stored_chapters_do_not_give_the_predictions_away():
+    """Learner review: 0.2's answer was given by an assert on the first loss in the training cell; 1.3's by the
+    stored batch-8 figure. Now the training cell asserts nothing about the first loss, and 1.3's figure and list
+    stay hidden until a prediction is written (revealed)."""
+    src = ["".join(c["source"]) for c in code_cells("00_tour.ipynb")]
+    training = next(s for s in src if "hist = train(" in s)
+    assert "log(" not in training and "vocab_size" not in training
+    cells = code_cells("01_kv_cache.ipynb")
+    reveal = next(c for c in cells if 'revealed("1.3", prediction_1_3)' in "".join(c["source"]))
+    shown = text_of(reveal)
+    assert "Hidden until you predict" in shown and "exceeds" not in shown and "fits in" not in shown
+    assert not any(o.get("data", {}).get("image/png") for o in reveal["outputs"])

@@ -230,10 +230,25 @@ def test_report_numbers():
     v3 = kv_cache_report("DeepSeek-V3", 4096, dtype="fp8")
     assert v3.ratio_to_mla == 1.0 and v3.bytes_per_token == 35_136 and v3.fits_budget
     text = format_report(kv_cache_report("deepseek-v3", 1024))
-    assert "70.272 KB in BF16" in text and "2.25 groups" in text
+    assert "70.272 KB in BF16" in text and "the cache of 2.25 key/value heads of d_h = 128" in text
     # (256 + 32) / 256 = 1.125 exactly: the readout must not round it to 1.12
     what_if = format_report(kv_cache_report("Qwen2.5-72B", 32768, kv_lora_rank=256, rope_dim=32))
-    assert "GQA with 1.125 groups" in what_if
+    assert "the cache of 1.125 key/value heads of d_h = 128" in what_if
+
+
+def test_readout_uses_the_models_head_size_short_decimals_and_separators():
+    """Learner review (ch00_01): the readout said "groups of 128" for Falcon-7B, whose heads are 64 wide; a typed
+    d_c = 100 gave "0.640625 groups"; large caches had no thousands separators ("138538.47 GB")."""
+    falcon = kv_cache_report("Falcon-7B", 131072)
+    assert falcon.gqa_head_dim == 64 and falcon.mla_equivalent_gqa_groups == 576 / 128 == 4.5
+    assert "the cache of 4.5 key/value heads of d_h = 64 per layer" in format_report(falcon)
+    odd = format_report(kv_cache_report("LLaMA-2-7B", 131072, kv_lora_rank=100))
+    assert "the cache of 0.641 key/value heads" in odd and "0.640625" not in odd     # (100 + 64) / 256
+    huge = kv_cache_report("LLaMA-2-7B", 524288, batch=1024)
+    assert huge.total_gb > 1000 and f"{huge.total_gb:,.2f} GB" in format_report(huge)
+    for name in ("DeepSeek-V3", "Falcon-7B", "LLaMA-3.1-405B", "Qwen2.5-72B"):
+        text = format_report(kv_cache_report(name, 524288, batch=1024, kv_lora_rank=2048, rope_dim=256))
+        assert max(map(len, text.splitlines())) <= 100, text
 
 
 def test_lookup_is_lenient_but_unknown_names_fail():

@@ -131,7 +131,10 @@ def test_bad_input():
         w.context.value = 3000  # not one of the slider's powers of two
     with pytest.raises(TraitError):
         w.model.value = "GPT-9"
-    w.batch.value = -3  # the bounded box clamps instead of computing a negative cache
+    with pytest.raises(TraitError):
+        w.batch.value = 3  # a slider over powers of two: no value outside them (the browser review typed "2.5")
+    with pytest.raises(ValueError, match="batch must be one of"):
+        kv_cache_widget(batch=25)
     assert w.batch.value == 1 and w.last_result.batch == 1
     # an error inside the arithmetic is shown in the readout AND raised, never swallowed
     w.budget_gb = -1.0
@@ -179,7 +182,7 @@ def test_axes_fixed_and_every_line_inside_them():
 def _corner_settings(w):
     """Every min/max combination of the widget's controls (model: the smallest and the largest cache)."""
     models = [list(CONFIGS)[-1], list(CONFIGS)[0]]
-    return itertools.product(models, (w.context.options[0][1], w.context.options[-1][1]), (w.batch.min, w.batch.max),
+    return itertools.product(models, (w.context.options[0][1], w.context.options[-1][1]), (w.batch.options[0][1], w.batch.options[-1][1]),
                              ("bf16", "fp8"), (w.kv_lora_rank.min, w.kv_lora_rank.max),
                              (w.rope_dim.min, w.rope_dim.max))
 

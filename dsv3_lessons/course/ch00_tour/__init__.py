@@ -6,13 +6,13 @@ of an exercise's hint ladder).
 
 The notebook imports everything it uses from here: ``from dsv3_lessons.course.ch00_tour import ...``.
 """
-from dsv3_lessons.course.common.checking import ___, hint
+from dsv3_lessons.course.common.checking import ___, hint, revealed
 from dsv3_lessons.course.common.plots import plot_training_history
 from dsv3_lessons.course.ch00_tour.crosswalk import crosswalk_html
-from dsv3_lessons.course.ch00_tour.exercises import (BUGGY_GENERATE_SOURCE, check_greedy_generate,
-                                                     check_moe_layer_params, check_step0_prediction,
-                                                     check_unigram_entropy_function)
+from dsv3_lessons.course.ch00_tour.exercises import (BUGGY_GENERATE_SOURCE, check_conditional_entropy_function,
+                                                     check_first_step_loss, check_greedy_generate,
+                                                     check_moe_layer_params)
 
-__all__ = ["___", "hint", "plot_training_history", "crosswalk_html", "BUGGY_GENERATE_SOURCE",
-           "check_greedy_generate", "check_moe_layer_params", "check_step0_prediction",
-           "check_unigram_entropy_function"]
+__all__ = ["___", "hint", "revealed", "plot_training_history", "crosswalk_html", "BUGGY_GENERATE_SOURCE",
+           "check_conditional_entropy_function", "check_first_step_loss", "check_greedy_generate",
+           "check_moe_layer_params"]

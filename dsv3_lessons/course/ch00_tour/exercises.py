@@ -3,16 +3,21 @@ never raise and print "not attempted yet" + a nudge, a ✗ diagnosis (with a poi
 
 * 0.1 (variation, code): ``moe_layer_params(cfg) -> (total, per_token)`` for ONE MoE layer's FFN, run on three
   configurations the chapter does not show (:data:`MOE_CASES`) and checked against
-  :func:`dsv3_lessons.model.config.count_parameters`;
-* 0.2 (predict, then run): the validation loss of the untrained model at step 0, written before the training cell
-  and compared with the measured one after it;
-* 0.3 (bug hunt, code): a greedy decoding loop that re-feeds the whole sequence into the latent cache
-  (:data:`BUGGY_GENERATE_SOURCE`); the fixed function is run against :func:`dsv3_lessons.tools.generate.generate`
-  on random prompts, and the calls it makes are recorded to name what is still wrong;
-* 0.4 (code): ``unigram_entropy(ids)`` in nats, checked against H = −Σ p ln p on sequences the chapter never
-  printed (:func:`dsv3_lessons.tools.data.unigram_entropy` is the oracle).
+  :func:`dsv3_lessons.model.config.count_parameters`; the chapter's breakdown does not spell out the gate, so its
+  size (a centroid and a bias per routed expert) and which part of it a token uses are the learner's to find;
+* 0.2 (predict, then run): the TOTAL loss the optimizer sees at its first step (main loss + λ·MTP loss + the balance
+  losses), written before the training cell; the intuitive answer, ln V, is only the first of the three terms;
+* 0.3 (bug hunt, code): a greedy decoding loop that counts the cached tokens one per call
+  (:data:`BUGGY_GENERATE_SOURCE`): right for a one-token prompt (the author's test, shown), wrong from the second
+  new token on for longer prompts. The ✗ on it names only the symptom; the fixed function is run against
+  :func:`dsv3_lessons.tools.generate.generate` on random prompts and the calls it makes are recorded, so a loop
+  that gets the tokens right without using the cache (recomputing, or a fresh cache per step) is named too;
+* 0.4 (variation, code): ``conditional_entropy(ids)``, the loss of the best model that sees exactly ONE previous id
+  (H(next | previous) from the sequence's own adjacent pairs): the unigram entropy of the chapter, one step of
+  context further. Checked on short sequences where the usual slips differ (:data:`ENTROPY_CASES`) against a
+  counting oracle (:func:`conditional_entropy_reference`).
 
-Expected values are computed from configs and libraries, never typed in.
+Expected values are computed from configs, counts and libraries, never typed in.
 """
 from __future__ import annotations
 
@@ -22,8 +27,9 @@ from typing import Any, Callable
 from dsv3_lessons.course.common.checking import (___, Wrong, as_number, call_learner, checker, hint,  # noqa: F401
                                                  is_placeholder)  # (___ and hint are re-exported for the notebook)
 
-__all__ = ["___", "hint", "MOE_CASES", "moe_cases", "check_moe_layer_params", "check_step0_prediction",
-           "BUGGY_GENERATE_SOURCE", "check_greedy_generate", "check_unigram_entropy_function", "ENTROPY_CASES"]
+__all__ = ["___", "hint", "MOE_CASES", "moe_cases", "check_moe_layer_params", "check_first_step_loss",
+           "BUGGY_GENERATE_SOURCE", "check_greedy_generate", "ENTROPY_CASES", "conditional_entropy_reference",
+           "check_conditional_entropy_function"]
 
 
 # ---------------------------------------------------------------------------------------------------------- 0.1
@@ -65,6 +71,11 @@ def _moe_diagnosis(name: str, cfg, got: tuple[float, float], right: tuple[int, i
     e, gate = 3 * d * m, n_r * d + n_r
     where = f"for the {name} (d={d}, width {m}, N_s={n_s}, N_r={n_r}, K_r={k})"
     total, per_token = got
+    e_dense = 3 * d * cfg.intermediate_size
+    if total != right[0] and total in ((n_s + n_r) * e_dense + gate, (n_s + n_r) * e_dense):
+        raise Wrong(f"{where}: your total {total:,.0f} should be {right[0]:,}: an expert's width is "
+                    f"moe_intermediate_size ({m}); intermediate_size ({cfg.intermediate_size:,}) is the width of the "
+                    f"dense FFN of the first layers")
     if total != right[0]:
         wrong_total = {
             n_r * e + gate: "the total misses the shared expert(s): count n_shared_experts of them",
@@ -83,7 +94,9 @@ def _moe_diagnosis(name: str, cfg, got: tuple[float, float], right: tuple[int, i
         raise Wrong(f"{where}: your total {total:,.0f} should be {right[0]:,}: "
                     + wrong_total.get(total, "count every expert the layer holds (shared and routed, each a "
                                              "SwiGLU) and the gate"))
-    wrong_tok = {
+    wrong_tok = {   # (first, so that a later entry with the same value wins: V2's n_group is 8, like V3's K_r)
+        (n_s + cfg.n_group) * e + gate: f"n_group ({cfg.n_group}) is the number of expert groups; the routed "
+                                        f"experts a token runs are num_experts_per_tok ({k})",
         (n_s + n_r) * e + gate: "per token you counted every expert; a token runs only its shared expert(s) and "
                                 "the K_r routed ones it is sent to",
         k * e + gate: "per token you left out the shared expert(s): every token goes through them",
@@ -94,6 +107,9 @@ def _moe_diagnosis(name: str, cfg, got: tuple[float, float], right: tuple[int, i
                               "(num_experts_per_tok), not always 8",
         (1 + k) * e + gate: "the number of shared experts is a field of the config (n_shared_experts), not "
                             "always 1",
+        (n_s + cfg.topk_group) * e + gate: f"topk_group ({cfg.topk_group}) is how many expert GROUPS a token may "
+                                           f"reach; the routed experts it runs are num_experts_per_tok ({k})",
+        (n_s + k) * e_dense + gate: f"an expert's width is moe_intermediate_size ({m}), not intermediate_size",
     }
     return (f"{where}: your per-token count {per_token:,.0f} should be {right[1]:,}: "
             + wrong_tok.get(per_token, "count what one token runs: its shared and selected experts, and the gate"))
@@ -113,7 +129,8 @@ def check_moe_layer_params(fn: Callable[[Any], Any]):
     Run on every config of :data:`MOE_CASES`; the total is compared with ``count_parameters(cfg).moe_layer`` and
     the per-token count with that total minus the N_r − K_r routed experts a token skips. Typical slips are
     named: a missing shared expert, gate or bias, two-matrix experts, the gate counted per selected expert,
-    V3's numbers (1 shared, 256 routed, 8 per token) hard-coded, the pair swapped.
+    V3's numbers (1 shared, 256 routed, 8 per token) hard-coded, the dense FFN's width (``intermediate_size``)
+    or the group counts (``topk_group``, ``n_group``) read in place of the expert fields, the pair swapped.
     """
     if not callable(fn):
         raise Wrong(f"pass your function itself (moe_layer_params), not {type(fn).__name__}")
@@ -135,66 +152,100 @@ def check_moe_layer_params(fn: Callable[[Any], Any]):
 
 
 # ---------------------------------------------------------------------------------------------------------- 0.2
-@checker("0.2", hint="before any training the weights are random and small: how much probability does the model "
-                     "give each of the V characters, and what is the cross-entropy of that?",
-         more=["The untrained model has no reason to prefer any character: its prediction is (close to) uniform.",
-               "The cross-entropy of one prediction is -ln(probability given to the right character), in nats."])
-def check_step0_prediction(prediction, measured):
-    """Exercise 0.2: the learner's prediction (nats per character) of the untrained model's validation loss,
-    compared after the run with ``measured`` (``hist.val_loss[0]``). The expected value is ln V (a uniform
-    prediction over the V = 84 characters); a prediction within 0.15 nats of the measured loss or of ln V is right.
+def _first_step_terms(hist) -> tuple[float, float, float, float]:
+    """(total, main, MTP, balance) losses of the first optimizer step of a History (nats per token)."""
+    try:
+        return tuple(float(getattr(hist, name)[0]) for name in ("loss", "main_loss", "mtp_loss", "aux_loss"))
+    except (AttributeError, IndexError, TypeError):
+        raise Wrong(f"pass the training History (hist) as the second argument, got {type(hist).__name__}") from None
+
+
+@checker("0.2", hint="which number does the optimizer minimise (read the list of terms above the training cell), "
+                     "and what does an untrained model pay for each term?",
+         more=["The number train() minimises is not the cross-entropy of the main model alone: it is the weighted "
+               "sum of the three terms listed in the Training section.",
+               "The MTP module is as untrained as the main model. What does a model that knows nothing pay per "
+               "character, whichever character it is asked to predict?",
+               "The balance loss of a layer is about its weight alpha when the routing is even; compare that with "
+               "the other two terms before you count it."])
+def check_first_step_loss(prediction, hist, vocab_size: int = 84):
+    """Exercise 0.2 (predict, then run): the learner's prediction of the TOTAL training loss of the first optimizer
+    step (``hist.loss[0]``, nats per token): L_main + λ·L_MTP + Σ L_bal of the untrained model on the first batch.
+
+    An untrained model predicts about uniformly over the V characters, and so does its untrained MTP module, so the
+    expected value is (1 + λ)·ln V (λ = 0.3 in the chapter's run; the balance losses add about α = 10⁻⁴ per MoE
+    layer). A prediction within 0.2 nats of the measured total, or of (1 + λ)·ln V, is right. Named slips: ln V
+    (the main loss alone), 2 ln V (λ taken as 1), (1 + 0.1)·ln V (V3's later λ), ln V + λ (λ added, not a weight),
+    the unigram entropy instead of ln V, bits, a probability, a negative loss.
     """
     x = as_number(prediction, "your prediction (nats per character)")
-    seen = as_number(measured, "the measured step-0 loss (hist.val_loss[0])")
-    vocab = 84
-    ln_v = math.log(vocab)
-    if abs(x - ln_v) <= 0.15 or abs(x - seen) <= 0.15:
-        return (f"predicted {x:.2f}, measured {seen:.2f} nats/char. An untrained model spreads its probability "
-                f"about evenly over the {vocab} characters, so it pays -ln(1/{vocab}) = ln {vocab} = {ln_v:.2f} per "
-                f"character; the small gap to the measured loss is the random initial weights, which make the "
-                f"first predictions slightly uneven (never better than uniform on average).")
-    gap = f"you predicted {x:.2f}, the run measured {seen:.2f} nats/char"
-    if math.isclose(x, math.log2(vocab), abs_tol=0.1):
-        raise Wrong(f"{gap}: {x:.2f} is log2({vocab}), in bits; the course measures losses in nats (natural log)")
-    if 3.0 <= x <= 3.6:
-        raise Wrong(f"{gap}: that is about the unigram entropy, the loss of a model that already KNOWS how often "
-                    f"each letter occurs; at step 0 the model has seen no text at all")
-    if math.isclose(x, math.log(129_280), abs_tol=0.2):
-        raise Wrong(f"{gap}: that is ln of DeepSeek-V3's vocabulary (129,280 tokens); this model has {vocab} "
-                    f"characters")
-    if x <= 0.05:
-        raise Wrong(f"{gap}: a loss of 0 means the model is certain and right every time; an untrained model "
-                    f"knows nothing")
-    if math.isclose(x, vocab, rel_tol=0.05) or math.isclose(x, 1 / vocab, rel_tol=0.05):
-        raise Wrong(f"{gap}: the loss is -ln of the probability the model gives the right character, not the "
-                    f"number of characters or the probability itself")
-    raise Wrong(f"{gap}: your guess is {'too high' if x > seen else 'too low'}; think of the probability an "
-                f"untrained model gives each of the {vocab} characters")
+    total, main, mtp, bal = _first_step_terms(hist)
+    v = int(as_number(vocab_size, "vocab_size"))
+    ln_v = math.log(v)
+    lam = (total - main - bal) / mtp if mtp else 0.0
+    expected = (1 + lam) * ln_v
+    measured = (f"the first step measured {total:.2f} = {main:.2f} (main) + {lam:.1f} x {mtp:.2f} (MTP) + "
+                f"{bal:.4f} (balance)")
+    if abs(x - total) <= 0.2 or abs(x - expected) <= 0.2:
+        return (f"predicted {x:.2f}; {measured} nats/char. Both the main model and the MTP module start out knowing "
+                f"nothing, so each pays about ln {v} = {ln_v:.2f} per character; the optimizer minimises the main "
+                f"loss plus {lam:.1f} times the MTP loss, so about {1 + lam:.1f} x {ln_v:.2f} = {expected:.2f}. The "
+                f"balance losses are about alpha per MoE layer, too small to see at this precision.")
+    gap = f"you predicted {x:.2f}; {measured}"
+    if x < 0:
+        raise Wrong(f"{gap}: a cross-entropy is -ln of a probability, never negative")
+    if abs(x - ln_v) <= 0.1 or abs(x - main) <= 0.1:
+        raise Wrong(f"{gap}: {x:.2f} is what the main model alone pays at step 0; the number the optimizer "
+                    f"minimises has more than one term")
+    if abs(x - 2 * ln_v) <= 0.2:
+        raise Wrong(f"{gap}: you counted the MTP loss with weight 1; read its weight in this run's loss")
+    if abs(x - 1.1 * ln_v) <= 0.1:
+        raise Wrong(f"{gap}: a weight of 0.1 on the MTP loss is what V3 switches to late in training; this run "
+                    f"uses the weight given in the Training section")
+    if abs(x - (ln_v + lam)) <= 0.05:
+        raise Wrong(f"{gap}: the weight multiplies the MTP loss; it is not a loss of its own")
+    if any(abs(x - k * math.log2(v)) <= 0.2 for k in (1, 1 + lam, 2)):
+        raise Wrong(f"{gap}: that is in bits (log2); the course measures losses in nats (natural log)")
+    if 3.0 <= x <= 3.6 or abs(x - (1 + lam) * 3.3) <= 0.15:
+        raise Wrong(f"{gap}: that is built on the unigram entropy, the loss of a model that already KNOWS how "
+                    f"often each letter occurs; at step 0 neither the model nor its MTP module has seen any text")
+    if x == 0:
+        raise Wrong(f"{gap}: a loss of 0 means the model is certain and right every time; an untrained model knows "
+                    f"nothing")
+    if x <= 0.05 or math.isclose(x, (1 + lam) / v, rel_tol=0.1):
+        raise Wrong(f"{gap}: {x:g} looks like a probability; the loss is -ln of the probability given to the right "
+                    f"character")
+    if math.isclose(x, v, rel_tol=0.05):
+        raise Wrong(f"{gap}: {x:g} is the number of characters; the loss is -ln of the probability the model "
+                    f"gives the right one")
+    raise Wrong(f"{gap}: your guess is {'too high' if x > total else 'too low'}; think of what an untrained "
+                f"model pays per character, and of every term the optimizer adds up")
 
 
 # ---------------------------------------------------------------------------------------------------------- 0.3
-#: The buggy decoding loop exercise 0.3 shows (one line is wrong: it re-feeds the whole sequence into the cache).
+#: The decoding loop exercise 0.3 shows (one line is wrong: after the prefill it counts one cached token, not T).
 BUGGY_GENERATE_SOURCE = '''\
 def greedy_generate(model, prompt, n_new):
-    """Greedy decoding with the latent cache: prompt [T] token ids -> [T + n_new] ids."""
-    ids = prompt[None]                                         # [1, T]
+    """Greedy decoding on the latent cache: prompt [T] token ids -> [T + n_new] ids."""
+    ids = prompt[None]                                      # [1, T]
     cache = model.new_cache(1, model.cfg.max_position_embeddings)
-    logits = model(ids, cache=cache).logits[:, -1]             # prefill: the cache now holds the prompt
+    seen = 0                                                # tokens the cache holds
     for _ in range(n_new):
-        nxt = logits.argmax(dim=-1, keepdim=True)              # [1, 1]: the most likely next token
-        ids = torch.cat([ids, nxt], dim=1)
-        logits = model(ids, cache=cache).logits[:, -1]         # one decoding step
+        logits = model(ids[:, seen:], cache=cache).logits   # feed what the cache has not seen
+        seen += 1
+        ids = torch.cat([ids, logits[:, -1:].argmax(-1)], dim=1)
     return ids[0]
 '''
 
 
 class _Recorder:
-    """Wraps a model: forwards everything and records, for each call, the number of tokens fed and how many the
-    cache held before (None without a cache)."""
+    """Wraps a model: forwards everything and records, for each call, the number of tokens fed, how many the
+    cache held before (None without a cache) and which cache object it was."""
 
     def __init__(self, model):
         self._model = model
         self.calls: list[tuple[int, int | None]] = []
+        self.caches: list[int] = []
 
     def __getattr__(self, name):
         return getattr(self._model, name)
@@ -202,6 +253,8 @@ class _Recorder:
     def __call__(self, input_ids, *args, cache=None, **kwargs):
         held = cache[0].length if cache is not None else None
         self.calls.append((int(input_ids.shape[-1]), held))
+        if cache is not None and id(cache) not in self.caches:
+            self.caches.append(id(cache))
         return self._model(input_ids, *args, cache=cache, **kwargs)
 
 
@@ -211,26 +264,35 @@ def _bug_hunt_model():
     from dsv3_lessons.model.config import tiny
     from dsv3_lessons.model.deepseek_v3 import DeepSeekV3
 
+    # weights 20x larger than the usual initialisation make the output depend strongly on the whole context (so
+    # a corrupted cache changes the tokens), and a larger head makes every greedy pick win by a wide margin (at
+    # least 0.5 in the logits on these trials), so the picks do not depend on the CPU's rounding
     torch.manual_seed(7)
-    model = DeepSeekV3(tiny(vocab_size=24)).eval()
-    with torch.no_grad():   # larger logits than at initialisation, so greedy picks differ from token to token
-        model.lm_head.weight.mul_(40.0)
+    model = DeepSeekV3(tiny(vocab_size=24, initializer_range=0.4)).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(10.0)
     return model
 
 
-@checker("0.3", hint="run it: the checker compares it with the library's generate. Then ask what the cache already "
-                     "holds when each step starts, and what the step should feed.",
-         more=["After the prefill the cache holds the prompt. What should one decoding step add to it?",
-               "Count the tokens in the cache after each step, with the code as given and with a correct loop.",
-               "A step with a cache needs only the token it has just chosen; the cache supplies the rest."])
+#: (prompt length, new tokens) of the checker's trials: a one-token prompt first (the author's test), then longer
+GENERATE_TRIALS = ((1, 8), (6, 5), (3, 8), (9, 4))
+
+
+@checker("0.3", hint="run it: the checker compares it with the library's generate on prompts of several lengths. "
+                     "Then follow `seen` and the cache through the first two calls for a prompt of 3 tokens.",
+         more=["Write down, for a 3-token prompt, how many tokens each call feeds and how many the cache holds "
+               "before and after it.",
+               "After the first call, how many tokens does the cache hold, and what does `seen` say?",
+               "`seen` must always equal the number of tokens the cache holds; each call adds as many as it fed."])
 def check_greedy_generate(fn: Callable[..., Any]):
     """Exercise 0.3 (bug hunt): ``fn(model, prompt [T], n_new) -> ids [T + n_new]`` must decode greedily with
-    the latent cache, feeding each step only the newest token.
+    the latent cache: one prefill of the prompt, then one token per call, all into the same cache.
 
-    Oracle: :func:`dsv3_lessons.tools.generate.generate` (greedy) on a seeded tiny model, four random prompts.
-    The model is wrapped to record what each call fed, so the message names the fault: the whole sequence
-    re-fed into the cache (the bug as shown), one token fed without the cache, a correct result computed
-    without the cache at all, a wrong number of tokens returned.
+    Oracle: :func:`dsv3_lessons.tools.generate.generate` (greedy) on a seeded tiny model, on the prompts of
+    :data:`GENERATE_TRIALS` (a one-token prompt first: the bug as shown passes it). Wrong tokens get a symptom
+    (which prompts, from which new token on), never the cause; right tokens from a loop that does not use the cache
+    as a cache -- the whole sequence recomputed without it, a fresh cache per step, one token fed without a cache,
+    tokens re-fed into a cache that holds them -- get named, as does a wrong number of ids.
     """
     import torch
 
@@ -240,7 +302,8 @@ def check_greedy_generate(fn: Callable[..., Any]):
         raise Wrong(f"pass your function itself (greedy_generate), not {type(fn).__name__}")
     model = _bug_hunt_model()
     gen = torch.Generator().manual_seed(3)
-    for trial, (t, n_new) in enumerate([(6, 5), (3, 8), (9, 4), (5, 7)]):
+    passed: list[int] = []
+    for t, n_new in GENERATE_TRIALS:
         prompt = torch.randint(0, model.cfg.vocab_size, (t,), generator=gen)
         rec = _Recorder(model)
         with torch.no_grad():
@@ -249,91 +312,159 @@ def check_greedy_generate(fn: Callable[..., Any]):
         if not isinstance(got, torch.Tensor):
             raise Wrong(f"return the token ids as a tensor [T + n_new], got {type(got).__name__}")
         got = got.reshape(-1)
-        cached = [(fed, held) for fed, held in rec.calls if held is not None]
-        refed = [(fed, held) for fed, held in cached if held > 0 and fed > 1]
-        if refed:
-            fed, held = refed[0]
-            total = sum(f for f, _ in cached)
-            raise Wrong(f"for a {t}-token prompt and {n_new} new tokens your outputs "
-                        f"{'differ from' if not torch.equal(got, right) else 'happen to match'} the library's; "
-                        f"a decoding step fed {fed} tokens to a cache that already held {held}, and the cache "
-                        f"ends up holding {total} tokens for a sequence of {t + n_new}")
         if got.numel() != t + n_new:
             raise Wrong(f"for a {t}-token prompt and {n_new} new tokens return {t + n_new} ids (prompt included), "
                         f"got {got.numel()}")
-        uncached_steps = [fed for fed, held in rec.calls[1:] if held is None]
-        if uncached_steps and max(uncached_steps) > 1:
-            raise Wrong(("right tokens, but" if torch.equal(got, right) else "your tokens differ from the library's, and")
-                        + f" {len(uncached_steps)} steps re-ran the whole sequence without the cache (up to "
-                        f"{max(uncached_steps)} tokens per step: the work grows with the sequence); the exercise is to "
-                        f"decode with the cache")
-        if uncached_steps:
-            raise Wrong(f"{len(uncached_steps)} decoding steps fed one token but no cache (cache=...), so they saw "
-                        f"none of the earlier tokens" + ("" if torch.equal(got, right) else
-                                                           "; your ids differ from the library's"))
         if not torch.equal(got, right):
-            i = int((got != right).nonzero()[0]) if got.shape == right.shape else 0
-            raise Wrong(f"for a {t}-token prompt your ids first differ from the library's at position {i} "
-                        f"(yours {int(got[i])}, library {int(right[i])}); calls made (tokens fed, tokens already "
-                        f"cached): {rec.calls}")
-    return ("right on four prompts: prefill once, then one token per step; the cache grows by exactly one "
-            "token per step, so the work per step no longer grows with the sequence.")
+            blind = [fed for fed, held in rec.calls[1:] if held is None]
+            if blind and max(blind) == 1:
+                raise Wrong(f"{len(blind)} decoding steps fed one token but no cache (cache=...), so they saw none "
+                            f"of the earlier tokens; your ids differ from the library's")
+            i = int((got != right).nonzero()[0])
+            earlier = (f"right for a {passed[0]}-token prompt, but " if passed else "")
+            where = (f"from new token {i - t + 1} on (position {i})" if i >= t else
+                     f"already inside the prompt (position {i}): return the prompt unchanged before the new ids")
+            raise Wrong(f"{earlier}for a {t}-token prompt and {n_new} new tokens your ids differ from the "
+                        f"library's {where}: yours {got[t:].tolist()}, library {right[t:].tolist()}")
+        passed.append(t)
+        cached = [(fed, held) for fed, held in rec.calls if held is not None]
+        uncached = [fed for fed, held in rec.calls[1:] if held is None]
+        if len(rec.caches) > 1:
+            raise Wrong(f"right tokens, but your loop made {len(rec.caches)} caches for one {t}-token prompt: each "
+                        f"step fills a new cache from scratch, so the work per step grows with the sequence; keep "
+                        f"one cache and add one token per step")
+        if uncached and max(uncached) > 1:
+            raise Wrong(f"right tokens, but {len(uncached)} steps re-ran the whole sequence without the cache (up to "
+                        f"{max(uncached)} tokens per step: the work grows with the sequence); the exercise is to "
+                        f"decode with the cache")
+        refed = [(fed, held) for fed, held in cached if held > 0 and fed > 1]
+        if refed:
+            fed, held = refed[0]
+            raise Wrong(f"right tokens this time, but a step fed {fed} tokens to a cache that already held {held}: "
+                        f"only the token just chosen is new")
+    return ("right for prompts of 1 to 9 tokens: one prefill, then one token per step into the same cache, so a "
+            "step's work no longer grows with the sequence.")
 
 
 # ---------------------------------------------------------------------------------------------------------- 0.4
-#: Sequences of token ids the checker of exercise 0.4 scores (none of them appears in the chapter).
+#: Sequences of token ids the checker of exercise 0.4 scores (none of them appears in the chapter). Short on
+#: purpose: there the last id (which starts no pair) changes the counts, and the usual slips give distinct numbers.
 ENTROPY_CASES: dict[str, list[int]] = {
-    "skewed": [0] * 6 + [1] * 3 + [2],
-    "one symbol": [7] * 5,
-    "uniform over 4": [3, 1, 4, 0] * 3,
-    "sparse ids": [2, 40, 40, 83, 83, 83, 83, 2],
+    "a cycle": [0, 1, 2] * 4,
+    "one repeated id": [5] * 6,
+    "skewed": [0, 0, 1, 0, 2, 0, 0, 1, 1, 0, 2, 2],
+    "sparse ids": [2, 40, 40, 83, 2, 83, 83, 2, 40],
+    "one pair": [3, 7],
 }
 
 
-def _oracle_entropy(ids: list[int]) -> float:
-    from dsv3_lessons.tools.data import unigram_entropy
+def conditional_entropy_reference(ids) -> float:
+    """H(next | previous) in nats of a 1-D id sequence, from its N − 1 adjacent pairs (a, b):
+    −Σ_{a,b} p(a, b) ln p(b | a), with p(a, b) = count(a, b) / (N − 1) and p(b | a) = count(a, b) / count(a as the
+    FIRST id of a pair). Counted with :class:`collections.Counter` over Python ints (an oracle independent of any
+    tensor code). Raises ValueError for fewer than two ids."""
+    import collections
 
-    return unigram_entropy(ids)
+    seq = [int(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids)]
+    if len(seq) < 2:
+        raise ValueError(f"need at least two ids (one pair), got {len(seq)}")
+    pairs = collections.Counter(zip(seq[:-1], seq[1:]))
+    first = collections.Counter(seq[:-1])
+    n = len(seq) - 1
+    return -sum(c / n * math.log(c / first[a]) for (a, _), c in pairs.items())
 
 
-@checker("0.4", hint="the entropy weighs the surprise -ln p_c of each distinct id c by how often c occurs",
-         more=["Count how often each distinct id occurs, and turn the counts into shares p_c that sum to 1.",
-               "Only ids that occur belong in the sum: an id that never occurs contributes nothing "
-               "(and 0·ln 0 would be NaN in floating point).",
-               "Use the natural log (nats), and mind the minus sign: H is never negative."])
-def check_unigram_entropy_function(fn: Callable[[Any], Any]):
-    """Exercise 0.4: ``fn(ids)`` (a 1-D ``torch.long`` tensor) must return H = −Σ_c p_c ln p_c in nats.
+def _entropy_slips(seq: list[int]) -> dict[str, float]:
+    """What the usual slips return for ``seq`` (name -> value)."""
+    import collections
 
-    Checked on :data:`ENTROPY_CASES` against :func:`dsv3_lessons.tools.data.unigram_entropy`; common slips
-    (bits instead of nats, a missing minus sign, ln of the number of distinct ids, counts not normalised,
-    0·ln 0 = NaN from ids that never occur) are named.
+    n_pairs = len(seq) - 1
+    pairs = collections.Counter(zip(seq[:-1], seq[1:]))
+    first, second, every = (collections.Counter(seq[:-1]), collections.Counter(seq[1:]),
+                            collections.Counter(seq))
+
+    def h(counter, n):
+        return -sum(c / n * math.log(c / n) for c in counter.values())
+
+    right = conditional_entropy_reference(seq)
+    per_context = {a: -sum(c / first[a] * math.log(c / first[a]) for (x, _), c in pairs.items() if x == a)
+                   for a in first}
+    return {
+        "joint": h(pairs, n_pairs),
+        "unigram": h(every, len(seq)),
+        "all-N marginal": h(pairs, n_pairs) - h(every, len(seq)),
+        "all-N denominator": -sum(c / n_pairs * math.log(c / every[a]) for (a, _), c in pairs.items()),
+        "second marginal": h(pairs, n_pairs) - h(second, n_pairs),
+        "unweighted": sum(per_context.values()) / len(per_context),
+        "summed": sum(per_context.values()),
+        "bits": right / math.log(2),
+        "sign": -right,
+    }
+
+
+_SLIP_MESSAGES = {
+    "joint": "that is the entropy of the PAIRS (how surprising a pair is), not of the next id once the previous one "
+             "is known; a pair's surprise includes the surprise of its first id, which the model is given",
+    "unigram": "that is the unigram entropy: it ignores the previous id",
+    "all-N marginal": "the entropy of the first ids must be counted over the same N − 1 pairs: the last id of the "
+                      "sequence starts no pair",
+    "all-N denominator": "p(b | a) divides by how often a STARTS a pair; counting a over all N positions includes "
+                         "the last id, which starts none, so the shares of a context no longer sum to 1",
+    "second marginal": "you subtracted the entropy of the SECOND ids of the pairs; the model is given the first id, "
+                       "so that is the one to condition on",
+    "unweighted": "you averaged the contexts' entropies with equal weights; a context that occurs more often "
+                  "counts more (weigh it by its share of the pairs)",
+    "summed": "you summed the contexts' entropies; weigh each by its share of the pairs, so they average",
+    "bits": "that is in bits (log2); the course measures losses in nats (natural log)",
+    "sign": "the sign is flipped: an entropy is never negative",
+}
+
+
+@checker("0.4", hint="the model is told the previous id: what is the surprise of the next one then, and how often "
+                     "does each (previous, next) pair occur?",
+         more=["Count the adjacent pairs (previous, next). There are N − 1 of them.",
+               "For a given previous id a, the next id's shares are the counts of the pairs that start with a, "
+               "divided by how many pairs start with a.",
+               "Average the surprise -ln of those shares over all N − 1 pairs (a frequent pair counts often). "
+               "Only pairs that occur belong in the sum."])
+def check_conditional_entropy_function(fn: Callable[[Any], Any], held_out=None):
+    """Exercise 0.4: ``fn(ids)`` (a 1-D ``torch.long`` tensor of N ≥ 2 ids) must return H(next | previous) in nats,
+    from the sequence's own N − 1 adjacent pairs (:func:`conditional_entropy_reference`).
+
+    Checked on :data:`ENTROPY_CASES`; the slips of :data:`_SLIP_MESSAGES` (the joint entropy, the unigram entropy,
+    the marginal or the denominator counted over all N ids, conditioning on the second id, an unweighted or summed
+    average over contexts, bits, the sign) and 0·ln 0 = NaN are named. With ``held_out`` (ids) the ✓ line also gives
+    the reference value there next to its unigram entropy.
     """
     import torch
 
     if not callable(fn):
-        raise Wrong(f"pass your function itself (unigram_entropy), not {type(fn).__name__}")
+        raise Wrong(f"pass your function itself (conditional_entropy), not {type(fn).__name__}")
     for name, ids in ENTROPY_CASES.items():
         got = call_learner(fn, torch.tensor(ids, dtype=torch.long))
         raw = got.item() if isinstance(got, torch.Tensor) and got.numel() == 1 else got
         if isinstance(raw, float) and math.isnan(raw):
-            raise Wrong(f"for the '{name}' ids {ids} you return NaN: an id with count 0 gives 0·ln 0 = 0·(-inf) = "
-                        f"NaN in floating point (bincount counts every id up to the largest); sum only over the "
-                        f"ids that occur")
+            raise Wrong(f"for the '{name}' ids {ids} you return NaN: a count of 0 gives 0·ln 0 = 0·(-inf) = NaN in "
+                        f"floating point (a table over every possible pair holds many zeros); sum only over the "
+                        f"pairs that occur")
         got = as_number(got, f"what your function returns for the '{name}' case")
-        right = _oracle_entropy(ids)
-        if math.isclose(got, right, rel_tol=1e-5, abs_tol=1e-9):
+        right = conditional_entropy_reference(ids)
+        if math.isclose(got, right, rel_tol=1e-5, abs_tol=1e-7):
             continue
         where = f"for the '{name}' ids {ids} you return {got:.4f}, expected {right:.4f} nats"
-        distinct = len(set(ids))
-        if right and math.isclose(got, right / math.log(2), rel_tol=1e-5):
-            raise Wrong(f"{where}: that is in bits (log2); the course measures losses in nats (natural log)")
-        if right and math.isclose(got, -right, rel_tol=1e-5):
-            raise Wrong(f"{where}: the sign is flipped: H = -Σ p ln p is never negative")
-        if math.isclose(got, math.log(distinct), rel_tol=1e-5):
-            raise Wrong(f"{where}: that is ln(number of distinct ids), the entropy of a UNIFORM distribution; "
-                        f"weight each -ln p_c by its frequency p_c")
-        counts = [ids.count(c) for c in set(ids)]
-        if math.isclose(got, -sum(c * math.log(c) for c in counts), rel_tol=1e-5):
-            raise Wrong(f"{where}: divide the counts by len(ids) to get probabilities before taking logs")
-        raise Wrong(f"{where}: weigh each distinct id's -ln p_c by its share p_c of the sequence")
-    return "right on all four sequences (nats, natural log)."
+        for slip, value in _entropy_slips(ids).items():
+            if not math.isclose(value, right, rel_tol=1e-5, abs_tol=1e-7) and \
+                    math.isclose(got, value, rel_tol=1e-5, abs_tol=1e-7):
+                raise Wrong(f"{where}: {_SLIP_MESSAGES[slip]}")
+        raise Wrong(f"{where}: average, over the N − 1 adjacent pairs, the surprise of the next id given the "
+                    f"previous one")
+    done = f"right on all {len(ENTROPY_CASES)} sequences (nats)."
+    if held_out is None:
+        return done
+    from dsv3_lessons.tools.data import unigram_entropy
+
+    h1 = unigram_entropy(held_out)
+    h2 = conditional_entropy_reference(held_out)
+    return (f"{done} On the held-out plays, knowing the previous character lowers the best possible loss from "
+            f"{h1:.2f} (unigram) to {h2:.2f} nats/char. Compare the trained model's held-out loss printed in "
+            f"the Training section: below {h2:.2f} means it uses more than one character of context.")

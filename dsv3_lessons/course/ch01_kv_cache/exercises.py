@@ -6,13 +6,14 @@
   any ``config.json``, including what the chapter does not show -- sliding-window layers (Mistral-7B v0.1: every
   layer; Gemma-2: every other layer), missing ``head_dim`` / ``num_key_value_heads`` fields, and MLA -- checked on
   four published configurations (:data:`EXERCISE_CONFIGS`) at two context lengths and two element sizes;
-* 1.2 (bug hunt, code): a decoding step on a pre-allocated cache that lets the unused slots into the softmax
-  (:data:`BUGGY_DECODE_SOURCE`; SPEC pitfall "unused cache slots in the softmax"); the fixed function is run
-  against ``torch.nn.functional.scaled_dot_product_attention`` on random inputs, with the unused slots holding
-  zeros and then NaN;
+* 1.2 (bug hunt, code): the newest token's attention written with a ``repeat_kv`` helper that tiles the key/value
+  heads (``Tensor.repeat``) instead of giving each its block of g consecutive query heads
+  (:data:`BUGGY_ATTENTION_SOURCE`). Its author tested MHA and MQA, the two head counts where tiling and blocking
+  agree; the checker adds GQA shapes and states only the symptom (which query heads differ);
 * 1.3 (predict, then run): how many of the chapter's seven models fit the KV cache of 8 sequences of 128K
-  tokens in one 80 GB accelerator, written before the plot that shows it;
-* 1.4 (explain with a number): the ``kv_lora_rank`` that gives MLA the cache of GQA with 8 key/value heads.
+  tokens in one 80 GB accelerator, written before the plot that shows it (the plot stays hidden until then);
+* 1.4 (explain with a number, two steps): from which context length on one DeepSeek-V3 sequence caches more than
+  one Mistral-7B v0.1 sequence, whose sliding window stops its cache at 4,096 tokens.
 
 Every expected value is computed here from the configs and the closed-form cache formula (2·n_kv·d_h·l·b, or
 (d_c + d_h^R)·l·b for MLA; V2 report arXiv 2405.04434 Table 1), never typed in.
@@ -26,8 +27,9 @@ from dsv3_lessons.course.common.checking import (___, Wrong, as_number, call_lea
                                                  is_placeholder)  # (___ and hint are re-exported for the notebook)
 
 __all__ = ["___", "hint", "EXERCISE_CONFIGS", "MISTRAL_7B", "EXERCISE_CONTEXTS", "reference_cache_bytes",
-           "check_kv_cache_bytes_function", "BUGGY_DECODE_SOURCE", "check_decode_step", "PREDICTION_SETTING",
-           "models_that_fit", "check_fit_prediction", "check_mla_rank_for_gqa_heads"]
+           "check_kv_cache_bytes_function", "BUGGY_ATTENTION_SOURCE", "GQA_SHAPES", "check_last_token_attention",
+           "PREDICTION_SETTING", "models_that_fit", "check_fit_prediction", "window_crossover",
+           "check_window_crossover"]
 
 
 # ---------------------------------------------------------------------------------------------------------- 1.1
@@ -170,10 +172,10 @@ def check_kv_cache_bytes_function(fn: Callable[[dict, int, int], Any]):
                     got = call_learner(fn, dict(cfg), context, b)
                 except KeyError as exc:
                     field = exc.args[0] if exc.args else "?"
-                    default = {"head_dim": "hidden_size // num_attention_heads",
-                               "num_key_value_heads": "num_attention_heads",
+                    default = {"head_dim": "it is hidden_size // num_attention_heads",
+                               "num_key_value_heads": "it equals num_attention_heads (MHA)",
                                "layer_types": "every layer slides",
-                               "sliding_window": "no window: every layer keeps every token"}.get(field)
+                               "sliding_window": "there is no window: every layer keeps every token"}.get(field)
                     tip = f"; when it is missing, {default}" if default else ""
                     raise Wrong(f"{name}'s config has no field {field!r}{tip} (use config.get)") from None
                 if is_placeholder(got):
@@ -182,107 +184,104 @@ def check_kv_cache_bytes_function(fn: Callable[[dict, int, int], Any]):
                 right = reference_cache_bytes(cfg, context, b)
                 if value != right:
                     raise Wrong(_diagnose_1_1(name, cfg, context, b, value, right, fn))
-    mistral = reference_cache_bytes(MISTRAL_7B, 32_768, 2)
-    gemma = reference_cache_bytes(EXERCISE_CONFIGS["Gemma-2-9B"], 8192, 2)
-    return (f"right for all {len(EXERCISE_CONFIGS)} configs, both contexts, BF16 and FP8. With its window, "
-            f"Mistral-7B v0.1 holds {mistral / 1e9:.2f} GB at 32K tokens, not {32_768 / 4096:.0f}x that; Gemma-2-9B "
-            f"{gemma / 1e9:.2f} GB at 8K (its global layers keep everything).")
+    gemma = [reference_cache_bytes(EXERCISE_CONFIGS["Gemma-2-9B"], c, 2) for c in (8192, 65_536)]
+    return (f"right for all {len(EXERCISE_CONFIGS)} configs, both contexts, BF16 and FP8. Gemma-2-9B's window "
+            f"halves the growth, it does not stop it: {gemma[0] / 1e9:.2f} GB at 8K, {gemma[1] / 1e9:.2f} GB at 64K "
+            f"(its global layers keep every token).")
 
 
 # ---------------------------------------------------------------------------------------------------------- 1.2
-#: The decoding step exercise 1.2 shows (one line is wrong: it attends over the whole pre-allocated buffer).
-BUGGY_DECODE_SOURCE = '''\
-def decode_step(q, k_new, v_new, cache_k, cache_v, length):
-    """One MHA decoding step on a pre-allocated cache.
-
-    q, k_new, v_new: [n_h, d_h] for the new token; cache_k, cache_v: [max_len, n_h, d_h] buffers whose first
-    `length` rows hold the earlier tokens. Returns the new token's output [n_h, d_h] and the new length."""
-    cache_k[length], cache_v[length] = k_new, v_new            # append the new token's key and value
-    length += 1
-    scores = torch.einsum("hd,jhd->hj", q, cache_k) / q.shape[-1] ** 0.5   # [n_h, max_len]
-    probs = scores.softmax(dim=-1)
-    return torch.einsum("hj,jhd->hd", probs, cache_v), length
-'''
+#: The attention step exercise 1.2 shows (one line is wrong: ``repeat`` tiles the key/value heads, so query head i
+#: reads key/value head i % n_kv instead of i // g). Right whenever n_kv = n_h or n_kv = 1.
+BUGGY_ATTENTION_SOURCE = """\
+def repeat_kv(kv, n_rep):
+    \"\"\"[T, n_kv, d_h] -> [T, n_kv * n_rep, d_h]: a copy of each key/value head per query head.\"\"\"
+    return kv.repeat(1, n_rep, 1)
 
 
-def _reference_decode(q, k, v):
-    """Causal attention of every position over the earlier ones: ``[T, n_h, d_h]`` each -> ``[T, n_h, d_h]``."""
-    import torch.nn.functional as F
+def last_token_attention(q, k, v):
+    \"\"\"The newest token's output [n_h, d_h]. q [n_h, d_h]; k, v [T, n_kv, d_h]: the cache.\"\"\"
+    n_rep = q.shape[0] // k.shape[1]
+    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)            # [T, n_h, d_h]
+    scores = (k * q).sum(-1) / q.shape[-1] ** 0.5              # [T, n_h]
+    return (scores.softmax(dim=0)[:, :, None] * v).sum(0)      # [n_h, d_h]
+"""
 
-    out = F.scaled_dot_product_attention(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), is_causal=True)
-    return out.transpose(0, 1)
+#: (n_h, n_kv, T) of the checker's trials: MHA and MQA first (what the author tested), then GQA of several sizes
+GQA_SHAPES = ((8, 8, 5), (8, 1, 7), (8, 2, 6), (12, 4, 9), (6, 3, 4), (16, 4, 3))
 
 
-@checker("1.2", hint="run it: the checker compares it with causal attention. Then ask which rows of the buffer hold "
-                     "a token when the step computes its scores.",
-         more=["The buffers have max_len rows, but only the first `length` rows hold tokens; the rest are whatever "
-               "the buffer was filled with.",
-               "What does the softmax give a row whose key is all zeros? And what does a NaN row do to the sum over "
-               "rows, even with weight 0?",
-               "Hiding the unused rows from the scores is not enough if they still enter the value sum."])
-def check_decode_step(fn: Callable[..., Any]):
-    """Exercise 1.2 (bug hunt): ``fn(q, k_new, v_new, cache_k, cache_v, length) -> (out [n_h, d_h], length + 1)``
-    must equal causal attention (``torch.nn.functional.scaled_dot_product_attention``, ``is_causal=True``) at every
-    step, whatever the unused rows of the buffers hold.
+def _gqa_reference(q, k, v, kv_of=None):
+    """The newest token's attention with query head i reading key/value head ``kv_of[i]`` (default i // g, the
+    GQA paper's grouping, arXiv 2305.13245): q [n_h, d_h], k, v [T, n_kv, d_h] -> [n_h, d_h]."""
+    import torch
 
-    Run on random inputs twice: buffers filled with zeros (what ``torch.zeros`` gives) and with NaN (what stale or
-    uninitialised memory may hold). Names the fault: unused rows given softmax weight (the bug as shown), a mask
-    on the scores that still lets NaN through the value sum, the newest token left out, a missing 1/√d_h, a wrong
-    returned length.
+    n_h, n_kv = q.shape[0], k.shape[1]
+    kv_of = torch.arange(n_h) // (n_h // n_kv) if kv_of is None else kv_of
+    scores = torch.einsum("hd,thd->ht", q, k[:, kv_of]) / q.shape[-1] ** 0.5
+    return torch.einsum("ht,thd->hd", scores.softmax(dim=-1), v[:, kv_of])
+
+
+def _shape_name(n_h: int, n_kv: int) -> str:
+    kind = "MHA" if n_kv == n_h else "MQA" if n_kv == 1 else "GQA"
+    return f"{kind} (n_h = {n_h}, n_kv = {n_kv})"
+
+
+@checker("1.2", hint="run it: the checker compares it with attention where query head i reads key/value head i // g, "
+                     "for several head counts. Then ask which key/value head each query head really reads.",
+         more=["Take n_h = 4 query heads and n_kv = 2 key/value heads and write down, head by head, which key/value "
+               "head repeat_kv puts in front of each query head.",
+               "Compare with the chapter's rule for which key/value head query head i reads. Why do the two agree "
+               "when n_kv = n_h and when n_kv = 1?",
+               "torch has a sibling of Tensor.repeat that copies each entry n times in place, one after the other."])
+def check_last_token_attention(fn: Callable[..., Any]):
+    """Exercise 1.2 (bug hunt): ``fn(q [n_h, d_h], k [T, n_kv, d_h], v [T, n_kv, d_h]) -> [n_h, d_h]`` must be the
+    newest token's attention with grouped-query sharing (query head i reads key/value head i // g, g = n_h / n_kv).
+
+    Oracle: :func:`_gqa_reference` (an einsum over the heads indexed by i // g; the tests also compare it with
+    ``torch.nn.functional.scaled_dot_product_attention``). Run on :data:`GQA_SHAPES` with random inputs. A wrong
+    output gets the symptom only -- the head counts it was right for and the query heads that differ -- except for
+    two slips a fix attempt may add: the softmax taken over the heads instead of the tokens, and a missing 1/√d_h.
     """
     import torch
 
     if not callable(fn):
-        raise Wrong(f"pass your function itself (decode_step), not {type(fn).__name__}")
-    gen = torch.Generator().manual_seed(11)
-    n_h, d_h, steps, max_len = 4, 8, 6, 10
-    q, k, v = (torch.randn(steps, n_h, d_h, generator=gen) for _ in range(3))
-    right = _reference_decode(q, k, v)
-    for fill in (0.0, float("nan")):
-        cache_k = torch.full((max_len, n_h, d_h), fill)
-        cache_v = torch.full((max_len, n_h, d_h), fill)
-        length = 0
-        for t in range(steps):
-            result = call_learner(fn, q[t], k[t], v[t], cache_k, cache_v, length)
-            if not isinstance(result, tuple) or len(result) != 2:
-                raise Wrong(f"return a pair (output [n_h, d_h], new length); got {type(result).__name__}")
-            out, new_length = result
-            if is_placeholder(out) or is_placeholder(new_length):
-                raise NotImplementedError
-            if new_length != length + 1:
-                raise Wrong(f"at step {t} the cache held {length} tokens and you returned length {new_length!r}; "
-                            f"after appending one token it holds {length + 1}")
-            length = new_length
-            if not isinstance(out, torch.Tensor) or tuple(out.shape) != (n_h, d_h):
-                raise Wrong(f"the output must be a tensor [n_h, d_h] = [{n_h}, {d_h}], got "
-                            f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
-            if torch.allclose(out, right[t], atol=1e-5):
-                continue
-            what = "zeros" if fill == 0.0 else "NaN"
-            if torch.isnan(out).any():
-                raise Wrong(f"with NaN in the {max_len - length} unused rows your step {t} output holds NaN "
-                            f"(with zeros there it was right): a -inf score gives those rows weight 0, but "
-                            f"0·NaN = NaN in the value sum; read only the rows that hold tokens")
-            everything = torch.nan_to_num(torch.einsum("hd,jhd->hj", q[t], cache_k) / d_h**0.5).softmax(-1)
-            if fill == 0.0 and torch.allclose(out, torch.einsum("hj,jhd->hd", everything, cache_v), atol=1e-5):
-                raise Wrong(f"step {t} (cache holding {length} of {max_len} rows) differs from causal attention by "
-                            f"up to {float((out - right[t]).abs().max()):.2f}: your output equals attention over all "
-                            f"{max_len} rows, the {max_len - length} unused ones ({what}) included, each with a "
-                            f"score of 0 and so a share of the softmax")
-            if t == 0:
-                skips_self = torch.allclose(out, torch.zeros_like(out))   # an empty softmax over no rows
-            else:
-                earlier = (torch.einsum("hd,jhd->hj", q[t], k[:t]) / d_h**0.5).softmax(-1)
-                skips_self = torch.allclose(out, torch.einsum("hj,jhd->hd", earlier, v[:t]), atol=1e-5)
-            if skips_self:
-                raise Wrong(f"step {t}: the new token does not attend to itself: include the row you just wrote")
-            unscaled = torch.einsum("hj,jhd->hd", torch.einsum("hd,jhd->hj", q[t], k[:t + 1]).softmax(-1), v[:t + 1])
-            if torch.allclose(out, unscaled, atol=1e-5):
-                raise Wrong(f"step {t}: the scores miss the 1/sqrt(d_h) scale")
-            raise Wrong(f"step {t} (unused rows holding {what}) differs from causal attention by up to "
-                        f"{float((out - right[t]).abs().max()):.3g}")
-    return ("equal to causal attention at every step, with zeros and with NaN in the unused rows: the step reads "
-            "only the valid prefix, as the module's KVCache does.")
+        raise Wrong(f"pass your function itself (last_token_attention), not {type(fn).__name__}")
+    gen = torch.Generator().manual_seed(5)
+    d_h = 16
+    passed: list[str] = []
+    for n_h, n_kv, t in GQA_SHAPES:
+        q = torch.randn(n_h, d_h, generator=gen)
+        k, v = torch.randn(t, n_kv, d_h, generator=gen), torch.randn(t, n_kv, d_h, generator=gen)
+        out = call_learner(fn, q.clone(), k.clone(), v.clone())
+        if is_placeholder(out):
+            raise NotImplementedError
+        shape = _shape_name(n_h, n_kv)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (n_h, d_h):
+            raise Wrong(f"for {shape} with T = {t} tokens return a tensor [n_h, d_h] = [{n_h}, {d_h}], got "
+                        f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+        right = _gqa_reference(q, k, v)
+        if torch.allclose(out, right, atol=1e-5):
+            passed.append(shape)
+            continue
+        g = n_h // n_kv
+        for kv_of in (torch.arange(n_h) // g, torch.arange(n_h) % n_kv):
+            kk, vv = k[:, kv_of], v[:, kv_of]
+            scores = torch.einsum("hd,thd->ht", q, kk) / d_h ** 0.5
+            over_heads = torch.einsum("ht,thd->hd", scores.softmax(dim=0), vv)
+            if torch.allclose(out, over_heads, atol=1e-5):
+                raise Wrong(f"for {shape} the weights of a query head sum to 1 over the HEADS; each head's "
+                            f"softmax runs over the T = {t} tokens it attends to")
+            unscaled = torch.einsum("ht,thd->hd", (scores * d_h ** 0.5).softmax(dim=-1), vv)
+            if torch.allclose(out, unscaled, atol=1e-5) and not torch.allclose(unscaled, right, atol=1e-5):
+                raise Wrong(f"for {shape} the scores miss the 1/sqrt(d_h) scale")
+        bad = [i for i in range(n_h) if not torch.allclose(out[i], right[i], atol=1e-5)]
+        earlier = f"right for {' and '.join(passed)}; " if passed else ""
+        raise Wrong(f"{earlier}for {shape} the outputs of query heads {', '.join(map(str, bad))} differ from "
+                    f"grouped-query attention (by up to {float((out - right).abs().max()):.2f}); the other "
+                    f"{n_h - len(bad)} heads agree")
+    return (f"right for all {len(GQA_SHAPES)} head counts, MHA, MQA and GQA: each key/value head serves a block of "
+            f"g consecutive query heads, as the GQA checkpoints (and the chapter's i // g) lay them out.")
 
 
 # ---------------------------------------------------------------------------------------------------------- 1.3
@@ -302,8 +301,8 @@ def models_that_fit(configs=None, context: int = PREDICTION_SETTING["context"], 
 
 @checker("1.3", hint="a guess is fine, but you can reason: what may one token cost at most, all layers together, so "
                      "that 8 x 131,072 of them fit in 80 GB? Then look at the bar chart of section 4.",
-         more=["The budget per token is 80·10⁹ B / (8 · 131,072 tokens).",
-               "Compare that budget with each bar of the 'what one token leaves behind' chart (KB = 1000 B)."])
+         more=["How many tokens must the accelerator hold at once? Share the 80 GB among all of them.",
+               "Compare that share with each bar of the 'what one token leaves behind' chart (KB = 1000 B)."])
 def check_fit_prediction(prediction):
     """Exercise 1.3 (predict, then run): how many of the chapter's seven published models fit the BF16 KV cache of
     8 sequences of 131,072 tokens in 80 GB (cache only). Expected: :func:`models_that_fit`."""
@@ -330,26 +329,92 @@ def check_fit_prediction(prediction):
 
 
 # ---------------------------------------------------------------------------------------------------------- 1.4
-@checker("1.4", hint="write down what ONE layer caches per token in each design, then ask which d_c makes the two "
-                     "equal",
-         more=["A GQA layer keeps a key AND a value for each of its n_kv heads.",
-               "MLA keeps the latent c^KV (d_c wide) and the shared rope key k^R (d_h^R wide)."])
-def check_mla_rank_for_gqa_heads(answer):
-    """Exercise 1.4: with d_h = 128 and d_h^R = 64, the ``kv_lora_rank`` d_c for which one MLA layer caches as
-    much per token as GQA with 8 key/value heads (2·8·128 = d_c + 64)."""
-    x = as_number(answer, "kv_lora_rank (a whole number of channels)")
-    n_kv, d_h, d_r = 8, 128, 64
-    right = 2 * n_kv * d_h - d_r
+def _v3_bytes_per_token(layers: int | None = None, b: int = 2, rope: bool = True) -> int:
+    from dsv3_lessons.course.ch01_kv_cache.kv_cache import load_model_config
+
+    v3 = load_model_config("DeepSeek-V3")
+    return (v3.kv_lora_rank + (v3.qk_rope_head_dim if rope else 0)) * (layers or v3.num_hidden_layers) * b
+
+
+def window_crossover(mistral: dict[str, Any] | None = None, v3_bytes_per_token: int | None = None) -> int:
+    """The smallest context T (tokens) at which ONE DeepSeek-V3 sequence holds MORE KV cache than one sequence of
+    the sliding-window model ``mistral`` (default :data:`MISTRAL_7B`), both in BF16.
+
+    V3 grows by ``v3_bytes_per_token`` (default 61·576·2 = 70,272 B) per token for ever; the window model grows faster
+    per token but stops at ``sliding_window`` tokens (:func:`reference_cache_bytes`). Raises ValueError when V3
+    never passes it (V3 larger from the first token, or the window model never capped)."""
+    mistral = MISTRAL_7B if mistral is None else mistral
+    per = _v3_bytes_per_token() if v3_bytes_per_token is None else v3_bytes_per_token
+    window = mistral.get("sliding_window")
+    if not window or reference_cache_bytes(mistral, 1, 2) <= per:
+        raise ValueError("no crossover: the window model must cap its cache and cache more per token than V3")
+    cap = reference_cache_bytes(mistral, window, 2)
+    return cap // per + 1
+
+
+@checker("1.4", hint="sketch both caches against the context length: where does each one stop growing, and how fast "
+                     "does each grow?",
+         more=["Below 4,096 tokens both caches grow with every token: which of the two grows faster per token?",
+               "From 4,096 tokens on, Mistral's cache no longer grows. How large is it then (every layer, keys and "
+               "values, BF16)?",
+               "DeepSeek-V3's cache grows by the same number of bytes with every token. The answer is the first "
+               "whole number of tokens at which it is larger than Mistral's capped cache."])
+def check_window_crossover(answer):
+    """Exercise 1.4 (explain with a number): from which context length on (the smallest T, tokens) does one
+    DeepSeek-V3 sequence hold more BF16 KV cache than one Mistral-7B v0.1 sequence? Two facts combined: Mistral's
+    sliding window stops its cache at 4,096 tokens (2·8·128·32·2 B per token until then), V3's MLA cache grows by
+    61·576·2 B per token for ever. Expected: :func:`window_crossover` (7,640)."""
+    x = as_number(answer, "the context length (a whole number of tokens)")
+    right = window_crossover()
+    per_v3 = _v3_bytes_per_token()
+    m = MISTRAL_7B
+    per_m = reference_cache_bytes(m, 1, 2)
+    window = m["sliding_window"]
+    cap = reference_cache_bytes(m, window, 2)
     if x == right:
-        return (f"d_c = {right}: {right} + {d_r} = {right + d_r} = 2·{n_kv}·{d_h}. V3's d_c = 512 is a quarter of "
-                f"that: MLA bets that keys and values of 128 heads fit in a latent as wide as GQA's 2 heads.")
-    wrongs = {
-        2 * n_kv * d_h: "MLA also caches the shared rope key k^R (64 elements): leave room for it",
-        n_kv * d_h - d_r: "a GQA layer caches keys AND values for each of its 8 heads",
-        2 * n_kv * d_h + d_r: "k^R is part of MLA's cache, not of GQA's: subtract d_h^R, do not add it",
-        n_kv * d_h: "count GQA's keys and values, and leave room for MLA's rope key",
+        return (f"{right:,} tokens. Up to {window:,} tokens Mistral caches {per_m:,} B per token against V3's "
+                f"{per_v3:,}, so V3 holds less; then Mistral's window stops its cache at {cap / 1e9:.3f} GB, while V3 "
+                f"keeps every token and passes that at {right:,} tokens (about {right / window:.2f}x the window). "
+                f"A window caps the cache by forgetting; MLA shrinks each token and remembers them all.")
+    if 1 < x < 10:
+        raise Wrong(f"{x:g} looks like a ratio of the two caches, not a context length: give a number of tokens")
+    if x != int(x):
+        raise Wrong(f"{x:g} is not a whole number of tokens: give the first context length at which V3's cache is "
+                    f"the larger one")
+    if x <= 1:
+        raise Wrong(f"{x:g}: V3's cache does overtake Mistral's. Below {window:,} tokens Mistral grows faster, but "
+                    f"its window stops it there, and V3's grows for ever")
+    if x in (window, window + 1):
+        raise Wrong(f"{x:,.0f} is where Mistral's window starts to cap its cache; there V3 still holds less "
+                    f"({per_v3:,} B per token against Mistral's {per_m:,}), so it passes Mistral later")
+
+    def first_above(limit: int, per: int) -> int:
+        return limit // per + 1
+
+    named = {
+        first_above(cap // 2, per_v3): "Mistral caches keys AND values for each of its key/value heads",
+        first_above(cap * m["num_attention_heads"] // m["num_key_value_heads"], per_v3):
+            f"Mistral's {m['num_attention_heads']} query heads share {m['num_key_value_heads']} key/value heads: "
+            f"only those are cached",
+        first_above(cap, _v3_bytes_per_token(b=1)): "both caches are in BF16 (2 B per element)",
+        first_above(cap, _v3_bytes_per_token(rope=False)): "MLA also caches the rotated key k^R (64 elements per "
+                                                           "layer) beside the latent",
+        first_above(cap, _v3_bytes_per_token(layers=62)): "count V3's 61 layers, as the chapter does (the MTP "
+                                                          "module is not part of plain decoding)",
     }
-    if x in wrongs:
-        raise Wrong(f"{x:g}: {wrongs[x]}")
-    groups = (x + d_r) / (2 * d_h)
-    raise Wrong(f"{x:g} gives MLA the cache of GQA with {groups:.3g} key/value heads, not 8")
+    if x in named and x != right:
+        raise Wrong(f"{x:,.0f}: {named[x]}")
+
+    def v3(t):
+        return per_v3 * t
+
+    def mistral(t):
+        return reference_cache_bytes(m, int(t), 2)
+
+    if v3(x) <= mistral(x):
+        raise Wrong(f"at {x:,.0f} tokens V3 holds {v3(x):,.0f} B and Mistral {mistral(x):,} B: V3 is not yet the "
+                    f"larger one")
+    if v3(x - 1) > mistral(x - 1):
+        raise Wrong(f"at {x - 1:,.0f} tokens V3 already holds more ({v3(x - 1):,.0f} B against "
+                    f"{mistral(x - 1):,} B): give the FIRST context length at which it does")
+    raise Wrong(f"{x:,.0f} tokens: compare both caches there")  # unreachable: one of the tests above holds

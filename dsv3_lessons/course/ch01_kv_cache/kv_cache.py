@@ -337,7 +337,9 @@ class KVCacheReport:
 
     ``mla`` is the what-if MLA with the chosen d_c/d_h^R and the *selected model's* layer count,
     so ``ratio_to_mla`` compares the two designs layer for layer; ``ratio_to_deepseek_v3``
-    compares with DeepSeek-V3 as released.
+    compares with DeepSeek-V3 as released. ``mla_equivalent_gqa_groups`` is the what-if's cache per layer in
+    key/value heads of the selected model's own head size ``gqa_head_dim`` (``head_dim``; ``qk_nope_head_dim``
+    for an MLA model): 2.25 heads of 128 for V3's sizes, 4.5 heads of 64 against Falcon-7B.
     """
 
     model: str
@@ -359,6 +361,7 @@ class KVCacheReport:
     ratio_to_mla: float
     ratio_to_deepseek_v3: float
     mla_equivalent_gqa_groups: float
+    gqa_head_dim: int = 128
 
 
 def kv_cache_report(model: AttentionSpec | str, context: int, batch: int = 1, dtype: str = "bf16",
@@ -380,6 +383,7 @@ def kv_cache_report(model: AttentionSpec | str, context: int, batch: int = 1, dt
         raise ValueError(f"budget_gb must be a positive number, got {budget_gb!r}")
     total = cache_bytes(spec, context, batch, dtype)
     mla = mla_what_if(kv_lora_rank, rope_dim, spec.num_hidden_layers, spec.num_attention_heads)
+    head_dim = (spec.qk_nope_head_dim or 128) if spec.attention == "MLA" else spec.head_dim
     v3 = next((s for s in configs.values() if _key(s.name) == _key("DeepSeek-V3")), None)
     v3 = v3 if v3 is not None else load_model_config("DeepSeek-V3")  # reference even for custom lists
     return KVCacheReport(
@@ -392,7 +396,8 @@ def kv_cache_report(model: AttentionSpec | str, context: int, batch: int = 1, dt
         mla=mla, mla_bytes_per_token=bytes_per_token(mla, dtype),
         mla_total_gb=cache_bytes(mla, context, batch, dtype) / GB,
         ratio_to_mla=cache_ratio(spec, mla), ratio_to_deepseek_v3=cache_ratio(spec, v3),
-        mla_equivalent_gqa_groups=equivalent_gqa_groups(mla, 128),
+        mla_equivalent_gqa_groups=equivalent_gqa_groups(mla, head_dim),
+        gqa_head_dim=head_dim,
     )
 
 
@@ -401,16 +406,24 @@ def _tokens(n: int) -> str:
     return f"{n // 1024}K" if n % 1024 == 0 else str(n)
 
 
+def _short(x: float) -> str:
+    """At most three decimals, trailing zeros dropped: 2.25, 1.125, 0.641, 4.5, 8."""
+    return f"{x:.3f}".rstrip("0").rstrip(".")
+
+
 def format_report(r: KVCacheReport) -> str:
-    """Plain-text readout of a :class:`KVCacheReport` (fixed rounding, so it is stable under nbval)."""
+    """Plain-text readout of a :class:`KVCacheReport` (fixed rounding, so it is stable under nbval; no line longer
+    than 100 characters for the models of ``data/model_configs``, so a notebook's output area does not break
+    them)."""
     fits = "fits in" if r.fits_budget else "does NOT fit in"
     return "\n".join([
         f"{r.model} ({r.description})",
-        f"  per token : {r.elements_per_token:,} elements = {r.bytes_per_token / KB:.3f} KB in {r.dtype}",
-        f"  cache     : {_tokens(r.context)} tokens x batch {r.batch} = {r.total_gb:.2f} GB "
-        f"({fits} {r.budget_gb:g} GB; max context there {r.max_context_in_budget:,} tokens)",
+        f"  per token : {r.elements_per_token:,} elements = {r.bytes_per_token / KB:,.3f} KB in {r.dtype}",
+        f"  cache     : {_tokens(r.context)} tokens x batch {r.batch} = {r.total_gb:,.2f} GB ({fits} {r.budget_gb:g} GB)",
+        f"              at most {r.max_context_in_budget:,} tokens per sequence fit in {r.budget_gb:g} GB",
         f"  MLA what-if (d_c {r.mla.kv_lora_rank} + d_h^R {r.mla.qk_rope_head_dim}, "
-        f"{r.mla.num_hidden_layers} layers): {r.mla_bytes_per_token / KB:.3f} KB/token, "
-        f"{r.mla_total_gb:.2f} GB = GQA with {r.mla_equivalent_gqa_groups:g} groups of 128",
-        f"  ratio     : {r.ratio_to_mla:.2f}x the what-if MLA, {r.ratio_to_deepseek_v3:.2f}x DeepSeek-V3",
+        f"{r.mla.num_hidden_layers} layers): {r.mla_bytes_per_token / KB:,.3f} KB/token, {r.mla_total_gb:,.2f} GB",
+        f"              = the cache of {_short(r.mla_equivalent_gqa_groups)} key/value heads of d_h = "
+        f"{r.gqa_head_dim} per layer",
+        f"  ratio     : {r.ratio_to_mla:,.2f}x the what-if MLA, {r.ratio_to_deepseek_v3:,.2f}x DeepSeek-V3",
     ])

@@ -44,9 +44,13 @@ from dsv3_lessons.course.ch01_kv_cache.kv_cache import (AttentionSpec, KVCacheRe
 from dsv3_lessons.course.ch01_kv_cache.figures import KV_CONTEXTS, KVCachePlot, kv_ylim
 from dsv3_lessons.course.common.widget import ReportWidget
 
-__all__ = ["KVCacheWidget", "kv_cache_widget", "LABELS", "readout_html"]
+__all__ = ["KVCacheWidget", "kv_cache_widget", "LABELS", "readout_html", "BATCHES"]
 
 _DTYPES = (("BF16", "bf16"), ("FP8", "fp8"))
+
+#: the batch slider's values: powers of two, 1..1024 (a log scale, like the context slider; a slider cannot be
+#: given a value it does not list, where a typed box turned "2.5" into 25 in the browser review)
+BATCHES = tuple(2**k for k in range(11))
 
 #: the label shown left of each control (HTMLMath: paper symbols in $…$, config fields in <code>)
 LABELS = {"model": "model",
@@ -76,7 +80,7 @@ class KVCacheWidget(ReportWidget):
     """The KV-cache explorer. Controls are attributes so code and tests can drive them:
 
     ``model`` (Dropdown of published configs), ``context`` (SelectionSlider over powers of two,
-    1K..512K tokens, i.e. a log scale), ``batch`` (BoundedIntText, 1..1024), ``dtype``
+    1K..512K tokens, i.e. a log scale), ``batch`` (SelectionSlider over :data:`BATCHES`, 1..1024), ``dtype``
     (ToggleButtons BF16/FP8), ``kv_lora_rank`` and ``rope_dim`` (IntSliders: d_c and d_h^R of the
     MLA what-if); ``labels`` maps each control's name to its ``HTMLMath`` label. Outputs: ``readout`` (HTML text),
     ``image`` (PNG of the figure), ``figure`` (the persistent matplotlib Figure), ``plot`` (its
@@ -105,8 +109,10 @@ class KVCacheWidget(ReportWidget):
         self.model = widgets.Dropdown(options=list(self.configs), value=model, layout=widgets.Layout(width="220px"))
         self.context = widgets.SelectionSlider(options=[(_label(c), c) for c in KV_CONTEXTS], value=context,
                                                layout=wide, **lazy)
-        self.batch = widgets.BoundedIntText(value=batch, min=1, max=1024, layout=widgets.Layout(width="110px"),
-                                            **lazy)
+        if batch not in BATCHES:
+            raise ValueError(f"batch must be one of {list(BATCHES)} (powers of two, 1..1024), got {batch!r}")
+        self.batch = widgets.SelectionSlider(options=[(str(b), b) for b in BATCHES], value=batch, layout=wide,
+                                             **lazy)
         self.dtype = widgets.ToggleButtons(options=list(_DTYPES), value=dtype,
                                            style={"button_width": "64px"})
         self.kv_lora_rank = widgets.IntSlider(value=kv_lora_rank, min=32, max=2048, step=32, layout=wide, **lazy)
@@ -127,7 +133,7 @@ class KVCacheWidget(ReportWidget):
     def _fixed_ylim(self) -> tuple[float, float]:
         """A y range (GB per sequence) that holds every line for every value the controls allow, and the budget
         line for every batch, so the axes never move (:func:`kv_ylim`)."""
-        return kv_ylim(self.configs, self.budget_gb, self.batch.max, (self.kv_lora_rank.min, self.kv_lora_rank.max),
+        return kv_ylim(self.configs, self.budget_gb, max(BATCHES), (self.kv_lora_rank.min, self.kv_lora_rank.max),
                        (self.rope_dim.min, self.rope_dim.max))
 
     def compute(self) -> KVCacheReport:
@@ -150,7 +156,7 @@ class KVCacheWidget(ReportWidget):
 def kv_cache_widget(configs: Mapping[str, AttentionSpec] | None = None, **initial) -> KVCacheWidget:
     """Build the KV-cache widget (see :class:`KVCacheWidget`); ``initial`` sets starting values.
 
-    Raises ValueError for an unknown model, a context that is not a power of two in 1K..512K, or an
-    unknown dtype.
+    Raises ValueError for an unknown model, a context that is not a power of two in 1K..512K, a batch that is
+    not a power of two in 1..1024, or an unknown dtype.
     """
     return KVCacheWidget(configs, **initial)
