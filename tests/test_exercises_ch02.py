@@ -12,15 +12,17 @@ import pytest
 import torch
 
 from dsv3_lessons.course.common.checking import NOT_ATTEMPTED, RIGHT, WRONG, ___, hint
-from dsv3_lessons.course.ch02_mla.exercises import (BUGGY_KEYS_AND_VALUES, check_key_rank_prediction,
-                                                    check_keys_and_values, check_kv_b_rows_of_w_uv,
-                                                    check_latent_scores, one_head_test)
+from dsv3_lessons.course.ch02_mla.exercises import (BUGGY_MLA_FORWARD, check_chunk_attention,
+                                                    check_key_rank_prediction, check_keys_first_rows,
+                                                    check_mla_forward, plain_config_test)
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "02_mla_latent_spaces.ipynb"
 SOLUTIONS = Path(__file__).resolve().parents[1] / "notebooks" / "solutions" / "02_mla_latent_spaces_solutions.ipynb"
 
-# V3: d = 7168, n_h = 128, d_h = d_v = 128, d_h^R = 64 (SPEC §1)
-W_UV5 = (5 * 256 + 128, 6 * 256)                                 # (1408, 1536)
+# V3: n_h = 128, d_h = d_v = 128 (SPEC §1). Keys-first: head 36's "keys" start at row 36·128 = 4608 = 18·256,
+# the first row of head 18's block (its W^UK); head 5's "values" start at 128·128 + 5·128 = 17024 = 66·256 + 128,
+# the value half of head 66's block.
+KEYS_FIRST_RIGHT = {"keys of head 36": (18, "W^UK"), "values of head 5": (66, "W^UV")}
 
 
 def _status(result, status, *words):
@@ -55,7 +57,7 @@ def test_2_1_placeholder(capsys):
     assert "not attempted yet" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("guess", [1, 2, 3, 6, np.int64(4), torch.tensor(2)])
+@pytest.mark.parametrize("guess", [1, 2, 3, 5, np.int64(4), torch.tensor(2)])
 def test_2_1_right(guess):
     _status(check_key_rank_prediction(guess, TRAINED, INIT, 32), RIGHT, "2 directions", "18 at initialisation")
 
@@ -63,9 +65,10 @@ def test_2_1_right(guess):
 @pytest.mark.parametrize("guess, words", [
     (32, ["at or above d_c = 32", "bottleneck"]),
     (60, ["at or above d_c"]),
-    (17, ["untrained keys"]),
-    (16, ["untrained keys"]),
-    (10, ["even more concentrated"]),
+    (17, ["Half right", "below d_c = 32", "untrained keys need (18)"]),
+    (12, ["Half right", "untrained keys need (18)"]),
+    (6, ["Half right"]),                              # as far (log scale) from 2 as from 18: not nearer to 2
+    (25, ["more directions than even the random, untrained keys"]),
     (0, ["outside 1..64"]),
     (65, ["outside 1..64"]),
     (2.5, ["whole number"]),
@@ -83,185 +86,276 @@ def test_2_1_too_low_is_named():
 
 
 # ------------------------------------------------------------------------------------------------ 2.2
+def test_2_2_truth_from_an_independent_row_walk():
+    """Walk V3's kv_b_proj rows in the true per-head layout and in the keys-first reading (no divmod)."""
+    from dsv3_lessons.model.config import deepseek_v3_671b
+
+    c = deepseek_v3_671b()
+    owner = []                                                      # true (head, matrix) of every row
+    for h in range(c.num_attention_heads):
+        owner += [(h, "W^UK")] * c.qk_nope_head_dim + [(h, "W^UV")] * c.v_head_dim
+    keys36 = owner[36 * c.qk_nope_head_dim: 37 * c.qk_nope_head_dim]
+    values5 = owner[c.num_attention_heads * c.qk_nope_head_dim + 5 * c.v_head_dim:][: c.v_head_dim]
+    assert set(keys36) == {KEYS_FIRST_RIGHT["keys of head 36"]} and set(values5) == {KEYS_FIRST_RIGHT["values of head 5"]}
+
+
 def test_2_2_placeholder(capsys):
-    r = check_kv_b_rows_of_w_uv(___)
-    _status(r, NOT_ATTEMPTED, "one head own")
-    assert "d_h + d_v" not in r.message                         # the nudge no longer gives the layout away
+    _status(check_keys_first_rows({"keys of head 36": (___, ___), "values of head 5": (___, ___)}), NOT_ATTEMPTED,
+            "two steps")
     assert "not attempted yet" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("answer, words", [
-    ((128 * 128 + 5 * 128, 128 * 128 + 6 * 128), ["all keys first"]),
-    ((1280, 1408), ["W^UK rows"]),
-    ((1408, 1535), ["exclusive"]),
-    ((640, 768), ["256 rows"]),
-    ((1400, 1528), ["right length"]),
-    ((1408, 1600), ["spans 192 rows"]),
-    ("1408:1536", ["pair"]),
+@pytest.mark.parametrize("answer", [KEYS_FIRST_RIGHT,
+                                    {"keys of head 36": [18, "UK"], "values of head 5": (np.int64(66), "w_uv")}])
+def test_2_2_right(answer, capsys):
+    _status(check_keys_first_rows(answer), RIGHT, "head 18's W^UK", "head 66's W^UV")
+    assert capsys.readouterr().out.startswith("✓ Exercise 2.2")
+
+
+@pytest.mark.parametrize("keys36, values5, words", [
+    ((36, "W^UK"), (66, "W^UV"), ["what the loader believes"]),                       # the loader's own belief
+    ((19, "W^UK"), (67, "W^UV"), ["2 of 2", "one head off", "counted from 0"]),         # heads counted from 1
+    ((18, "W^UV"), (66, "W^UV"), ["the right head, the wrong part"]),                   # key/value part swapped
+    ((18, "W^UK"), (133, "W^UV"), ["divided the row number by 128", "256 rows"]),       # rows / d_h
+    ((18, "W^UK"), (2, "W^UV"), ["key rows first", "not at row 0"]),                    # values' offset forgotten
+    ((18, "W^UK"), (40, "W^UK"), ["is off"]),
 ])
-def test_2_2_wrong(answer, words, capsys):
-    _status(check_kv_b_rows_of_w_uv(answer), WRONG, *words)
+def test_2_2_wrong(keys36, values5, words, capsys):
+    _status(check_keys_first_rows({"keys of head 36": keys36, "values of head 5": values5}), WRONG, *words)
     out = capsys.readouterr().out
     assert out.startswith("✗ Exercise 2.2") and 'hint("2.2")' in out
 
 
-@pytest.mark.parametrize("answer", [W_UV5, list(W_UV5), slice(*W_UV5), (np.int64(1408), torch.tensor(1536))])
-def test_2_2_right(answer, capsys):
-    _status(check_kv_b_rows_of_w_uv(answer), RIGHT)
-    assert capsys.readouterr().out.startswith("✓ Exercise 2.2")
+@pytest.mark.parametrize("answer, words", [
+    ((18, "W^UK"), ["must be a dict"]),
+    ({"keys of head 36": (18, "W^UK")}, ["exactly the keys"]),
+    ({"keys of head 36": 18, "values of head 5": (66, "W^UV")}, ["must be a pair"]),
+    ({"keys of head 36": (18, "W^Q"), "values of head 5": (66, "W^UV")}, ["\"W^UK\" or \"W^UV\""]),
+    ({"keys of head 36": (18.5, "W^UK"), "values of head 5": (66, "W^UV")}, ["whole number"]),
+])
+def test_2_2_malformed(answer, words):
+    _status(check_keys_first_rows(answer), WRONG, *words)
 
 
 # ------------------------------------------------------------------------------------------------ 2.3
 def _exec(source: str):
-    namespace: dict = {"torch": torch}
-    exec(source, namespace)  # noqa: S102  (the chapter's own cell text)
-    return namespace["keys_and_values"]
+    from dsv3_lessons.model.rope import yarn_mscale
+
+    def mscale_of(layer):                     # YaRN's temperature of the layer's config, for the wrong fixes
+        rs = layer.cfg.rope_scaling
+        return yarn_mscale(float(rs["factor"]), float(rs["mscale_all_dim"]))
+
+    namespace: dict = {"torch": torch, "F": torch.nn.functional, "mscale_of": mscale_of}
+    exec(source, namespace)  # noqa: S102  (the chapter's own cell text, or an edit of it)
+    return namespace["mla_forward"]
 
 
-def _fixed(c_kv, w, n_h, d_h, d_v):
-    """Oracle written differently from the library: one head at a time, rows sliced out of the weight."""
-    per = d_h + d_v
-    ks = [c_kv @ w[i * per:i * per + d_h].T for i in range(n_h)]
-    vs = [c_kv @ w[i * per + d_h:(i + 1) * per].T for i in range(n_h)]
-    return torch.stack(ks, 2), torch.stack(vs, 2)
+def _with_scale(expr: str | None, causal: bool = True):
+    """The notebook's function with its attention call edited: ``scale=<expr>`` added, the mask switched."""
+    call = "is_causal=True)"
+    new = ("is_causal=True" if causal else "is_causal=False") + (f", scale={expr})" if expr else ")")
+    assert call in BUGGY_MLA_FORWARD
+    return _exec(BUGGY_MLA_FORWARD.replace(call, new))
+
+
+WIDTH = "(layer.qk_nope_head_dim + layer.qk_rope_head_dim)"
 
 
 def test_2_3_notebook_shows_the_checked_buggy_code():
-    cell = next(c for c in _cells(NOTEBOOK) if "def keys_and_values" in c)
-    assert BUGGY_KEYS_AND_VALUES.strip() in cell and "one_head_test(keys_and_values)" in cell
-    assert any("check_keys_and_values(___)" in c for c in _cells(NOTEBOOK))   # stored unattempted
+    cell = next(c for c in _cells(NOTEBOOK) if "def mla_forward" in c)
+    assert BUGGY_MLA_FORWARD.strip() in cell and "plain_config_test(mla_forward)" in cell
+    assert any("check_mla_forward(___)" in c for c in _cells(NOTEBOOK))       # stored unattempted
 
 
-def test_2_3_unfixed_code_passes_the_one_head_test_and_is_wrong():
-    buggy = _exec(BUGGY_KEYS_AND_VALUES)
-    assert "passes" in one_head_test(buggy)
-    _status(check_keys_and_values(buggy), WRONG, "still the 'all keys first' split", "head(s) [0]")
+def test_2_3_unfixed_code_passes_the_authors_test_and_is_wrong_by_a_symptom_only():
+    buggy = _exec(BUGGY_MLA_FORWARD)
+    assert "passes" in plain_config_test(buggy)
+    r = check_mla_forward(buggy)
+    _status(r, WRONG, "matches the library's at position 0", "differs from position 1 on")
+    for cause in ("scale", "mscale", "sqrt"):                      # the ✗ never names the cause
+        assert cause not in r.message, cause
 
 
 def test_2_3_placeholder():
-    _status(check_keys_and_values(___), NOT_ATTEMPTED, "one-head test")
-    _status(check_keys_and_values(lambda *a: ___), NOT_ATTEMPTED)
+    _status(check_mla_forward(___), NOT_ATTEMPTED, "author's test")
 
 
-def test_2_3_right():
-    _status(check_keys_and_values(_fixed), RIGHT, "head by head", "one head both splits coincide")
-    fixed_text = BUGGY_KEYS_AND_VALUES.replace(
-        "k_c, v_c = kv.split([n_h * d_h, n_h * d_v], dim=-1)       # keys, then values",
-        "k_c, v_c = kv.view(b, T, n_h, d_h + d_v).split([d_h, d_v], dim=-1)")
-    assert fixed_text != BUGGY_KEYS_AND_VALUES
-    _status(check_keys_and_values(_exec(fixed_text)), RIGHT)
+def _explicit_mla(layer, h):
+    """Oracle written differently from the library: keys and values rebuilt per head from split_kv_b, a loop over
+    heads, the softmax scale recomputed from the config with the YaRN temperature."""
+    from dsv3_lessons.model.mla import split_kv_b
+    from dsv3_lessons.model.rope import yarn_mscale
+
+    c = layer.cfg
+    T = h.shape[1]
+    pos = torch.arange(T)
+    q_c, q_r = layer.query(h, pos)
+    c_kv, k_r = layer.latent(h, pos)
+    w_uk, w_uv = split_kv_b(layer.kv_b_proj.weight, c.num_attention_heads, c.qk_nope_head_dim, c.v_head_dim)
+    rs = c.rope_scaling
+    scale = (c.qk_nope_head_dim + c.qk_rope_head_dim) ** -0.5 * yarn_mscale(float(rs["factor"]),
+                                                                           float(rs["mscale_all_dim"])) ** 2
+    mask = torch.ones(T, T, dtype=torch.bool).tril()
+    heads = []
+    for i in range(c.num_attention_heads):
+        k_i, v_i = c_kv @ w_uk[i].T, c_kv @ w_uv[i].T
+        s = (q_c[:, :, i] @ k_i.transpose(1, 2) + q_r[:, :, i] @ k_r.transpose(1, 2)) * scale
+        heads.append(s.masked_fill(~mask, float("-inf")).softmax(-1) @ v_i)
+    return layer.o_proj(torch.cat(heads, dim=-1))
 
 
-def _values_first(c_kv, w, n_h, d_h, d_v):
-    kv = (c_kv @ w.T).view(*c_kv.shape[:2], n_h, d_h + d_v)
-    v, k = kv.split([d_v, d_h], dim=-1)
-    return k, v
+def test_2_3_oracle_equals_the_library_on_the_checked_configs():
+    from dsv3_lessons.course.ch02_mla.exercises import _mla_forward_cases
+
+    for _, layer, h in _mla_forward_cases():
+        with torch.no_grad():
+            assert torch.allclose(_explicit_mla(layer, h), layer(h), atol=1e-5)
 
 
-@pytest.mark.parametrize("fn, words", [
-    (_values_first, ["values were taken before its keys"]),
-    (lambda *a: (_fixed(*a)[0], 2 * _fixed(*a)[1]), ["keys are right, the values are not"]),
-    (lambda *a: (2 * _fixed(*a)[0], _fixed(*a)[1]), ["values are right, the keys are not"]),
-    (lambda *a: (_fixed(*a)[0].transpose(1, 2), _fixed(*a)[1]), ["shapes", "[b, T, n_h, d_h]"]),
-    (lambda c_kv, w, n_h, d_h, d_v: _fixed(c_kv, w, 3, 4, 6), ["with n_h = 4 heads", "shapes"]),
-    (lambda *a: _fixed(*a)[0], ["two tensors"]),
-    (lambda c_kv, w, n_h, d_h, d_v: (c_kv @ w).split([d_h, d_v], -1), ["raised RuntimeError"]),
-    (lambda c_kv, w, n_h, d_h, d_v: _fixed(c_kv, w, n_h, 4, 6), ["right on the random test weights", "fixed numbers"]),
-    ("keys_and_values", ["pass your fixed function"]),
+@pytest.mark.parametrize("fn", [_explicit_mla, lambda: _with_scale("layer.softmax_scale")], ids=["oracle", "fix"])
+def test_2_3_right(fn, capsys):
+    fn = fn() if fn.__name__ == "<lambda>" else fn
+    _status(check_mla_forward(fn), RIGHT, "mscale²", "Position 0")
+    assert capsys.readouterr().out.startswith("✓ Exercise 2.3")
+
+
+@pytest.mark.parametrize("expr, causal, words", [
+    (f"{WIDTH} ** -0.5 * mscale_of(layer)", True, ["mscale once", "squared"]),
+    ("(layer.cfg.kv_lora_rank + layer.qk_rope_head_dim) ** -0.5 * mscale_of(layer) ** 2", True,
+     ["cached width d_c + d_h^R"]),
+    ("layer.qk_nope_head_dim ** -0.5 * mscale_of(layer) ** 2", True, ["content width d_h"]),
+    (f"layer.softmax_scale * {WIDTH} ** -0.5", True, ["scaled twice"]),
+    ("layer.softmax_scale", False, ["causal mask is gone"]),
+    ("1.0", True, ["differs from the library's by up to"]),
 ])
-def test_2_3_wrong(fn, words, capsys):
-    _status(check_keys_and_values(fn), WRONG, *words)
+def test_2_3_wrong_fixes_are_named(expr, causal, words, capsys):
+    _status(check_mla_forward(_with_scale(expr, causal)), WRONG, *words)
     assert 'hint("2.3")' in capsys.readouterr().out
 
 
-def test_2_3_hint_ladder_never_states_the_fix(capsys):
+def test_2_3_malformed():
+    _status(check_mla_forward("mla_forward"), WRONG, "pass your fixed function")
+    _status(check_mla_forward(lambda layer, h: h[:, :, :3]), WRONG, "must return the layer's output")
+
+
+def test_2_3_hint_ladder_never_states_the_fix():
     from dsv3_lessons.course.common import checking
 
     checking._SHOWN.pop("2.3", None)
-    texts = [hint("2.3") for _ in range(3)]
-    assert texts[0].startswith("Hint 1/2") and texts[1].startswith("Hint 2/2") and "solutions" in texts[2]
-    assert not any("view(" in t or "split([d_h" in t for t in texts)
+    texts = [hint("2.3") for _ in range(4)]
+    assert texts[0].startswith("Hint 1/3") and texts[2].startswith("Hint 3/3") and "solutions" in texts[3]
+    assert not any("layer.softmax_scale" in t or "mscale" in t for t in texts)
 
 
 # ------------------------------------------------------------------------------------------------ 2.4
-def _latent_right(q_c, q_r, c_kv, k_r, w_uk):
-    """Oracle: a loop over heads with explicit matrix products (W^UK_iᵀ q), then the shared rope key."""
-    heads_q, heads_s = [], []
-    for i in range(q_c.shape[2]):
-        q_t = q_c[:, :, i] @ w_uk[i]                                   # [b, t, d_c]
-        heads_q.append(q_t)
-        heads_s.append(q_t @ c_kv.transpose(1, 2) + q_r[:, :, i] @ k_r.transpose(1, 2))
-    return torch.stack(heads_q, 2), torch.stack(heads_s, 1)
+def _chunk_oracle(q, c_kv, k_r, w_uk, w_uv, scale, *, start=None, see_own=True):
+    """Independent oracle: one query and one head at a time, positions written out (query i at P + i)."""
+    b, T, n_h, _ = q.shape
+    S = c_kv.shape[1]
+    P = S - T if start is None else start
+    d_h = w_uk.shape[1]
+    out = torch.zeros(b, T, n_h, w_uv.shape[1])
+    for i in range(T):
+        n_visible = P + i + (1 if see_own else 0)
+        for h in range(n_h):
+            keys = torch.cat([c_kv[:, :n_visible] @ w_uk[h].T, k_r[:, :n_visible]], dim=-1)    # [b, n, d_h + d_r]
+            w = (keys @ q[:, i, h, :, None]).squeeze(-1).mul(scale).softmax(-1)                  # [b, n]
+            out[:, i, h] = (w[:, :, None] * (c_kv[:, :n_visible] @ w_uv[h].T)).sum(1)
+    return out
 
 
-def test_2_4_oracle_equals_the_concatenated_form():
-    from dsv3_lessons.course.ch02_mla.exercises import _score_inputs
+def _chunk_right(q, c_kv, k_r, w_uk, w_uv, scale):
+    return _chunk_oracle(q, c_kv, k_r, w_uk, w_uv, scale)
 
-    q_c, q_r, c_kv, k_r, w_uk = _score_inputs()
-    k_c = torch.einsum("ihc,bjc->bjih", w_uk, c_kv)
-    q = torch.cat([q_c, q_r], -1)
-    k = torch.cat([k_c, k_r[:, :, None].expand(-1, -1, q_c.shape[2], -1)], -1)
-    assert torch.allclose(_latent_right(q_c, q_r, c_kv, k_r, w_uk)[1], torch.einsum("btik,bjik->bitj", q, k),
-                          atol=1e-5)
+
+def test_2_4_oracle_equals_the_library_layer_through_its_cache():
+    """The library's chunked forward (start_pos, LatentCache) against the oracle fed with the layer's tensors."""
+    from dsv3_lessons.course.ch02_mla.exercises import _layer
+    from dsv3_lessons.model.mla import split_kv_b
+
+    layer = _layer(num_attention_heads=3, num_key_value_heads=3)
+    c = layer.cfg
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 6, c.hidden_size, generator=g)
+    cache = layer.new_cache(batch=1, max_len=8)
+    with torch.no_grad():
+        layer(x[:, :4], start_pos=0, cache=cache)
+        want = layer(x[:, 4:], start_pos=4, cache=cache)
+        q = torch.cat(layer.query(x[:, 4:], torch.arange(4, 6)), dim=-1)
+        c_kv, k_r = layer.latent(x, torch.arange(6))
+        w_uk, w_uv = split_kv_b(layer.kv_b_proj.weight, 3, c.qk_nope_head_dim, c.v_head_dim)
+        got = layer.o_proj(_chunk_oracle(q, c_kv, k_r, w_uk, w_uv, layer.softmax_scale).reshape(1, 2, -1))
+    assert torch.allclose(got, want, atol=1e-5)
 
 
 def test_2_4_placeholder():
-    _status(check_latent_scores(___), NOT_ATTEMPTED, "regrouped")
+    _status(check_chunk_attention(___), NOT_ATTEMPTED, "do not start at position 0")
 
-    def half_filled(q_c, q_r, c_kv, k_r, w_uk):
-        q_tilde = torch.einsum("btih,ihc->btic", q_c, w_uk)
-        scores = ___
-        return q_tilde, scores
+    def half_filled(q, c_kv, k_r, w_uk, w_uv, scale):
+        k_c = torch.einsum("ihc,bjc->bjih", w_uk, c_kv)
+        return ___
 
-    _status(check_latent_scores(half_filled), NOT_ATTEMPTED)
-
-
-def test_2_4_right():
-    _status(check_latent_scores(_latent_right), RIGHT, "d_c numbers per head", "8 heads")
+    _status(check_chunk_attention(half_filled), NOT_ATTEMPTED)
 
 
-def _reexpanded(q_c, q_r, c_kv, k_r, w_uk):
-    """Right scores, but by rebuilding k^C, and q^C handed back as 'q_tilde'."""
-    k_c = torch.einsum("ihc,bjc->bjih", w_uk, c_kv)
-    return q_c, torch.einsum("btih,bjih->bitj", q_c, k_c) + torch.einsum("btir,bjr->bitj", q_r, k_r)
+def test_2_4_right(capsys):
+    _status(check_chunk_attention(_chunk_right), RIGHT, "P + i", "T = 1")
+    assert capsys.readouterr().out.startswith("✓ Exercise 2.4")
+
+
+def _square_mask(q, c_kv, k_r, w_uk, w_uv, scale):
+    """The chapter's mask carried over: tril of a [T, P + T] block (query i sees keys 0..i)."""
+    return _chunk_oracle(q, c_kv, k_r, w_uk, w_uv, scale, start=0)
+
+
+def _heads_mixed(q, c_kv, k_r, w_uk, w_uv, scale):
+    """Every head uses the sum of all heads' W^UK and W^UV: right with one head only."""
+    n_h = q.shape[2]
+    return _chunk_oracle(q, c_kv, k_r, w_uk.sum(0, keepdim=True).expand(n_h, -1, -1),
+                         w_uv.sum(0, keepdim=True).expand(n_h, -1, -1), scale)
 
 
 @pytest.mark.parametrize("fn, words", [
-    (_reexpanded, ["q^C's shape", "latent space"]),
-    (lambda *a: (_latent_right(*a)[0], _latent_right(*a)[1] - torch.einsum("btir,bjr->bitj", a[1], a[3])),
-     ["only the content part"]),
-    (lambda *a: (_latent_right(*a)[0], torch.einsum("btir,bjr->bitj", a[1], a[3])), ["only the RoPE part"]),
-    (lambda *a: (_latent_right(*a)[0], _latent_right(*a)[1].transpose(-1, -2)), ["t and j are swapped"]),
-    (lambda *a: (_latent_right(*a)[0], _latent_right(*a)[1] / 24 ** 0.5), ["times 0.2041", "softmax scale"]),
-    (lambda *a: (_latent_right(*a)[0], _latent_right(*a)[1].permute(0, 2, 1, 3)), ["[b, t, n_h, j]"]),
-    (lambda *a: (2 * _latent_right(*a)[0], _latent_right(*a)[1]), ["must equal q^C·k^C"]),
-    (lambda *a: (_latent_right(*a)[0] + 1, _latent_right(*a)[1]), ["must equal q^C·k^C"]),
-    (lambda *a: _latent_right(*a)[1], ["return a pair"]),
-    (lambda q_c, q_r, c_kv, k_r, w_uk: (q_c @ w_uk, None), ["raised RuntimeError"]),
+    (_square_mask, ["as if the chunk started at position 0", "P + i = 3 + i"]),
+    (lambda *a: _chunk_oracle(*a, start=10 ** 6), ["every query sees every key"]),
+    (lambda *a: _chunk_oracle(*a, see_own=False), ["kept from its own key"]),
+    (lambda *a: _chunk_oracle(*a[:-1], 1.0), ["scale is missing"]),
+    (lambda *a: _chunk_oracle(*a[:-1], a[-1] ** 2), ["scaled twice"]),
+    (_heads_mixed, ["right with one head, wrong with several", "head letters"]),
+    (lambda *a: _chunk_right(*a).transpose(1, 2), ["[b, n_h, T, d_v]", "return [b, T, n_h, d_v]"]),
+    (lambda *a: _chunk_right(*a)[..., :1], ["expected [b, T, n_h, d_v]"]),
+    (lambda *a: 2 * _chunk_right(*a), ["differs from the reference"]),
+    ("chunk_attention", ["pass your function itself"]),
 ])
-def test_2_4_wrong(fn, words):
-    _status(check_latent_scores(fn), WRONG, *words)
+def test_2_4_wrong(fn, words, capsys):
+    _status(check_chunk_attention(fn), WRONG, *words)
+    assert 'hint("2.4")' in capsys.readouterr().out
 
 
-def test_2_4_hard_coded_head_count_fails_on_the_other_layer():
-    def three_heads_only(q_c, q_r, c_kv, k_r, w_uk):
-        q_t = torch.stack([q_c[:, :, i] @ w_uk[i] for i in range(3)], 2)
-        s = torch.einsum("btic,bjc->bitj", q_t, c_kv) + torch.einsum("btir,bjr->bitj", q_r[:, :, :3], k_r)
-        return q_t, s
+def test_2_4_own_key_hidden_at_p0_gives_nan_and_is_named():
+    def strict_mask(q, c_kv, k_r, w_uk, w_uv, scale):         # j < P + i, without nan_to_num: query 0 of P = 0
+        out = _chunk_oracle(q, c_kv, k_r, w_uk, w_uv, scale, see_own=False)
+        if c_kv.shape[1] == q.shape[1]:
+            out[:, 0] = float("nan")
+        return out
 
-    _status(check_latent_scores(three_heads_only), WRONG, "8 heads")
+    # the first case (P = 3) already names the mistake; a NaN-only variant is named where it first shows
+    _status(check_chunk_attention(lambda *a: torch.full_like(_chunk_right(*a), float("nan"))), WRONG, "NaN")
+    _status(check_chunk_attention(strict_mask), WRONG, "kept from its own key")
 
 
 # ------------------------------------------------------------------------------------------------ notebooks
 def test_exercises_stored_unattempted_and_solutions_explain():
-    """Issue 16: four exercises of four kinds, stored with ___, the 'not attempted' line stored; solutions give a
-    'why' for each."""
+    """Issue 16: four exercises of four kinds, stored with ___, the 'not attempted' line stored; the prediction's
+    answer stays hidden in the stored chapter; solutions give a 'why' for each."""
     nb = json.loads(NOTEBOOK.read_text())
     outs = "".join("".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"])
     for n in ("2.1", "2.2", "2.3", "2.4"):
         assert f"Exercise {n}: not attempted yet" in outs
+    assert "Hidden until you predict: write your answer to exercise 2.1" in outs
     text = " ".join(_cells(NOTEBOOK))
     for kind in ("predict, then run", "explain with a number", "bug hunt", "variation"):
         assert kind in text
+    assert 'revealed("2.1", prediction_2_1)' in text
     solutions = " ".join(_cells(SOLUTIONS))
     assert solutions.count("Why") >= 4 and "✓" in solutions

@@ -4,7 +4,7 @@ Oracles: YaRN's frequencies written out here in float64 (numpy), the released co
 paper's ramp in r (YaRN arXiv 2309.00071 §3.2, h(θ) = (1 − γ)θ/s + γθ); the fold/relative truth of exercise 3.3
 MEASURED here with explicit float64 rotation matrices; mscale(s, c) = 0.1·c·ln s + 1 in closed form and the issue's
 numbers (mscale² 1.6889 for s = 20, 1.8739 for s = 40); transformers' YaRN softmax scale and cos/sin factor; the
-bug hunt's scores from explicit 2×2 rotation matrices. The bug hunt's unfixed code is taken from the chapter's
+bug hunt's serving-loop scores from explicit 2×2 rotation matrices. The bug hunt's unfixed code is taken from the chapter's
 notebook cell itself.
 """
 import math
@@ -17,12 +17,11 @@ import json
 from pathlib import Path
 
 from dsv3_lessons.course.common.checking import NOT_ATTEMPTED, RIGHT, WRONG
-from dsv3_lessons.course.ch03_rope.exercises import (BUGGY_DECODE_ROPE_SCORES, PLACEMENTS, POSITION_ZERO_MISTAKES,
-                                                     SCALE_EXERCISE_CONFIG, YARN_EXERCISE_CONFIGS, ___,
-                                                     check_decode_rope_scores, check_position_zero,
-                                                     check_rope_placements, check_softmax_scale,
-                                                     check_yarn_paper_ramp, position_zero_test)
-from dsv3_lessons.course.ch03_rope.experiments import logit_with_mistake
+from dsv3_lessons.course.ch03_rope.exercises import (BUGGY_ROPE_SCORES_STEP, PLACEMENTS, SCALE_EXERCISE_CONFIG,
+                                                     YARN_EXERCISE_CONFIGS, ___, check_rope_placements,
+                                                     check_rope_scores_step, check_rope_spread_prediction,
+                                                     check_softmax_scale, check_yarn_paper_ramp, prompt_test)
+from dsv3_lessons.course.ch03_rope.experiments import POSITION_ZERO_MISTAKES, logit_with_mistake
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "03_rope_decoupling.ipynb"
 SOLUTIONS = Path(__file__).resolve().parents[1] / "notebooks" / "solutions" / "03_rope_decoupling_solutions.ipynb"
@@ -92,7 +91,7 @@ def test_3_2_right_answer_in_numpy_and_torch():
     (lambda d, b, rs: paper64(d, b, rs, keep_means_zero=True), "γ = 1 means the pair KEEPS"),
     (lambda d, b, rs: paper64(d, b, rs, length=rs["original_max_position_embeddings"] * rs["factor"]),
      "extended window"),
-    (lambda d, b, rs: np.array([b ** (-2 * i / d) for i in range(d // 2)]), "plain RoPE frequencies"),
+    (lambda d, b, rs: np.array([b ** (-2 * i / d) for i in range(d // 2)]), "every pair keeps θ_i"),
     (lambda d, b, rs: np.array([b ** (-2 * i / d) for i in range(d // 2)]) / rs["factor"], "every pair is divided"),
     (lambda d, b, rs: paper64(d, b, rs, alpha=rs["beta_fast"], beta=rs["beta_slow"]), "Swapping α and β"),
     (lambda d, b, rs: np.ones(3), "d/2 = 32 numbers"),
@@ -116,6 +115,22 @@ def test_3_2_inverse_turns_is_named():
         return (1 - g) * theta / rs["factor"] + g * theta
 
     assert "upside down" in check_yarn_paper_ramp(inverse).message
+
+
+def test_3_2_theta_in_the_denominator_is_named_not_as_plain_rope():
+    """Learner report: r = L/(2πθ) got "plain RoPE" (the symptom on V3); it must name θ in the denominator."""
+    def over_theta(d, b, rs):
+        theta = np.array([b ** (-2 * i / d) for i in range(d // 2)])
+        r = rs["original_max_position_embeddings"] / (2 * math.pi * theta)
+        g = np.clip((r - rs["beta_slow"]) / (rs["beta_fast"] - rs["beta_slow"]), 0, 1)
+        return (1 - g) * theta / rs["factor"] + g * theta
+
+    v3 = next(c for c in YARN_EXERCISE_CONFIGS if c[1] == 64 and c[3]["factor"] == 40)
+    _, d, b, rs = v3
+    assert np.allclose(over_theta(d, b, rs), [b ** (-2 * i / d) for i in range(d // 2)])   # plain RoPE on V3
+    r = check_yarn_paper_ramp(over_theta)
+    assert r.status == WRONG and "θ_i ended up in the denominator" in r.message, r.message
+    assert "every pair keeps" not in r.message
 
 
 # ------------------------------------------------------------------ 3.3 placements (measured truth)
@@ -204,12 +219,8 @@ def test_3_3_malformed():
     assert "pair" in check_rope_placements(RIGHT_3_3P | {"keys_only": True}).message
 
 
-# ------------------------------------------------------------------ 3.1 position zero, predict then run
-RIGHT_3_1 = {"wrong_yarn_factor": True, "yarn_range_from_extended_length": False,
-             "missing_mscale_squared": True, "rotate_half_without_permutation": False}
-
-
-def test_3_1_wrong_factor_changes_the_logit_at_position_zero_by_the_mscale_ratio():
+# ------------------------------------------------------------------ chapter's position-0 table (cell after YaRN)
+def test_wrong_factor_changes_the_logit_at_position_zero_by_the_mscale_ratio():
     m2 = lambda s: (0.1 * math.log(s) + 1) ** 2  # noqa: E731
     assert m2(20) == pytest.approx(1.6889, abs=5e-5) and m2(40) == pytest.approx(1.8739, abs=5e-5)
     right, wrong = logit_with_mistake(None, 0, 0), logit_with_mistake("wrong_yarn_factor", 0, 0)
@@ -218,33 +229,57 @@ def test_3_1_wrong_factor_changes_the_logit_at_position_zero_by_the_mscale_ratio
     for m in ("yarn_range_from_extended_length", "rotate_half_without_permutation"):
         assert logit_with_mistake(m, 0, 0) == pytest.approx(right, rel=1e-7)
         assert abs(logit_with_mistake(m, 5, 0) - logit_with_mistake(None, 5, 0)) > 1e-3   # visible at t ≥ 1
-    assert set(RIGHT_3_1) == set(POSITION_ZERO_MISTAKES)
+    assert len(POSITION_ZERO_MISTAKES) == 4
 
 
-def test_3_1_placeholder_and_right():
-    r = check_position_zero({k: ___ for k in POSITION_ZERO_MISTAKES})
-    assert r.status == NOT_ATTEMPTED and "position 0" in r.message
-    assert "softmax scale?" not in r.message and "identity" not in r.message     # the old hint gave it away
-    assert check_position_zero(RIGHT_3_1).status == RIGHT
-    assert check_position_zero({k: torch.tensor(v) for k, v in RIGHT_3_1.items()}).status == RIGHT
+# ------------------------------------------------------------------ 3.1 spread of the rope part, predict then run
+# a run where the rope part varies 8 times as much as the content part (rope 1.6, content 0.2)
+SPREADS = (1.6, 0.2)
 
 
-@pytest.mark.parametrize("change,hint", [
-    ({"wrong_yarn_factor": False}, "1.6889 for s = 20 against 1.8739 for s = 40"),   # the old, rewarded answer
-    ({"missing_mscale_squared": False}, "position 0 included"),
-    ({"rotate_half_without_permutation": True}, "nothing rotates"),
-    ({"yarn_range_from_extended_length": True}, "mscale depends on s alone"),
-], ids=["factor-missed", "mscale-missed", "rotate-half", "range"])
-def test_3_1_wrong_answers(change, hint):
-    r = check_position_zero(RIGHT_3_1 | change)
-    assert r.status == WRONG and hint in r.message, r.message
+def test_3_1_placeholder():
+    r = check_rope_spread_prediction(___, *SPREADS)
+    assert r.status == NOT_ATTEMPTED and "8 channels per head" in r.message
+    assert "8.0" not in r.message
 
 
-def test_3_1_old_answer_is_now_wrong():
-    """The review's defect: the previous checker rewarded wrong_yarn_factor = False."""
-    old = RIGHT_3_1 | {"wrong_yarn_factor": False}
-    assert check_position_zero(old).status == WRONG
-    assert "True or False" in check_position_zero(RIGHT_3_1 | {"wrong_yarn_factor": "yes"}).message
+@pytest.mark.parametrize("guess", [8, 4, 20, np.float64(6.5), torch.tensor(10.0)])
+def test_3_1_right(guess):
+    r = check_rope_spread_prediction(guess, *SPREADS)
+    assert r.status == RIGHT and "8.0 times as much" in r.message, r.message
+
+
+@pytest.mark.parametrize("guess, words", [
+    (0.5, ["no more than the content part", "8 channels against 16", "ratio of 8.0"]),   # the intuitive answer
+    (1, ["no more than the content part"]),
+    (2, ["the right direction", "far more than that"]),                 # nearer to 1 than to 8 on a log scale
+    (2.7, ["the right direction"]),                                     # within 3× of 8 but nearer to 1
+    (30, ["not by that much"]),
+    (0, ["positive number"]),
+    (-2, ["positive number"]),
+    ("a lot", ["must be a number"]),
+])
+def test_3_1_wrong(guess, words, capsys):
+    r = check_rope_spread_prediction(guess, *SPREADS)
+    assert r.status == WRONG, r.message
+    for w in words:
+        assert w in r.message, (w, r.message)
+    assert 'hint("3.1")' in capsys.readouterr().out
+
+
+def test_3_1_notebook_hides_the_spreads_until_predicted():
+    """Round 2: the stored chapter shows neither the spreads nor the figure before the prediction is written."""
+    nb = json.loads(NOTEBOOK.read_text())
+    cells = nb["cells"]
+    k = next(i for i, c in enumerate(cells) if "".join(c["source"]).startswith("prediction_3_1 = ___"))
+    before = "".join("".join(o.get("text", "")) for c in cells[:k] if c["cell_type"] == "code" for o in c["outputs"])
+    assert "std over" not in before and "rope part" not in before
+    shown = [c for c in cells[k + 1:k + 4] if c["cell_type"] == "code" and "revealed(\"3.1\"" in "".join(c["source"])]
+    assert len(shown) == 2
+    for c in shown:
+        text = "".join("".join(o.get("text", "")) for o in c["outputs"])
+        assert "Hidden until you predict" in text and "std over" not in text
+        assert not any(o.get("output_type") == "display_data" for o in c["outputs"])
 
 
 # ------------------------------------------------------------------ 3.4 softmax scale and the rope part's factor
@@ -315,7 +350,7 @@ def test_3_4_malformed_never_raises():
     assert "single number" in check_softmax_scale((torch.ones(2), 1.0)).message
 
 
-# ------------------------------------------------------------------ 3.5 bug hunt: the cached rope key rotated twice
+# ------------------------------------------------------------------ 3.5 bug hunt: decoded keys rotated at angle 0
 def rot2(x, pos, theta):
     """Oracle rotation: explicit 2×2 matrices per pair, float64. x [n, d], pos [n]."""
     out = torch.zeros(x.shape, dtype=torch.float64)
@@ -327,81 +362,113 @@ def rot2(x, pos, theta):
     return out
 
 
-def chapter_rope(x, pos, theta):                      # the chapter's rope (cell "def rope"), for the exec'd code
-    ang = pos[:, None].float() * theta[None, :]
-    x0, x1 = x[..., 0::2], x[..., 1::2]
-    return torch.stack((x0 * ang.cos() - x1 * ang.sin(), x0 * ang.sin() + x1 * ang.cos()), dim=-1).flatten(-2)
-
-
 def _exec(source):
-    ns = {"torch": torch, "rope": chapter_rope}
-    exec(source, ns)  # noqa: S102  (the chapter's own cell text)
-    return ns["decode_rope_scores"]
+    from dsv3_lessons.model.rope import apply_rope_interleaved
+
+    ns = {"torch": torch, "apply_rope_interleaved": apply_rope_interleaved}
+    exec(source, ns)  # noqa: S102  (the chapter's own cell text, or an edit of it)
+    return ns["rope_scores_step"]
 
 
-FIX = ("keys = rope(torch.cat(cache), torch.arange(t + 1), theta)     # the cached keys 0..t",
-       "keys = torch.cat(cache)")
+ANGLES = "angles = torch.arange(T)[:, None] * theta[None, :]"
+START = "start = keys.shape[0] - T                                       # position of the first new token"
+
+
+def _edit(*pairs):
+    source = BUGGY_ROPE_SCORES_STEP
+    for old, new in pairs:
+        assert old in source, old
+        source = source.replace(old, new)
+    return _exec(source)
+
+
+def _fixed():
+    """The one-line fix: the new tokens' angles from their positions in the sequence (tokens already cached + i)."""
+    return _edit((ANGLES, "angles = (sum(len(c) for c in cache) + torch.arange(T))[:, None] * theta[None, :]"))
 
 
 def test_3_5_notebook_shows_the_checked_buggy_code():
     cells = _cells(NOTEBOOK)
-    cell = next(c for c in cells if "def decode_rope_scores" in c)
-    assert BUGGY_DECODE_ROPE_SCORES.strip() in cell and "position_zero_test(decode_rope_scores)" in cell
-    assert any("check_decode_rope_scores(___)" in c for c in cells)
-    assert any(c.startswith("def rope(x, pos, theta):") for c in cells)   # the rope the exercise uses
+    cell = next(c for c in cells if "def rope_scores_step" in c)
+    assert BUGGY_ROPE_SCORES_STEP.strip() in cell and "prompt_test(rope_scores_step)" in cell
+    assert any("check_rope_scores_step(___)" in c for c in cells)
 
 
-def test_3_5_unfixed_code_passes_position_zero_and_is_wrong():
-    buggy = _exec(BUGGY_DECODE_ROPE_SCORES)
-    assert "passes" in position_zero_test(buggy)
-    r = check_decode_rope_scores(buggy)
-    assert r.status == WRONG and "still rotated twice" in r.message and "2j·θ" in r.message
+def test_3_5_unfixed_code_passes_the_prompt_test_and_gets_a_symptom_only():
+    buggy = _exec(BUGGY_ROPE_SCORES_STEP)
+    assert "passes" in prompt_test(buggy)
+    r = check_rope_scores_step(buggy)
+    assert r.status == WRONG, r.message
+    for w in ("the first call (the prompt) agrees", "call 2 (1 new token at position 4)", "own key is right"):
+        assert w in r.message, (w, r.message)
+    for cause in ("angle", "rotated at", "cache", "offset"):                 # the ✗ never names the cause
+        assert cause not in r.message, cause
 
 
 def test_3_5_right_against_explicit_rotations():
-    fixed = _exec(BUGGY_DECODE_ROPE_SCORES.replace(*FIX))
-    assert check_decode_rope_scores(fixed).status == RIGHT
+    """The fix, driven like a serving loop (prompt 3, then 1, 1, chunk 2), against 2×2 rotation matrices."""
+    fixed = _fixed()
+    assert check_rope_scores_step(fixed).status == RIGHT
     g = torch.Generator().manual_seed(0)
-    q, k = torch.randn(5, 8, generator=g), torch.randn(5, 8, generator=g)
-    theta = torch.tensor([10000.0 ** (-2 * i / 8) for i in range(4)])
-    want = rot2(q, torch.arange(5), theta) @ rot2(k, torch.arange(5), theta).T
-    got = fixed(q, k, theta).double()
-    causal = torch.ones(5, 5, dtype=torch.bool).tril()
-    assert torch.allclose(got[causal], want[causal], atol=1e-5) and torch.isinf(got[~causal]).all()
+    n, d = 7, 8
+    q, k = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)
+    theta = torch.tensor([10000.0 ** (-2 * i / d) for i in range(d // 2)])
+    want = rot2(q, torch.arange(n), theta) @ rot2(k, torch.arange(n), theta).T
+    cache, start = [], 0
+    for T in (3, 1, 1, 2):
+        got = fixed(cache, q[start:start + T], k[start:start + T], theta).double()
+        ref = want[start:start + T, :start + T]
+        visible = torch.arange(start + T)[None, :] <= start + torch.arange(T)[:, None]
+        assert torch.allclose(got[visible], ref[visible], atol=1e-5) and torch.isinf(got[~visible]).all()
+        start += T
 
 
 def test_3_5_placeholder():
-    r = check_decode_rope_scores(___)
-    assert r.status == NOT_ATTEMPTED and "two decode steps" in r.message
-    assert check_decode_rope_scores(lambda q, k, th: ___).status == NOT_ATTEMPTED
+    r = check_rope_scores_step(___)
+    assert r.status == NOT_ATTEMPTED and "prompt in one call" in r.message
+    assert check_rope_scores_step(lambda cache, q, k, th: ___).status == NOT_ATTEMPTED
 
 
-@pytest.mark.parametrize("edit,hint", [
-    ((("cache.append(rope(k_raw[t:t + 1], torch.tensor([t]), theta))", "cache.append(k_raw[t:t + 1])"), FIX),
-     "never rotated"),
-    ((("cache.append(rope(k_raw[t:t + 1], torch.tensor([t]), theta))", "cache.append(k_raw[t:t + 1])"),
-      ("keys = rope(torch.cat(cache), torch.arange(t + 1), theta)", "keys = rope(torch.cat(cache), torch.full((t + 1,), t), theta)")),
-     "current step t"),
-    ((FIX, ("q = rope(q_raw[t:t + 1], torch.tensor([t]), theta)", "q = q_raw[t:t + 1]")), "query is not rotated"),
-    ((("keys = rope(torch.cat(cache), torch.arange(t + 1), theta)", "keys = rope(torch.cat(cache), torch.full((t + 1,), t), theta)"),),
-     "again by the step t"),                      # the same numbers as an un-rotated query: one message for both
-    ((FIX, ('scores = torch.full((T, T), float("-inf"))', "scores = torch.zeros(T, T)")), "mask"),
-], ids=["unrotated", "rotated-at-t", "query", "j-plus-t", "mask"])
-def test_3_5_wrong_fixes_are_named(edit, hint):
-    source = BUGGY_DECODE_ROPE_SCORES
-    for old, new in edit:
-        assert old in source
-        source = source.replace(old, new)
-    r = check_decode_rope_scores(_exec(source))
-    assert r.status == WRONG and hint in r.message, r.message
+@pytest.mark.parametrize("edit, words", [
+    ((ANGLES, "angles = (len(cache) + torch.arange(T))[:, None] * theta[None, :]"), ["number of earlier CALLS"]),
+    ((ANGLES, "angles = (sum(len(c) for c in cache) + T + torch.arange(T))[:, None] * theta[None, :]"),
+     ["T positions too far"]),
+], ids=["calls-so-far", "after-append"])
+def test_3_5_wrong_offsets_are_named(edit, words):
+    r = check_rope_scores_step(_edit(edit))
+    assert r.status == WRONG, r.message
+    for w in words:
+        assert w in r.message, (w, r.message)
 
 
-def test_3_5_other_wrong_and_malformed():
-    fixed = _exec(BUGGY_DECODE_ROPE_SCORES.replace(*FIX))
-    r = check_decode_rope_scores(lambda q, k, th: 2 * fixed(q, k, th))
-    assert r.status == WRONG and "first differ at t = 0, j = 0" in r.message
-    assert "[T, T] = [7, 7]" in check_decode_rope_scores(lambda q, k, th: torch.zeros(3)).message
-    assert "pass your fixed function" in check_decode_rope_scores("decode_rope_scores").message
+def _half_fixed(which: str):
+    """Only the keys (or only the queries) rotated at their sequence positions."""
+    moved = "(sum(len(c) for c in cache) + torch.arange(T))[:, None] * theta[None, :]"
+    pairs = [(ANGLES, f"{ANGLES}\n    angles_seq = {moved}\n    cos_s, sin_s = angles_seq.cos(), angles_seq.sin()")]
+    if which == "keys":
+        pairs.append(("cache.append(apply_rope_interleaved(k_raw, cos, sin))",
+                      "cache.append(apply_rope_interleaved(k_raw, cos_s, sin_s))"))
+    else:
+        pairs.append(("scores = apply_rope_interleaved(q_raw, cos, sin) @ keys.T",
+                      "scores = apply_rope_interleaved(q_raw, cos_s, sin_s) @ keys.T"))
+    return _edit(*pairs)
+
+
+def test_3_5_half_fixes_are_named():
+    r = check_rope_scores_step(_half_fixed("keys"))
+    assert r.status == WRONG and "each new query is still rotated at its index inside the call" in r.message, r.message
+    r = check_rope_scores_step(_half_fixed("queries"))
+    assert r.status == WRONG and "each new key is still rotated at its index" in r.message, r.message
+
+
+def test_3_5_mask_and_malformed():
+    fixed = _fixed()
+    r = check_rope_scores_step(lambda cache, q, k, th: fixed(cache, q, k, th).nan_to_num(neginf=0.0))
+    assert r.status == WRONG and "-inf entries are off" in r.message, r.message
+    r = check_rope_scores_step(lambda cache, q, k, th: 2 * fixed(cache, q, k, th))
+    assert r.status == WRONG and "differ by up to" in r.message, r.message
+    assert "[T, tokens so far] = [4, 4]" in check_rope_scores_step(lambda cache, q, k, th: torch.zeros(3)).message
+    assert "pass your fixed function" in check_rope_scores_step("rope_scores_step").message
 
 
 # ------------------------------------------------------------------ notebooks
@@ -414,6 +481,7 @@ def test_exercises_stored_unattempted_and_solutions_explain():
     text = " ".join(_cells(NOTEBOOK))
     for kind in ("predict, then run", "variation", "explain with a number", "bug hunt"):
         assert kind in text
+    assert 'revealed("3.1", prediction_3_1)' in text
     solutions = " ".join(_cells(SOLUTIONS))
     assert solutions.count("Why") >= 5
 
@@ -427,8 +495,8 @@ def test_half_filled_bodies_are_not_attempted():
 
     assert check_yarn_paper_ramp(half_ramp).status == NOT_ATTEMPTED
 
-    def half_decode(q_raw, k_raw, theta):
+    def half_step(cache, q_raw, k_raw, theta):
         keys = ___
         return q_raw @ keys.T
 
-    assert check_decode_rope_scores(half_decode).status == NOT_ATTEMPTED
+    assert check_rope_scores_step(half_step).status == NOT_ATTEMPTED

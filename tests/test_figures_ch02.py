@@ -38,7 +38,7 @@ def test_v3_labels_are_computed():
     dg = draw_mla_data_path(CONFIGS["v3"])
     text = "\n".join(_texts(dg))
     for piece in ("[7,168]", "[1,536]", "[512]", "[64]", "128+64 = 192", "512 + 64 = 576", "[16,384] → [7,168]",
-                  "[1,536 × 7,168]", "i = 1 … 128", "n_h = 128"):
+                  "[1,536 × 7,168]", "i = 0 … 127", "n_h = 128"):
         assert piece in text + dg.ax.get_title(), piece
 
 

@@ -64,10 +64,26 @@ def test_plot_function_directly():
     assert _bars(fig, 1) == pytest.approx([c.flops_per_token_per_layer / 1e6 for c in (r.variant, r.v3, r.mha)])
 
 
-@pytest.mark.parametrize("kwargs", [{"kv_lora_rank": 5000}, {"q_lora_rank": 100}, {"num_attention_heads": 0}])
+@pytest.mark.parametrize("kwargs", [{"kv_lora_rank": 5000}, {"q_lora_rank": 10}, {"num_attention_heads": 0},
+                                    {"q_lora_rank": 1000.5}, {"kv_lora_rank": True}])
 def test_bad_start_values_raise(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         mla_rank_widget(**kwargs)
+
+
+def test_off_step_width_is_computed_as_typed():
+    """Learner report: 1000 typed into the q_lora_rank readout (step 64) is kept by JupyterLab; the numbers are
+    then computed for 1000 (a closed form, checked against the parameter count of that config)."""
+    from dsv3_lessons.model.config import deepseek_v3_671b
+
+    w = mla_rank_widget(q_lora_rank=1000)
+    r = w.last_result
+    assert w.q_lora_rank.value == 1000 and r.q_lora_rank == 1000
+    v3 = deepseek_v3_671b()
+    d, n_h, qk = v3.hidden_size, v3.num_attention_heads, v3.qk_nope_head_dim + v3.qk_rope_head_dim
+    q_part = d * 1000 + 1000 + 1000 * n_h * qk                      # W^DQ, q_a_layernorm, W^UQ;W^QR
+    q_part_v3 = d * 1536 + 1536 + 1536 * n_h * qk
+    assert r.variant.params_per_layer - r.v3.params_per_layer == q_part - q_part_v3
 
 
 def test_sliders_recompute_on_release_only():

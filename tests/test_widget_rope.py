@@ -58,6 +58,15 @@ def test_key_after_query_and_equal_positions(w):
     assert w.last_result.angle_between == pytest.approx(0.0, abs=1e-9)
 
 
+def test_key_after_query_says_a_causal_model_masks_the_pair(w):
+    """Learner report: j > t showed "t − j = −8" without saying a causal model never scores that pair."""
+    w.key_pos.value = 20                                   # query at 12: the key comes after it
+    assert "causal model never scores this pair" in w.summary.value
+    assert "t − j = -8" in w.summary.value
+    w.key_pos.value = 12
+    assert "causal" not in w.summary.value
+
+
 def test_yarn_factor_one_is_plain_rope(w):
     w.yarn_factor.value = 1.0
     r = w.last_result

@@ -1,18 +1,27 @@
 """Exercise checkers of chapter 02 (MLA: two latent spaces), on the never-raising pattern of ``..common.checking``.
 
-Four exercises of four kinds (DESIGN.md, "the chapter recipe", item 6):
+Four exercises of four kinds (DESIGN.md, "the chapter recipe", item 6), each needing an idea of the chapter rather
+than a copied cell:
 
 * 2.1 **predict, then run**: before the spectrum cell, guess r90 -- how many directions carry 90 % of the energy
-  of the trained MHA model's stacked keys (layer 1, all heads, ``[tokens, n_h·d_h]``) -- and compare after the
-  run (:func:`check_key_rank_prediction`);
-* 2.2 **explain with a number**: the rows of V3's fused ``kv_b_proj.weight`` that hold head 5's W^UV
-  (:func:`check_kv_b_rows_of_w_uv`);
-* 2.3 **bug hunt**: :data:`BUGGY_KEYS_AND_VALUES`, a ``keys_and_values`` that splits ``kv_b_proj``'s output
-  "all keys first" -- the fused-kv_b mistake of public implementations (SPEC §9) -- and passes its author's
-  one-head test (:func:`one_head_test`); the learner finds and fixes the line (:func:`check_keys_and_values`);
-* 2.4 **variation** (code): scores straight from the cache with W^UK folded into the query, a case the chapter
-  did not write (it re-expanded k^C), graded on random inputs and on an MLA layer with another head count and
-  query-latent width than the chapter's (:func:`check_latent_scores`).
+  of the trained MHA model's stacked keys (layer 1, all heads, ``[tokens, n_h·d_h]``). The intuitive guess
+  ("well below d_c, a dozen or so") is far too high: training leaves about two. Graded fairly: a guess is right
+  when it sits nearer (on a log scale) to the trained measurement than to the untrained one, and a guess that is
+  below d_c but near the untrained value is told what it got right (:func:`check_key_rank_prediction`). The
+  experiment cell shows its result only once the prediction is written (``revealed``).
+* 2.2 **explain with a number**, two steps: a loader that reads ``kv_b_proj`` "all keys first" (the chapter's
+  pitfall) hands head 36 some rows as its W^UK and head 5 some rows as its W^UV; whose matrices are those rows
+  really (:func:`check_keys_first_rows`)? Step one finds the rows the wrong reading takes, step two places them
+  in the true per-head layout.
+* 2.3 **bug hunt**: :data:`BUGGY_MLA_FORWARD`, a whole MLA layer written with PyTorch's fused attention, as ports
+  do. It calls ``scaled_dot_product_attention`` without ``scale=``, so the softmax scale is the default
+  ``1/sqrt(d_h + d_h^R)`` and YaRN's mscale² is lost (SPEC §9, "missing mscale²"). Its author tested it on a
+  config without YaRN, where that default is right (:func:`plain_config_test`); the checker's ✗ on the unfixed
+  code states only the symptom (:func:`check_mla_forward`).
+* 2.4 **variation** (code): eqs. (10)–(11) for a *chunk* of T new tokens appended to a cache that already holds
+  P tokens (chunked prefill; T = 1 is a decoding step). The chapter's square causal mask is wrong there: query i
+  of the chunk sits at position P + i (:func:`check_chunk_attention`), graded on random sizes and splits, P = 0
+  and T = 1 included, and on a library layer with another head count fed through its cache.
 
 Each checker prints one line: "not attempted yet" and a nudge for the placeholder ``___``, ``✗`` and a diagnosis
 for a wrong answer (pointing to ``hint("2.N")`` for the next step), ``✓`` for a right one, and returns the
@@ -23,12 +32,14 @@ The formulas are in the worked solutions (``notebooks/solutions/02_mla_latent_sp
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from dsv3_lessons.course.common.checking import Wrong, as_number, call_learner, checker
 
-__all__ = ["check_key_rank_prediction", "check_kv_b_rows_of_w_uv", "BUGGY_KEYS_AND_VALUES", "one_head_test",
-           "check_keys_and_values", "check_latent_scores"]
+__all__ = ["check_key_rank_prediction", "check_keys_first_rows", "BUGGY_MLA_FORWARD", "plain_config_test",
+           "check_mla_forward", "check_chunk_attention"]
 
 
 def _v3():
@@ -44,22 +55,16 @@ def _whole(x, what: str) -> int:
     return int(value)
 
 
-def _pair(answer, what: str) -> tuple[int, int]:
-    if isinstance(answer, slice):
-        answer = (answer.start, answer.stop)
-    if not isinstance(answer, (tuple, list)) or len(answer) != 2:
-        raise Wrong(f"{what} must be a pair (start, stop), got {answer!r}")
-    return _whole(answer[0], f"{what}[0]"), _whole(answer[1], f"{what}[1]")
-
-
 # ----------------------------------------------------------------------------------------------- 2.1
 @checker("2.1", hint="write your guess BEFORE running the spectrum cell: a whole number of directions between 1 and "
                      "the matrix's width. Think of what training does to 4 heads that all read the same characters.",
-         more=["At initialisation the key projections are random, so their keys spread their energy over many "
-               "directions. Ask whether the 4 heads of a trained layer need independent directions, or reuse the "
-               "same few.",
-               "The figure's legend prints r90 for every curve, dashed at initialisation and solid after training: "
-               "compare your guess with the solid layer-1 key curve and with MLA's d_c."])
+         more=["Read the left panel's legend for the solid layer-1 curve: r99 beside r90. Is the energy shared by "
+               "a few directions of similar size, or does one direction carry most of it?",
+               "The cell after this checker splits layer 1's keys into their average over all tokens (one fixed "
+               "key per head) and the rest. A key that is the same for every token: what can it add to the score "
+               "of query t against key j, once RoPE has rotated it by j?",
+               "Count the directions of the rest (the keys minus their average) in that cell's output: the keys' "
+               "content needs only a few more, still far below d_c."])
 def check_key_rank_prediction(prediction, trained, init, d_c: int = 32):
     """Exercise 2.1 (predict, then run): the learner's guess of r90 for layer 1's stacked MHA keys after training.
 
@@ -68,8 +73,10 @@ def check_key_rank_prediction(prediction, trained, init, d_c: int = 32):
         trained, init: singular values ``[k]`` (descending) of the stacked keys ``[tokens, n_h·d_h]`` after
             training and at initialisation (``k`` = n_h·d_h = 64 for the tiny config).
         d_c: MLA's latent width in the same config, the yardstick of the question (32 for ``tiny()``).
-    ✓ when the guess is within a factor 2 of the measured r90 (plus 2 directions of slack); ✗ otherwise, with
-    the measurement and what the gap means (above d_c, at the untrained value, too low).
+    ✓ when the guess is nearer, on a log scale, to the measured r90 than to the untrained r90 (it predicted that
+    training concentrates the keys) and within a factor 3 of the measurement; ✗ otherwise, with the measurement,
+    what the guess got right (below d_c) and what the gap means (near the untrained value, at or above d_c, too
+    low).
     """
     from dsv3_lessons.course.ch02_mla.steps import rank_for_energy
 
@@ -81,287 +88,408 @@ def check_key_rank_prediction(prediction, trained, init, d_c: int = 32):
     measured, at_init = rank_for_energy(trained, 0.9), rank_for_energy(init, 0.9)
     tail = (f"(measured: r90 = {measured} of {width} after training, {at_init} at initialisation; MLA's latent is "
             f"d_c = {d_c} wide)")
-    if measured / 2 <= guess <= 2 * measured + 2:
+    to_trained, to_init = abs(math.log(guess / measured)), abs(math.log(guess / at_init))
+    if to_trained < to_init and to_trained <= math.log(3):
         return (f"you guessed {guess}; {measured} directions carry 90 % of the trained keys' energy, against "
                 f"{at_init} at initialisation. Training made the 4 heads' keys redundant, so a shared latent far "
-                f"narrower than n_h·d_h = {width} loses little: the bet MLA makes with d_c = {d_c}.")
+                f"narrower than n_h·d_h = {width} loses little: the bet MLA makes with d_c = {d_c}. The chapter's "
+                f"cell after this checker shows what the largest direction is.")
     if guess >= d_c:
-        raise Wrong(f"you guessed {guess}, at or above d_c = {d_c}: that would make MLA's latent a bottleneck for "
-                    f"this layer. The trained keys are far more redundant {tail}.")
-    if abs(guess - at_init) <= max(2, at_init // 4):
-        raise Wrong(f"you guessed {guess}, about what random, untrained keys need; training concentrated the keys "
-                    f"into far fewer directions {tail}.")
-    if guess < measured / 2:
-        raise Wrong(f"you guessed {guess}, fewer than measured: the keys are low-rank but not one direction, since "
-                    f"they still have to tell characters and contexts apart {tail}.")
-    raise Wrong(f"you guessed {guess}: the right side of d_c, but the trained keys are even more concentrated than "
-                f"that {tail}.")
+        raise Wrong(f"you guessed {guess}, at or above d_c = {d_c}: a latent of d_c numbers would then be a "
+                    f"bottleneck for these keys. Training did the opposite and concentrated them {tail}.")
+    if guess < measured:
+        raise Wrong(f"you guessed {guess}, fewer than measured: the trained keys are concentrated, but they still "
+                    f"need {measured} directions for 90 % of their energy {tail}.")
+    if guess > at_init:
+        raise Wrong(f"you guessed {guess}: below d_c = {d_c}, right, but more directions than even the random, "
+                    f"untrained keys need; training concentrated them instead {tail}.")
+    raise Wrong(f"you guessed {guess}. Half right: it is below d_c = {d_c}, so you expected the latent to be wide "
+                f"enough, and it is. But {guess} is nearer to what random, untrained keys need ({at_init}) than to "
+                f"what training left ({measured}): training concentrated the keys far more than you expected "
+                f"{tail}. Why so few: the chapter's cell after this checker shows where the energy went.")
 
 
 # ----------------------------------------------------------------------------------------------- 2.2
-@checker("2.2", hint="how many rows of the fused matrix does one head own, and in what order do its keys and values "
-                     "sit inside its block? Read the sizes from v3's fields.",
-         more=["Step 2 of the chapter views the weight as [n_h, d_h + d_v, d_c]: count how many rows lie before head "
-               "5's block (heads count from 0).",
-               "Inside a head's block the key rows (d_h of them) come first; the value rows follow. Give stop "
-               "exclusive, as in a Python slice."])
-def check_kv_b_rows_of_w_uv(answer, head: int = 5):
-    """Exercise 2.2: rows ``(start, stop)`` (stop exclusive; a ``slice`` works too) of V3's fused
-    ``kv_b_proj.weight`` ``[n_h·(d_h+d_v), d_c]`` that hold W^UV of head ``head`` (0-based).
+#: Exercise 2.2's question: the matrices a keys-first loader hands these heads, and the chapter's answer format.
+KEYS_FIRST_QUESTION = {"keys of head 36": ("UK", 36), "values of head 5": ("UV", 5)}
 
-    Layout: per head [W^UK_i (d_h rows) ; W^UV_i (d_v rows)] (V3 report §2.1.1; the official inference code views
-    ``wkv_b`` as ``[n_heads, qk_nope_head_dim + v_head_dim, kv_lora_rank]``).
+
+def _matrix_name(value, what: str) -> str:
+    if not isinstance(value, str):
+        raise Wrong(f"{what} must be the string \"W^UK\" or \"W^UV\", got {value!r}")
+    name = value.strip().upper().replace("W", "").replace("^", "").replace("_", "").replace(" ", "")
+    if name not in ("UK", "UV"):
+        raise Wrong(f"{what} must be \"W^UK\" or \"W^UV\", got {value!r}")
+    return name
+
+
+def divmod_head(row: int, per_head: int, d_h: int) -> tuple[int, str]:
+    """(head, "UK"/"UV") of ``row`` in the per-head layout with blocks of ``per_head`` rows, ``d_h`` key rows first."""
+    head, offset = divmod(row, per_head)
+    return head, "UK" if offset < d_h else "UV"
+
+
+def keys_first_truth(cfg=None) -> dict[str, tuple[int, str]]:
+    """For each entry of :data:`KEYS_FIRST_QUESTION`: (true head, "UK"/"UV") of the rows that an "all keys first"
+    reading of ``kv_b_proj.weight`` hands that head. Computed from the config (V3 by default): the wrong reading
+    gives head i the rows ``[i·d_h, (i+1)·d_h)`` as W^UK_i and ``[n_h·d_h + i·d_v, ...)`` as W^UV_i; in the true
+    layout head h owns rows ``[h·(d_h+d_v), (h+1)·(d_h+d_v))``, its d_h key rows first."""
+    c = cfg or _v3()
+    n_h, d_h, d_v = c.num_attention_heads, c.qk_nope_head_dim, c.v_head_dim
+    per_head = d_h + d_v
+    out = {}
+    for label, (part, head) in KEYS_FIRST_QUESTION.items():
+        first_row = head * d_h if part == "UK" else n_h * d_h + head * d_v
+        out[label] = divmod_head(first_row, per_head, d_h)
+    return out
+
+
+@checker("2.2", hint="two steps: first the rows the keys-first reading takes for that head, then where those rows sit "
+                     "in the real layout, which is grouped by head. Read every size from v3's fields.",
+         more=["Step 1: the keys-first reading takes the first n_h·d_h rows as all heads' keys, d_h rows per head, "
+               "and the rest as the values, d_v rows per head. Which row does head 36's 'W^UK' start at? Head 5's "
+               "'W^UV'?",
+               "Step 2: in the real layout each head owns a block of d_h + d_v rows, its key rows first. Divide the "
+               "row number by the block size: the quotient is the head (counted from 0), the remainder says key or "
+               "value part.",
+               "Check with the chapter's tiny example (cell 'keys-first reading'): there head 1's 'keys' start with "
+               "the first row of head 0's W^UV. Your rule should give that too."])
+def check_keys_first_rows(answer):
+    """Exercise 2.2 (explain with a number, two steps): ``answer`` maps each key of :data:`KEYS_FIRST_QUESTION`
+    (``"keys of head 36"``, ``"values of head 5"``) to ``(head, "W^UK" or "W^UV")``: the head (counted from 0)
+    and matrix that the rows a keys-first loader hands it really belong to, in V3's ``kv_b_proj.weight``.
+
+    Truth from :func:`keys_first_truth` on :func:`~dsv3_lessons.model.config.deepseek_v3_671b` (per head
+    [W^UK_i (d_h rows) ; W^UV_i (d_v rows)], V3 report §2.1.1; the official inference code views ``wkv_b`` as
+    ``[n_heads, qk_nope_head_dim + v_head_dim, kv_lora_rank]``). Named mistakes: the loader's own belief (head
+    36's W^UK), a head counted from 1, the rows divided by d_h instead of the block size, the key and value part
+    of a block swapped, the values' offset n_h·d_h forgotten.
     """
     c = _v3()
-    start, stop = _pair(answer, "the answer (start, stop)")
-    per_head = c.qk_nope_head_dim + c.v_head_dim
-    right = (head * per_head + c.qk_nope_head_dim, (head + 1) * per_head)
-    if (start, stop) == right:
-        return f"rows {right[0]:,} to {right[1] - 1:,}: head {head}'s block starts at {head}·{per_head}, and its " \
-               f"values follow its {c.qk_nope_head_dim} key rows."
-    keys_first = c.num_attention_heads * c.qk_nope_head_dim + head * c.v_head_dim
-    diagnoses = {
-        (keys_first, keys_first + c.v_head_dim):
-            "that is the 'all keys first' reading (keys = first n_h·d_h rows), the pitfall of this chapter: rows are "
-            "grouped by head, keys then values inside each head",
-        (head * per_head, head * per_head + c.qk_nope_head_dim):
-            f"those are head {head}'s W^UK rows: inside a head's block the {c.qk_nope_head_dim} key rows come first, "
-            "then the value rows",
-        (right[0], right[1] - 1): "almost: stop is exclusive, as in a Python slice",
-        (right[0] + 1, right[1] + 1): "off by one: rows count from 0",
-        (head * c.v_head_dim, (head + 1) * c.v_head_dim):
-            f"each head owns d_h + d_v = {per_head} rows, not {c.v_head_dim}",
-        ((head + 1) * per_head + c.qk_nope_head_dim, (head + 2) * per_head):
-            "that is head 6: heads are counted from 0 here",
-    }
-    if (start, stop) in diagnoses:
-        raise Wrong(f"{(start, stop)}: {diagnoses[(start, stop)]}.")
-    if stop - start != c.v_head_dim:
-        raise Wrong(f"{(start, stop)} spans {stop - start} rows; W^UV_i has d_v = {c.v_head_dim} rows")
-    raise Wrong(f"{(start, stop)} has the right length but the wrong place: count the rows of the heads before "
-                f"head {head}, then the key rows of head {head} itself.")
+    n_h, d_h, d_v = c.num_attention_heads, c.qk_nope_head_dim, c.v_head_dim
+    per_head = d_h + d_v
+    if not isinstance(answer, dict):
+        raise Wrong(f"answer must be a dict {{question: (head, \"W^UK\" or \"W^UV\")}}, got {type(answer).__name__}")
+    if set(answer) != set(KEYS_FIRST_QUESTION):
+        raise Wrong(f"answer must have exactly the keys {tuple(KEYS_FIRST_QUESTION)}, got {tuple(answer)}")
+    truth = keys_first_truth(c)
+    problems = []
+    for label, (part, head) in KEYS_FIRST_QUESTION.items():
+        pair = answer[label]
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise Wrong(f"answer[{label!r}] must be a pair (head, \"W^UK\" or \"W^UV\"), got {pair!r}")
+        got = (_whole(pair[0], f"the head of answer[{label!r}]"), _matrix_name(pair[1], f"answer[{label!r}][1]"))
+        right = truth[label]
+        if got == right:
+            continue
+        first_row = head * d_h if part == "UK" else n_h * d_h + head * d_v
+        shown = f"{label}: ({got[0]}, \"W^{got[1]}\")"
+        if got == (head, part):
+            problems.append(f"{shown} is what the loader believes it reads; the question is whose rows it really "
+                            f"takes. Find the first row it reads, then place that row in the per-head layout.")
+        elif got[0] in (right[0] + 1, right[0] - 1) and got[1] == right[1]:
+            problems.append(f"{shown} is one head off: heads are counted from 0 here (head h owns rows "
+                            f"h·{per_head} to h·{per_head} + {per_head - 1}).")
+        elif got[0] == right[0]:
+            problems.append(f"{shown}: the right head, the wrong part. Inside a head's block of {per_head} rows the "
+                            f"first {d_h} are keys, the next {d_v} values.")
+        elif got[0] in (first_row // d_h, first_row // d_v):
+            problems.append(f"{shown}: you divided the row number by {d_h}, one matrix's height. In the real layout "
+                            f"a head's block is d_h + d_v = {per_head} rows.")
+        elif part == "UV" and got == divmod_head(head * d_v, per_head, d_h):
+            problems.append(f"{shown}: the keys-first reading puts all n_h·d_h = {n_h * d_h:,} key rows first; "
+                            f"its values start after them, not at row 0.")
+        else:
+            problems.append(f"{shown} is off. The keys-first reading starts that matrix at one row; find that row, "
+                            f"then the head whose block of {per_head} rows contains it.")
+    if problems:
+        raise Wrong(f"{len(problems)} of {len(KEYS_FIRST_QUESTION)} answers are off.\n  " + "\n  ".join(problems))
+    (h1, p1), (h2, p2) = truth["keys of head 36"], truth["values of head 5"]
+    return (f"the 'keys' it gives head 36 are head {h1}'s W^{p1}, and the 'values' it gives head 5 are head {h2}'s "
+            f"W^{p2}. Every shape fits, nothing raises, and only head 0 gets its own keys: that is why this "
+            f"misreading survives in public code.")
 
 
 # ----------------------------------------------------------------------------------------------- 2.3
 #: Exercise 2.3's code, exactly as the notebook shows it (the test checks the notebook cell holds this text).
-#: The mistake: ``kv_b_proj``'s output features come head by head, [k_0 | v_0 | k_1 | v_1 | ...], but this
-#: split takes the first n_h·d_h features as "all keys" (SPEC §9, "fused kv_b split across heads").
-BUGGY_KEYS_AND_VALUES = '''\
-def keys_and_values(c_kv, kv_b_weight, n_h, d_h, d_v):
-    """Per-head k^C [b, T, n_h, d_h] and v^C [b, T, n_h, d_v] from the cached latent c^KV [b, T, d_c]."""
-    b, T, _ = c_kv.shape
-    kv = c_kv @ kv_b_weight.T                                 # [b, T, n_h * (d_h + d_v)], one matmul
-    k_c, v_c = kv.split([n_h * d_h, n_h * d_v], dim=-1)       # keys, then values
-    return k_c.reshape(b, T, n_h, d_h), v_c.reshape(b, T, n_h, d_v)
+#: The mistake: ``F.scaled_dot_product_attention`` without ``scale=`` uses 1/sqrt(E) of the q/k width, d_h + d_h^R:
+#: right without YaRN, but a YaRN config multiplies every logit by mscale² as well (SPEC §3 and §9, "missing
+#: mscale²"). The layer's own ``query``/``latent`` are used, so the rotation itself is right.
+BUGGY_MLA_FORWARD = '''\
+def mla_forward(layer, h):
+    """The MLA layer's output for a whole sequence h [b, T, d] at positions 0..T-1, with PyTorch's fused attention."""
+    b, T, _ = h.shape
+    pos = torch.arange(T)
+    q_c, q_r = layer.query(h, pos)                        # [b, T, n_h, d_h], [b, T, n_h, d_h^R] (rotated)
+    c_kv, k_r = layer.latent(h, pos)                      # [b, T, d_c], [b, T, d_h^R] (rotated)
+    k_c, v = layer.kv_b_proj(c_kv).unflatten(-1, (layer.n_heads, -1)).split(
+        [layer.qk_nope_head_dim, layer.v_head_dim], dim=-1)
+    q = torch.cat([q_c, q_r], dim=-1).transpose(1, 2)     # [b, n_h, T, d_h + d_h^R]
+    k = torch.cat([k_c, k_r.unsqueeze(2).expand_as(q_r)], dim=-1).transpose(1, 2)
+    o = F.scaled_dot_product_attention(q, k, v.transpose(1, 2), is_causal=True)   # [b, n_h, T, d_v]
+    return layer.o_proj(o.transpose(1, 2).flatten(2))
 '''
 
 
-def _buggy_keys_and_values():
-    namespace: dict = {}
-    exec(BUGGY_KEYS_AND_VALUES, {"torch": torch}, namespace)  # noqa: S102  (our own constant text)
-    return namespace["keys_and_values"]
+def _exec_mla_forward(source: str = BUGGY_MLA_FORWARD):
+    import torch.nn.functional as F
+
+    namespace: dict = {"torch": torch, "F": F}
+    exec(source, namespace)  # noqa: S102  (our own constant text)
+    return namespace["mla_forward"]
 
 
-def _kv_case(n_h: int, d_h: int = 4, d_v: int = 6, d_c: int = 5, seed: int = 3):
-    g = torch.Generator().manual_seed(seed)
-    c_kv = torch.randn(2, 7, d_c, generator=g)
-    w = torch.randn(n_h * (d_h + d_v), d_c, generator=g)
-    return c_kv, w, (n_h, d_h, d_v)
-
-
-def _kv_right(c_kv, w, n_h, d_h, d_v):
-    from dsv3_lessons.model.mla import split_kv_b
-
-    w_uk, w_uv = split_kv_b(w, n_h, d_h, d_v)
-    return torch.einsum("ihc,btc->btih", w_uk, c_kv), torch.einsum("ivc,btc->btiv", w_uv, c_kv)
-
-
-def one_head_test(fn) -> str:
-    """The author's test of exercise 2.3's function: one head, against the library. Returns (and the notebook
-    prints) a sentence; raises AssertionError when ``fn`` fails it (the buggy function passes)."""
-    c_kv, w, (n_h, d_h, d_v) = _kv_case(n_h=1)
-    k_c, v_c = fn(c_kv, w, n_h, d_h, d_v)
-    k_ref, v_ref = _kv_right(c_kv, w, n_h, d_h, d_v)
-    assert torch.allclose(k_c, k_ref, atol=1e-6) and torch.allclose(v_c, v_ref, atol=1e-6)
-    return "the author's test passes: with one head, keys_and_values equals the library (max |difference| <= 1e-6)"
-
-
-@checker("2.3", hint="the function passes its author's one-head test. What is different about the fused output "
-                     "when there are several heads? Fix one line, then pass keys_and_values to the checker.",
-         more=["Compare the layout of kv_b_proj's output features with the layout of its weight rows in step 2 of "
-               "the chapter: are the features of one head next to each other?",
-               "With one head, 'all keys first' and 'keys first within each head' are the same split: that is why "
-               "the author's test could not see the bug. Split per head instead."])
-def check_keys_and_values(fn):
-    """Exercise 2.3 (bug hunt): the learner's fixed ``keys_and_values(c_kv, kv_b_weight, n_h, d_h, d_v)``.
-
-    Run on random c^KV ``[2, 7, d_c]`` and fused weights with n_h = 3 and 4 heads (d_h = 4 ≠ d_v = 6, so a mixed-up
-    layout cannot pass by luck) against :func:`dsv3_lessons.model.mla.split_kv_b`, then on a tiny MLA layer's own
-    ``kv_b_proj`` against the layer. Names what is still wrong: the keys-first split (the unfixed code), values
-    before keys within a head, keys right but values wrong, wrong shapes, a transposed weight.
-    """
-    if not callable(fn):
-        raise Wrong(f"pass your fixed function itself (check_keys_and_values(keys_and_values)), got "
-                    f"{type(fn).__name__}")
-    for n_h in (3, 4):
-        c_kv, w, (n_h, d_h, d_v) = _kv_case(n_h)
-        out = call_learner(fn, c_kv.clone(), w.clone(), n_h, d_h, d_v)
-        if not (isinstance(out, (tuple, list)) and len(out) == 2 and all(isinstance(t, torch.Tensor) for t in out)):
-            raise Wrong(f"keys_and_values must return two tensors (k_c, v_c), got {type(out).__name__}")
-        k_c, v_c = out
-        k_ref, v_ref = _kv_right(c_kv, w, n_h, d_h, d_v)
-        where = f"with n_h = {n_h} heads (d_h = {d_h}, d_v = {d_v}, d_c = {w.shape[1]})"
-        if tuple(k_c.shape) != tuple(k_ref.shape) or tuple(v_c.shape) != tuple(v_ref.shape):
-            raise Wrong(f"{where}: shapes {list(k_c.shape)} and {list(v_c.shape)}; expected k_c {list(k_ref.shape)} "
-                        f"[b, T, n_h, d_h] and v_c {list(v_ref.shape)} [b, T, n_h, d_v]")
-        k_ok, v_ok = torch.allclose(k_c, k_ref, atol=1e-5), torch.allclose(v_c, v_ref, atol=1e-5)
-        if k_ok and v_ok:
-            continue
-        kv = c_kv @ w.T
-        keys_first = kv.split([n_h * d_h, n_h * d_v], dim=-1)
-        if torch.allclose(k_c, keys_first[0].reshape(k_ref.shape), atol=1e-5):
-            right_heads = [i for i in range(n_h) if torch.allclose(k_c[:, :, i], k_ref[:, :, i], atol=1e-5)]
-            raise Wrong(f"{where}: still the 'all keys first' split. Only head(s) {right_heads} get their own keys; "
-                        f"head 1's 'keys' start with head 0's value features. kv_b_proj's output is grouped by head: "
-                        f"[k_0 | v_0 | k_1 | v_1 | ...]")
-        per_head = kv.view(*kv.shape[:2], n_h, d_h + d_v)
-        if torch.allclose(k_c, per_head[..., d_v:], atol=1e-5):
-            raise Wrong(f"{where}: split per head, but each head's values were taken before its keys; inside a "
-                        f"head's block the d_h key features come first")
-        if k_ok:
-            raise Wrong(f"{where}: the keys are right, the values are not: they are the last d_v features of each "
-                        f"head's block")
-        if v_ok:
-            raise Wrong(f"{where}: the values are right, the keys are not: they are the first d_h features of each "
-                        f"head's block")
-        worst = max((k_c - k_ref).abs().max().item(), (v_c - v_ref).abs().max().item())
-        raise Wrong(f"{where}: k_c and v_c differ from the library by up to {worst:.3g}; view the output as "
-                    f"[b, T, n_h, d_h + d_v] before splitting it")
+def _layer(**overrides):
     from dsv3_lessons.model.config import tiny
     from dsv3_lessons.model.mla import MultiHeadLatentAttention
 
-    torch.manual_seed(0)
-    layer = MultiHeadLatentAttention(tiny())
-    c = layer.cfg
-    c_kv = torch.randn(1, 5, c.kv_lora_rank)
+    torch.manual_seed(4)
+    layer = MultiHeadLatentAttention(tiny(**overrides)).eval()
+    with torch.no_grad():                          # trained-looking norm gains, so a forgotten gain would show
+        layer.q_a_layernorm.weight.uniform_(0.5, 1.5)
+        layer.kv_a_layernorm.weight.uniform_(0.5, 1.5)
+    return layer
+
+
+def plain_config_test(fn) -> str:
+    """The author's test of exercise 2.3's function: the tiny config WITHOUT YaRN (``rope_scaling=None``), a batch
+    of 2 sequences of 7 tokens, against the library layer. Returns (and the notebook prints) a sentence; raises
+    AssertionError when ``fn`` fails it (the buggy function passes: without YaRN the default scale is right)."""
+    layer = _layer(rope_scaling=None)
+    h = torch.randn(2, 7, layer.cfg.hidden_size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        k_ref, v_ref = layer.kv_b_proj(c_kv).view(1, 5, c.num_attention_heads, -1).split(
-            [c.qk_nope_head_dim, c.v_head_dim], dim=-1)
-        k_c, v_c = call_learner(fn, c_kv, layer.kv_b_proj.weight.detach(), c.num_attention_heads,
-                                c.qk_nope_head_dim, c.v_head_dim)
-    if not (k_c.shape == k_ref.shape and v_c.shape == v_ref.shape and torch.allclose(k_c, k_ref, atol=1e-5)
-            and torch.allclose(v_c, v_ref, atol=1e-5)):
-        raise Wrong("right on the random test weights, but not on a tiny layer's own kv_b_proj: read n_h, d_h and d_v "
-                    "from the arguments, not from fixed numbers")
-    return ("fixed: kv_b_proj's output features come head by head, [k_0 | v_0 | k_1 | v_1 | ...], so the split is "
-            "per head. With one head both splits coincide, which is why the author's test passed.")
+        assert torch.allclose(fn(layer, h), layer(h), atol=1e-5)
+    return ("the author's test passes: on the tiny config without YaRN, mla_forward equals the library layer "
+            "(max |difference| <= 1e-5)")
+
+
+def _mla_forward_cases():
+    """(description, layer, h): the tiny config (YaRN s = 4) and a wider-headed one with s = 40 (V3's factor)."""
+    from dsv3_lessons.model.config import tiny
+
+    rs = dict(tiny().rope_scaling, factor=40.0)
+    cases = [("the tiny config (YaRN factor 4)", _layer()),
+             ("8 heads, YaRN factor 40", _layer(num_attention_heads=8, num_key_value_heads=8, rope_scaling=rs))]
+    g = torch.Generator().manual_seed(2)
+    return [(where, layer, torch.randn(2, 7, layer.cfg.hidden_size, generator=g)) for where, layer in cases]
+
+
+def _forward_with_scale(layer, h, scale: float, causal: bool = True) -> torch.Tensor:
+    """The layer's output with every logit multiplied by ``scale`` (an oracle for the named wrong scales)."""
+    T = h.shape[1]
+    pos = torch.arange(T)
+    q_c, q_r = layer.query(h, pos)
+    c_kv, k_r = layer.latent(h, pos)
+    n_h = layer.n_heads
+    kv = layer.kv_b_proj(c_kv).view(*c_kv.shape[:2], n_h, -1)
+    k_c, v = kv.split([layer.qk_nope_head_dim, layer.v_head_dim], dim=-1)
+    logits = (torch.einsum("bthd,bjhd->bhtj", q_c, k_c) + torch.einsum("bthr,bjr->bhtj", q_r, k_r)) * scale
+    if causal:
+        logits = logits.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))
+    o = torch.einsum("bhtj,bjhv->bthv", logits.softmax(-1), v)
+    return layer.o_proj(o.flatten(2))
+
+
+@checker("2.3", hint="the function passes its author's test, on a config without YaRN. The chapter's tiny config "
+                     "has YaRN: run the function on it and compare with the layer position by position. Fix one "
+                     "line, then pass mla_forward to the checker.",
+         more=["Which position agrees with the library, and which do not? At position 0 the query sees one key: "
+               "what in attention can be wrong and still give the right output there?",
+               "The rotations come from the layer's own query() and latent(), so they are right. List what else in "
+               "attention depends on the config's rope_scaling (the chapter's step 5).",
+               "Which number multiplies the logits inside F.scaled_dot_product_attention when no scale= is passed? "
+               "Compare it with the scale the chapter printed for the tiny config."])
+def check_mla_forward(fn):
+    """Exercise 2.3 (bug hunt): the learner's fixed ``mla_forward(layer, h [b, T, d]) -> [b, T, d]``.
+
+    Run on two YaRN configs (:func:`_mla_forward_cases`) against the library layer. The unfixed code (the default
+    scale 1/sqrt(d_h + d_h^R)) gets the symptom only: where the outputs agree and by how much they differ.
+    Wrong fixes are named: mscale once instead of squared, the scale from the cached width d_c + d_h^R, from the
+    content width d_h alone, a scale applied on top of the default one (twice), the causal mask dropped.
+    """
+    from dsv3_lessons.model.rope import softmax_scale, yarn_mscale
+
+    if not callable(fn):
+        raise Wrong(f"pass your fixed function itself (check_mla_forward(mla_forward)), got {type(fn).__name__}")
+    for where, layer, h in _mla_forward_cases():
+        c = layer.cfg
+        with torch.no_grad():
+            out = call_learner(fn, layer, h.clone())
+            want = layer(h)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(want.shape):
+            raise Wrong(f"for {where}: mla_forward must return the layer's output [b, T, d] = {list(want.shape)}, "
+                        f"got {list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+        out = out.detach().float()
+        if torch.allclose(out, want, atol=1e-5):
+            continue
+        width = c.qk_nope_head_dim + c.qk_rope_head_dim
+        mscale = yarn_mscale(float(c.rope_scaling["factor"]), float(c.rope_scaling["mscale_all_dim"]))
+        right = softmax_scale(width, c.rope_scaling)
+        with torch.no_grad():
+            variants = [
+                (width ** -0.5, None),                                    # the unfixed code: symptom only
+                (width ** -0.5 * mscale, "the logits carry mscale once; the softmax scale multiplies them by "
+                                         "mscale squared"),
+                ((c.kv_lora_rank + c.qk_rope_head_dim) ** -0.5 * mscale ** 2,
+                 f"that is a scale from the cached width d_c + d_h^R = {c.kv_lora_rank + c.qk_rope_head_dim}; the "
+                 f"dot product q·k runs over d_h + d_h^R = {width} channels"),
+                (c.qk_nope_head_dim ** -0.5 * mscale ** 2,
+                 f"that is a scale from the content width d_h = {c.qk_nope_head_dim} alone; q and k are "
+                 f"d_h + d_h^R = {width} wide"),
+                (right * width ** -0.5, "the logits are scaled twice: once by your factor and once more by the "
+                                        "fused kernel's own default"),
+            ]
+            for scale, why in variants:
+                if torch.allclose(out, _forward_with_scale(layer, h, scale), atol=1e-5):
+                    if why is None:
+                        per_pos = (out - want).abs().amax(dim=(0, 2))
+                        first = int((per_pos > 1e-5).nonzero()[0])
+                        raise Wrong(f"for {where}: your output matches the library's at position"
+                                    f"{'s 0..' + str(first - 1) if first > 1 else ' 0'} and differs from position "
+                                    f"{first} on, by up to {per_pos.max().item():.3g} (the output's largest entry "
+                                    f"is {want.abs().max().item():.3g}).")
+                    raise Wrong(f"for {where}: {why}.")
+            if torch.allclose(out, _forward_with_scale(layer, h, right, causal=False), atol=1e-5):
+                raise Wrong(f"for {where}: the scale is right now, but the causal mask is gone: query t must see only "
+                            f"keys j <= t (is_causal=True)")
+        per_pos = (out - want).abs().amax(dim=(0, 2))
+        raise Wrong(f"for {where}: your output differs from the library's by up to {per_pos.max().item():.3g} "
+                    f"(per position: {', '.join(f'{x:.2g}' for x in per_pos.tolist())}). Fix only the line the "
+                    f"bug is in; compare with the layer position by position.")
+    return ("fixed: F.scaled_dot_product_attention uses 1/sqrt(d_h + d_h^R) unless told otherwise, which is the "
+            "whole scale only without YaRN. With YaRN every logit also carries mscale², so pass "
+            "scale=layer.softmax_scale. Position 0 could not show it: one key gets softmax weight 1 whatever its "
+            "logit.")
 
 
 # ----------------------------------------------------------------------------------------------- 2.4
-def _score_inputs(b: int = 2, T: int = 5, n_h: int = 3, d_h: int = 4, d_r: int = 6, d_c: int = 7):
-    g = torch.Generator().manual_seed(2)
-    return (torch.randn(b, T, n_h, d_h, generator=g), torch.randn(b, T, n_h, d_r, generator=g),
-            torch.randn(b, T, d_c, generator=g), torch.randn(b, T, d_r, generator=g),
-            torch.randn(n_h, d_h, d_c, generator=g))
+def _chunk_inputs(b: int, P: int, T: int, n_h: int, d_h: int, d_r: int, d_c: int, d_v: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    S = P + T
+    return (torch.randn(b, T, n_h, d_h + d_r, generator=g), torch.randn(b, S, d_c, generator=g),
+            torch.randn(b, S, d_r, generator=g), torch.randn(n_h, d_h, d_c, generator=g) / d_c ** 0.5,
+            torch.randn(n_h, d_v, d_c, generator=g) / d_c ** 0.5, 0.37)
 
 
-def _layer_inputs(n_h: int = 8, q_lora_rank: int = 24, T: int = 6):
-    """A tiny-sized MLA layer with another head count and query-latent width than the chapter's, its pieces at
-    positions 2..T+1 (RoPE is not the identity), and its raw logits q·k from the concatenated q and k."""
-    from dsv3_lessons.model.config import tiny
-    from dsv3_lessons.model.mla import MultiHeadLatentAttention, split_kv_b
+def chunk_attention_reference(q, c_kv, k_r, w_uk, w_uv, scale, *, offset: int | None = None,
+                              mask: str = "causal") -> torch.Tensor:
+    """Oracle of exercise 2.4: per head, explicit keys ``[k^C ; k^R]`` and a visibility mask, ``o [b, T, n_h, d_v]``.
 
-    torch.manual_seed(1)
-    layer = MultiHeadLatentAttention(tiny(num_attention_heads=n_h, num_key_value_heads=n_h,
-                                          q_lora_rank=q_lora_rank))
-    c = layer.cfg
-    h = torch.randn(1, T, c.hidden_size)
-    pos = torch.arange(2, 2 + T)
-    with torch.no_grad():
-        q_c, q_r = layer.query(h, pos)
-        c_kv, k_r = layer.latent(h, pos)
-        w_uk, _ = split_kv_b(layer.kv_b_proj.weight.detach(), n_h, c.qk_nope_head_dim, c.v_head_dim)
-        k_c = torch.einsum("ihc,bjc->bjih", w_uk, c_kv)
-        q = torch.cat([q_c, q_r], -1)
-        k = torch.cat([k_c, k_r[:, :, None].expand(-1, -1, n_h, -1)], -1)
-        logits = torch.einsum("btik,bjik->bitj", q, k)
-    return (q_c, q_r, c_kv, k_r, w_uk.clone()), logits, k_c
+    ``mask``: ``"causal"`` (query i at position P + i sees keys j <= P + i, P = ``offset`` or S − T), or, for the
+    named mistakes, ``"none"`` (every key visible) and ``"own_excluded"`` (j < P + i).
+    """
+    b, T, n_h, _ = q.shape
+    S = c_kv.shape[1]
+    P = S - T if offset is None else offset
+    d_h = w_uk.shape[1]
+    k_c = torch.einsum("ihc,bjc->bjih", w_uk, c_kv)
+    v_c = torch.einsum("ivc,bjc->bjiv", w_uv, c_kv)
+    logits = (torch.einsum("btih,bjih->bitj", q[..., :d_h], k_c)
+              + torch.einsum("btir,bjr->bitj", q[..., d_h:], k_r)) * scale
+    q_pos, k_pos = torch.arange(T)[:, None] + P, torch.arange(S)[None, :]
+    if mask == "causal":
+        visible = k_pos <= q_pos
+    elif mask == "own_excluded":
+        visible = k_pos < q_pos
+    else:
+        visible = torch.ones(T, S, dtype=torch.bool)
+    probs = logits.masked_fill(~visible, float("-inf")).softmax(-1).nan_to_num(0.0)
+    return torch.einsum("bitj,bjiv->btiv", probs, v_c)
 
 
-@checker("2.4", hint="q^C_{t,i}·(W^UK_i c^KV_j) can be regrouped so that W^UK_i moves to the query side: which of "
-                     "its two axes does q^C contract with, and how wide is the result?",
-         more=["Write the content score of one head as a double sum over the d_h channels and the d_c latent "
-               "numbers, and do the sum over d_h first: that gives q̃, once per query and head.",
-               "The RoPE part does not involve W^UK at all; k_r has no head axis, every head uses the same one.",
-               "Shapes to aim for: q̃ [b, t, n_h, d_c], scores [b, n_h, t, j]. No tensor of yours should have both "
-               "a key axis j and a d_h axis."])
-def check_latent_scores(fn):
-    """Exercise 2.4 (variation): ``fn(q_c, q_r, c_kv, k_r, w_uk) -> (q_tilde, scores)``.
+#: Exercise 2.4's random cases: (b, P, T, n_h, d_h, d_h^R, d_c, d_v) -- one head first, then several, with a chunk
+#: after a cached prefix, a whole prompt (P = 0) and a decoding step (T = 1)
+CHUNK_CASES = ((2, 3, 4, 1, 4, 2, 5, 6), (2, 3, 4, 3, 4, 2, 5, 6), (1, 0, 5, 3, 4, 2, 5, 6), (2, 6, 1, 3, 4, 2, 5, 6),
+               (1, 2, 7, 2, 6, 4, 3, 5))
 
-    Inputs: ``q_c [b, t, n_h, d_h]``, ``q_r [b, t, n_h, d_h^R]`` (rotated), the cache ``c_kv [b, j, d_c]`` and
-    ``k_r [b, j, d_h^R]`` (rotated, shared by the heads), ``w_uk [n_h, d_h, d_c]``. Returns the absorbed query
-    q̃_{t,i} = W^UK_iᵀ q^C_{t,i} ``[b, t, n_h, d_c]`` and the raw scores q_{t,i}ᵀ k_{j,i} ``[b, n_h, t, j]``
-    (unscaled, unmasked) computed from q̃ and the cache. Graded on random inputs (n_h = 3, d_h = 4, d_c = 7,
-    d_h^R = 6), then on an MLA layer with 8 heads and d_c' = 24 at positions 2..7 against the concatenated form.
+
+@checker("2.4", hint="a chunk's queries do not start at position 0. Work out, for query i of the chunk, which of the "
+                     "P + T cached keys it may see; the rest of the layer is the chapter's steps 2, 4 and 5.",
+         more=["Write down the positions: the cache holds keys at 0 .. P+T−1, the chunk's queries sit at P .. P+T−1. "
+               "Query i of the chunk may see key j when j ≤ its own position.",
+               "A mask built as torch.ones(T, P + T).tril() lets query i see keys 0..i: check that against your "
+               "list for P = 3, T = 2.",
+               "Test your function yourself on the two edges: P = 0 must give the chapter's square causal mask, and "
+               "T = 1 (one decoding step) must see every cached key."])
+def check_chunk_attention(fn):
+    """Exercise 2.4 (variation): ``fn(q, c_kv, k_r, w_uk, w_uv, scale) -> o [b, T, n_h, d_v]``.
+
+    Inputs: the chunk's queries ``q [b, T, n_h, d_h + d_h^R]`` (``[q^C ; q^R]``, q^R rotated), the cache after the
+    chunk was appended, ``c_kv [b, P + T, d_c]`` and ``k_r [b, P + T, d_h^R]`` (rotated, shared by the heads),
+    ``w_uk [n_h, d_h, d_c]``, ``w_uv [n_h, d_v, d_c]`` and the softmax ``scale``. Graded on :data:`CHUNK_CASES`
+    against :func:`chunk_attention_reference`, then through a library layer with 8 heads and its
+    :class:`~dsv3_lessons.model.mla.LatentCache` (a 5-token prompt, then a 3-token chunk). Named: the mask
+    aligned with the start of the cache (query i sees keys 0..i), no mask, each query's own key hidden, heads
+    mixed (right with one head, wrong with several), the scale left out or applied twice, wrong shapes.
     """
     if not callable(fn):
-        raise Wrong(f"pass your function itself (check_latent_scores(latent_scores)), got {type(fn).__name__}")
-    cases = [("random inputs (n_h = 3, d_h = 4, d_c = 7)", _score_inputs(), None, None)]
-    layer_inputs, layer_logits, layer_k_c = _layer_inputs()
-    cases.append(("an MLA layer with 8 heads and d_c' = 24", layer_inputs, layer_logits, layer_k_c))
-    for where, (q_c, q_r, c_kv, k_r, w_uk), want, k_c in cases:
-        b, T, n_h, d_h = q_c.shape
-        d_c = c_kv.shape[-1]
-        if k_c is None:
-            k_c = torch.einsum("ihc,bjc->bjih", w_uk, c_kv)
-        content = torch.einsum("btih,bjih->bitj", q_c, k_c)
-        rope = torch.einsum("btir,bjr->bitj", q_r, k_r)
-        if want is None:
-            want = content + rope
-        out = call_learner(fn, q_c.clone(), q_r.clone(), c_kv.clone(), k_r.clone(), w_uk.clone())
-        if not (isinstance(out, (tuple, list)) and len(out) == 2):
-            raise Wrong(f"return a pair (q_tilde, scores), got {type(out).__name__}")
-        q_t, scores = out
-        if not (isinstance(q_t, torch.Tensor) and isinstance(scores, torch.Tensor)):
-            raise Wrong("q_tilde and scores must both be torch tensors")
-        q_t, scores = q_t.detach().to(want.dtype), scores.detach().to(want.dtype)
-        right_q = torch.einsum("btih,ihc->btic", q_c, w_uk)
-        if tuple(q_t.shape) != tuple(right_q.shape):
-            if tuple(q_t.shape) == tuple(q_c.shape):
-                raise Wrong(f"for {where}: q_tilde has q^C's shape {list(q_t.shape)}. The absorbed query lives in the "
-                            f"latent space: d_c = {d_c} numbers per head, [b, t, n_h, d_c]")
-            raise Wrong(f"for {where}: q_tilde has shape {list(q_t.shape)}; expected [b, t, n_h, d_c] = "
-                        f"{list(right_q.shape)}")
-        tol = 1e-4 * max(1.0, want.abs().max().item())
-        if not torch.allclose(q_t, right_q, atol=tol):
-            raise Wrong(f"for {where}: q_tilde·c^KV_j must equal q^C·k^C = q^C·(W^UK c^KV_j), and it does not "
-                        f"(largest difference {(torch.einsum('btic,bjc->bitj', q_t, c_kv) - content).abs().max():.3g}); "
-                        f"check which axis of w_uk you contract with q_c")
-        if tuple(scores.shape) != tuple(want.shape):
-            if tuple(scores.shape) == (b, T, n_h, c_kv.shape[1]):
-                raise Wrong(f"for {where}: scores have shape {list(scores.shape)}, i.e. [b, t, n_h, j]; put the "
-                            f"head axis second: [b, n_h, t, j]")
-            raise Wrong(f"for {where}: scores have shape {list(scores.shape)}; expected [b, n_h, t, j] = "
-                        f"{list(want.shape)}")
-        if torch.allclose(scores, want, atol=tol):
+        raise Wrong(f"pass your function itself (check_chunk_attention(chunk_attention)), got {type(fn).__name__}")
+    one_head_ok = False
+    for b, P, T, n_h, d_h, d_r, d_c, d_v in CHUNK_CASES:
+        args = _chunk_inputs(b, P, T, n_h, d_h, d_r, d_c, d_v, seed=10 * P + T + n_h)
+        q, c_kv, k_r, w_uk, w_uv, scale = args
+        where = f"with P = {P} cached tokens and a chunk of T = {T} ({n_h} head{'s' if n_h > 1 else ''})"
+        out = call_learner(fn, *(a.clone() if isinstance(a, torch.Tensor) else a for a in args))
+        want = chunk_attention_reference(*args)
+        if not isinstance(out, torch.Tensor):
+            raise Wrong(f"chunk_attention must return a tensor o [b, T, n_h, d_v], got {type(out).__name__}")
+        if tuple(out.shape) != tuple(want.shape):
+            if tuple(out.shape) == (b, n_h, T, d_v):
+                raise Wrong(f"{where}: o has shape {list(out.shape)}, [b, n_h, T, d_v]; return [b, T, n_h, d_v]")
+            raise Wrong(f"{where}: o has shape {list(out.shape)}; expected [b, T, n_h, d_v] = {list(want.shape)}")
+        out = out.detach().float()
+        if torch.isnan(out).any():
+            raise Wrong(f"{where}: o holds NaN: some query sees no key at all (a softmax over only -inf)")
+        if torch.allclose(out, want, atol=1e-5):
+            one_head_ok = one_head_ok or n_h == 1
             continue
-        if torch.allclose(scores, content, atol=tol):
-            raise Wrong(f"for {where}: that is only the content part q̃·c^KV; add the RoPE part q^R·k^R")
-        if torch.allclose(scores, rope, atol=tol):
-            raise Wrong(f"for {where}: that is only the RoPE part q^R·k^R; add the content part q̃·c^KV")
-        if torch.allclose(scores, want.transpose(-1, -2), atol=tol):
-            raise Wrong(f"for {where}: t and j are swapped: the third axis is the query position t, the last the "
-                        f"key position j")
-        ratio = scores / want
-        first = ratio.flatten()[0].item()
-        if torch.allclose(ratio, torch.full_like(ratio, first), rtol=1e-3) and abs(first - 1) > 1e-3:
-            raise Wrong(f"for {where}: your scores are the right ones times {first:.4g}; leave the softmax scale out "
-                        f"here (the exercise asks for the raw dot products)")
-        if torch.isinf(scores).any():
-            raise Wrong(f"for {where}: the scores hold -inf; leave the causal mask out, the exercise asks for all "
-                        f"(t, j) pairs")
-        raise Wrong(f"for {where}: scores differ from q_{{t,i}}ᵀk_{{j,i}} by up to "
-                    f"{(scores - want).abs().max().item():.3g}; every head uses the same k_r (it has no head axis)")
-    return ("q̃ = W^UK_iᵀ q^C_i is d_c numbers per head, dotted with the cache directly: no key of width d_h is ever "
-            "formed, for 8 heads as for 3. Chapter 3 shows why RoPE must stay out of this path, chapter 4 what the "
-            "fold costs and saves.")
+        named = [
+            (chunk_attention_reference(*args, offset=0),
+             "your mask lets query i of the chunk see keys 0..i, as if the chunk started at position 0. It sits at "
+             f"position P + i = {P} + i"),
+            (chunk_attention_reference(*args, mask="none"),
+             "every query sees every key, the chunk's later tokens included: a query may see keys up to its own "
+             "position only"),
+            (chunk_attention_reference(*args, mask="own_excluded"),
+             "each query is kept from its own key: key j is visible while j ≤ the query's position, itself "
+             "included"),
+            (chunk_attention_reference(*args[:-1], 1.0), "the scale is missing: multiply the logits by `scale`"),
+            (chunk_attention_reference(*args[:-1], scale ** 2), "the logits are scaled twice"),
+        ]
+        for variant, why in named:
+            if torch.allclose(out, variant, atol=1e-5):
+                raise Wrong(f"{where}: {why}.")
+        if one_head_ok and n_h > 1:
+            raise Wrong(f"{where}: right with one head, wrong with several: head i's query must meet head i's keys "
+                        f"(w_uk[i]) and head i's values (w_uv[i]) only; check the head letters of your einsums")
+        raise Wrong(f"{where}: o differs from the reference by up to {(out - want).abs().max().item():.3g}; check "
+                    f"the keys [k^C ; k^R] (k^R shared by the heads), the values and the mask")
+    _check_chunk_on_layer(fn)
+    return ("query i of the chunk sits at position P + i and sees keys 0..P+i: the mask is the chapter's causal "
+            "mask shifted by P. With P = 0 it is square; with T = 1, a decoding step, every cached key is visible "
+            "and no mask is needed. That is the library's causal_mask(q_len, kv_len).")
+
+
+def _check_chunk_on_layer(fn) -> None:
+    """Exercise 2.4 on a library layer with 8 heads: a 5-token prompt through its cache, then a 3-token chunk whose
+    output the layer computes with ``start_pos=5``; the learner's o, through ``o_proj``, must equal it."""
+    from dsv3_lessons.model.mla import split_kv_b
+
+    layer = _layer(num_attention_heads=8, num_key_value_heads=8)
+    c = layer.cfg
+    g = torch.Generator().manual_seed(7)
+    prompt, chunk = torch.randn(1, 5, c.hidden_size, generator=g), torch.randn(1, 3, c.hidden_size, generator=g)
+    cache = layer.new_cache(batch=1, max_len=12)
+    with torch.no_grad():
+        layer(prompt, start_pos=0, cache=cache)
+        want = layer(chunk, start_pos=5, cache=cache)
+        pos = torch.arange(5, 8)
+        q = torch.cat(layer.query(chunk, pos), dim=-1)
+        w_uk, w_uv = split_kv_b(layer.kv_b_proj.weight, c.num_attention_heads, c.qk_nope_head_dim, c.v_head_dim)
+        o = call_learner(fn, q, cache.kv[:, :8].clone(), cache.k_pe[:, :8].clone(), w_uk.clone(), w_uv.clone(),
+                         layer.softmax_scale)
+        got = layer.o_proj(o.reshape(1, 3, -1))
+    if not torch.allclose(got, want, atol=1e-5):
+        raise Wrong(f"right on the random cases, but through a library layer with 8 heads (prompt of 5, chunk of 3) "
+                    f"the output differs by up to {(got - want).abs().max().item():.3g}: read every size from the "
+                    f"inputs' shapes, none from fixed numbers")

@@ -103,7 +103,8 @@ def draw_mla_data_path(cfg: DeepseekV3Config, title: str | None = None) -> Diagr
     dg.ax.add_patch(mpatches.FancyBboxPatch((fx0, fy0), fx1 - fx0, fy1 - fy0,
                                             boxstyle="round,pad=0.05,rounding_size=0.3", facecolor="none",
                                             edgecolor="#777777", linestyle="--", lw=1.2, zorder=0))
-    dg.text((fx0 + fx1) / 2, fy1 + 0.45, f"for each head i = 1 … {s['heads']}", fontsize=10.5, weight="bold")
+    dg.text((fx0 + fx1) / 2, fy1 + 0.45, f"for each head i = 0 … {s['heads'] - 1}  (counted from 0, as in code)",
+            fontsize=10.5, weight="bold")
     qc = box("q^C", 13.2, 12.2, 2.6, 1.2, f"$q^{{C}}_{{t,i}}$ [{_n(s['q^C'])}]", "tensor")
     qr = box("q^R", 13.2, 10.1, 2.6, 1.2, f"$q^{{R}}_{{t,i}}$ [{_n(s['q^R'])}]", "rope")
     kc = box("k^C", 13.2, 4.7, 2.6, 1.2, f"$k^{{C}}_{{j,i}}$ [{_n(s['k^C'])}]", "tensor")
@@ -130,8 +131,8 @@ def draw_mla_data_path(cfg: DeepseekV3Config, title: str | None = None) -> Diagr
     dg.arrow(att.bottom, o.top)
 
     # ---- output projection and notes (right column)
-    u = box("u", 27.25, 1.45, 5.3, 1.6, f"$u_t = W^O\\,[o_{{t,1}};\\dots;o_{{t,n_h}}]$\n"
-                                        f"[{_n(s['o_all'])}] → [{_n(s['u'])}]", "tensor", 10)
+    u = box("u", 27.1, 1.45, 5.6, 1.6, f"$u_t = W^O[o_{{t,0}};\\dots;o_{{t,n_h-1}}]$\n"
+                                       f"[{_n(s['o_all'])}] → [{_n(s['u'])}]", "tensor", 9.5)
     dg.arrow(o.right, u.left)
     dg.text(27.25, 7.6, f"KV cache, per token\nand layer: $c^{{KV}}_t$ + $k^R_t$\n= {_n(s['c^KV'])} + {_n(s['k^R'])}"
                         f" = {_n(s['cached'])}", fontsize=10)

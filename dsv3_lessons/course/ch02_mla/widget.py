@@ -64,7 +64,9 @@ def _slider(name: str) -> dict:
 
 class MLARankWidget(ReportWidget):
     """Controls as attributes: ``q_lora_rank`` (IntSlider 64..7168, step 64), ``kv_lora_rank``
-    (IntSlider 32..2048, step 32), ``num_attention_heads`` (IntSlider 8..256, step 8). Outputs:
+    (IntSlider 32..2048, step 32), ``num_attention_heads`` (IntSlider 8..256, step 8). The steps are for dragging;
+    a whole number typed into a slider's readout is kept as typed (JupyterLab does not snap it to the step), and
+    the numbers are computed for it: every width in range is valid, the readout names the value used. Outputs:
     ``readout`` (HTML table), ``image`` (PNG), ``figure`` (latest Figure, closed), ``last_result``
     (latest :class:`~dsv3_lessons.course.ch02_mla.steps.MLARankReport`), ``ylims`` (the fixed axis limits of
     :func:`fixed_axis_limits`: the axes do not rescale while the sliders move, so the V3 reference bar keeps
@@ -77,9 +79,11 @@ class MLARankWidget(ReportWidget):
                                             ("kv_lora_rank", kv_lora_rank, _RANGES["kv_lora_rank"]),
                                             ("num_attention_heads", num_attention_heads,
                                              _RANGES["num_attention_heads"])):
-            # a slider would silently clamp an out-of-range start value: refuse it instead
-            if not (isinstance(value, int) and lo <= value <= hi and (value - lo) % step == 0):
-                raise ValueError(f"{name} must be an integer in [{lo}, {hi}] in steps of {step}, got {value!r}")
+            # a slider would silently clamp an out-of-range start value: refuse it instead. Any whole number in
+            # range is accepted, as a value typed into the slider's readout is: dragging moves in `step`s, typing
+            # gives any width (the costs are closed forms, e.g. the break-even width is not a multiple of 64)
+            if not (isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi):
+                raise ValueError(f"{name} must be a whole number in [{lo}, {hi}], got {value!r}")
         # recompute on release, not on every drag tick (one update draws a figure: ~0.5 s); full labels
         lazy = {"style": {"description_width": "initial"}, "layout": widgets.Layout(width="640px"),
                 "continuous_update": False}
@@ -112,6 +116,6 @@ def mla_rank_widget(**initial) -> MLARankWidget:
     """Build the MLA rank widget (see :class:`MLARankWidget`); ``initial`` sets starting values
     (``q_lora_rank``, ``kv_lora_rank``, ``num_attention_heads``).
 
-    Raises ValueError for a starting value outside a slider's range or off its step.
+    Raises ValueError for a starting value that is not a whole number in a slider's range.
     """
     return MLARankWidget(**initial)

@@ -3,21 +3,24 @@
 Every checker follows :mod:`dsv3_lessons.course.common.checking`: it never raises and prints one line -- "not
 attempted yet" with a nudge (never the formula) for the placeholder ``___``, ``✗`` with a precise diagnosis and a
 pointer to ``hint("3.N")``, ``✓`` for a right one. The right answers are computed here from the library
-(:mod:`dsv3_lessons.model.rope`), from the YaRN paper's definitions, or measured
-(:func:`dsv3_lessons.course.ch03_rope.experiments.logit_with_mistake`), never typed in; the tests check them against
-closed-form arithmetic and the V3 numbers. The formulas are in the worked solutions.
+(:mod:`dsv3_lessons.model.rope`), from the YaRN paper's definitions, or measured in the learner's own run, never
+typed in; the tests check them against closed-form arithmetic and the V3 numbers. The formulas are in the worked
+solutions.
 
-* 3.1 **predict, then run** -- which mistakes does a test of the logit at query position 0 catch? The learner
-  writes the prediction before the cell that measures it (YaRN §3.4; official ``inference/model.py``, mscale² in
-  the softmax scale).
+* 3.1 **predict, then run** -- on the trained model of the chapter, how does the spread of the rope part of layer
+  0's logits compare with the content part's? The intuitive answer ("less: 8 channels against 16") is wrong by an
+  order of magnitude: layer 0 puts its positional rule in the rope channels. The experiment cells show their
+  numbers only once the prediction is written (``revealed``).
 * 3.2 **variation** (code) -- the YaRN paper's own ramp, linear in the number of turns r (YaRN, arXiv 2309.00071,
   §3.2, eq. for h(θ) and γ(r)); the chapter wrote the released code's ramp, linear in the pair index.
 * 3.3 **explain** -- three RoPE placements the chapter did not show: does W^UK fold, is the score relative? (V2
   report arXiv 2405.04434 §2.1.3; RoFormer arXiv 2104.09864 §3.2.2, eq. 16).
 * 3.4 **explain with a number** -- the softmax scale, and the factor on the rope part of the logit, of a config
   whose ``mscale`` and ``mscale_all_dim`` differ.
-* 3.5 **bug hunt** -- :data:`BUGGY_DECODE_ROPE_SCORES`, a decode loop that rotates the cached rope key a second
-  time (SPEC §9, "cached rope key rotated twice"); it passes its author's position-0 test.
+* 3.5 **bug hunt** -- :data:`BUGGY_ROPE_SCORES_STEP`, one serving step of the rope scores with a k^R cache that
+  rotates the new tokens at positions 0..T−1 of their own call instead of their place in the sequence: right for
+  the prompt (its author's test), wrong for every token decoded after it -- each decoded key enters the cache
+  rotated at angle 0, i.e. not rotated (SPEC §9, "cached rope key rotated … not at all").
 """
 from __future__ import annotations
 
@@ -26,78 +29,54 @@ import math
 import torch
 
 from dsv3_lessons.course.common.checking import ___, Wrong, as_bool, as_number, call_learner, checker  # noqa: F401
-from dsv3_lessons.course.ch03_rope.experiments import POSITION_ZERO_MISTAKES
 
-__all__ = ["___", "YARN_EXERCISE_CONFIGS", "PLACEMENTS", "POSITION_ZERO_MISTAKES", "SCALE_EXERCISE_CONFIG",
-           "BUGGY_DECODE_ROPE_SCORES", "check_position_zero", "check_yarn_paper_ramp", "check_rope_placements",
-           "check_softmax_scale", "position_zero_test", "check_decode_rope_scores", "yarn_paper_inv_freq"]
+__all__ = ["___", "YARN_EXERCISE_CONFIGS", "PLACEMENTS", "SCALE_EXERCISE_CONFIG", "BUGGY_ROPE_SCORES_STEP",
+           "check_rope_spread_prediction", "check_yarn_paper_ramp", "check_rope_placements", "check_softmax_scale",
+           "prompt_test", "check_rope_scores_step", "yarn_paper_inv_freq"]
 
 
 # ================================================================================================ 3.1
-# The mistakes of exercise 3.1 (the keys of its answer dict) are experiments.POSITION_ZERO_MISTAKES.
+@checker("3.1", hint="predict before you run: the rope part has 8 channels per head, the content part 16. What does "
+                     "each part of layer 0's logit get to see: which characters meet, how far apart they are, or "
+                     "both? A positive number: std(rope part) / std(content part).",
+         more=["Look at the left panel of the figure: which curve swings with the distance t − j, and by how much "
+               "next to the other?",
+               "The content part of layer 0's logit sees only which two characters meet (layer 0's input is just "
+               "the token's embedding). What can it know about how far apart they are?",
+               "Compare the printed weight on the previous character with and without the rope part: what rule did "
+               "layer 0 learn, and which channels are the only ones that can carry it?"])
+def check_rope_spread_prediction(prediction, spread_rope, spread_content):
+    """Exercise 3.1 (predict, then run): the learner's guess of std(rope part)/std(content part) of the trained
+    model's layer-0 logits (over all heads and (t, j) pairs with j ≤ t), against the measured ``spread_rope`` and
+    ``spread_content`` of the learner's own run.
 
-
-def _position_zero_truth() -> dict[str, bool]:
-    """Measured: does the mistake change the logit of query 0 against key 0 (V3's rope settings)?"""
-    from dsv3_lessons.course.ch03_rope.experiments import logit_with_mistake
-
-    ref = logit_with_mistake(None, 0, 0)
-    return {m: abs(logit_with_mistake(m, 0, 0) - ref) > 1e-6 * abs(ref) for m in POSITION_ZERO_MISTAKES}
-
-
-def _mscale_sq(factor: float) -> float:
-    from dsv3_lessons.model.rope import yarn_mscale
-
-    return yarn_mscale(factor, 1.0) ** 2
-
-
-@checker("3.1", hint="predict before you run: for each mistake, list everything it changes in softmax_scale·(q·k), "
-                     "then ask which of those changes can still show when query and key both sit at position 0.",
-         more=["The angle of pair i at position t is t·θ_i. What is it at t = 0, whatever θ_i is?",
-               "Which of the four mistakes touch a number that is not an angle? Look at what the YaRN factor s "
-               "feeds besides the frequencies (the section on the temperature)."])
-def check_position_zero(answer):
-    """Exercise 3.1 (predict, then run): which mistakes does a test that compares only the attention logit of
-    query 0 against key 0 catch? ``answer``: dict mapping each of :data:`POSITION_ZERO_MISTAKES` to True
-    (caught: the logit differs) / False.
-
-    Graded by measuring the logit with each mistake in place, everything that follows from it included
-    (:func:`~dsv3_lessons.course.ch03_rope.experiments.logit_with_mistake`): a wrong YaRN factor changes mscale and
-    so the logit at position 0 (mscale² = 1.6889 for s = 20 against 1.8739 for s = 40); a range from the extended
-    length and the rotate_half pairing change only rotation angles, invisible at position 0.
-    Source: V3 report §4.3; YaRN paper §3.4; official ``inference/model.py``.
+    ✓ when the guess is nearer, on a log scale, to the measured ratio than to 1 (the two parts varying alike) and
+    within a factor 3 of it; ✗ otherwise, saying what the guess expected and what was measured.
     """
-    if not isinstance(answer, dict):
-        raise Wrong(f"answer must be a dict {{mistake: True/False}}, got {type(answer).__name__}")
-    if set(answer) != set(POSITION_ZERO_MISTAKES):
-        raise Wrong(f"answer must have exactly the keys {POSITION_ZERO_MISTAKES}, got {tuple(answer)}")
-    got = {m: as_bool(answer[m], f"answer[{m!r}]") for m in POSITION_ZERO_MISTAKES}
-    truth = _position_zero_truth()
-    m20, m40 = _mscale_sq(20), _mscale_sq(40)
-    why = {
-        ("wrong_yarn_factor", False): f"the factor s also sets the temperature mscale = 0.1·ln s + 1, which enters "
-                                      f"the softmax scale squared: {m20:.4f} for s = 20 against {m40:.4f} for s = 40. "
-                                      f"The logit at position 0 changes by that ratio even though the rotation "
-                                      f"there is the identity.",
-        ("yarn_range_from_extended_length", True): "the ramp range changes only the frequencies θ'_i, and at "
-                                                   "position 0 every frequency gives the angle 0; mscale depends "
-                                                   "on s alone, so the logit there is unchanged.",
-        ("rotate_half_without_permutation", True): "pairing channel i with i + d/2 changes which channels rotate "
-                                                   "together, but at position 0 nothing rotates: the logit is q·k "
-                                                   "either way.",
-        ("missing_mscale_squared", False): "mscale² multiplies every logit, position 0 included: leaving it out "
-                                           f"divides the logit there by {m40:.4f}.",
-    }
-    wrong = [f"{m} = {got[m]}: {why.get((m, got[m]), '')}".rstrip(": ") for m in POSITION_ZERO_MISTAKES
-             if got[m] != truth[m]]
-    if wrong:
-        raise Wrong(f"{len(wrong)} of {len(POSITION_ZERO_MISTAKES)} predictions are off.\n  " + "\n  ".join(wrong))
-    return ("right: the rotation cannot show at position 0, only what scales the logit can (a wrong factor, via "
-            "mscale; a missing mscale²). Test rope code at positions ≥ 1.")
+    ratio = as_number(spread_rope, "spread_rope") / as_number(spread_content, "spread_content")
+    guess = as_number(prediction, "your prediction (a ratio of spreads)")
+    if guess <= 0:
+        raise Wrong(f"{guess:g} is not a ratio of two spreads: a standard deviation is positive, so the ratio is a "
+                    f"positive number (1 = equal spread)")
+    tail = (f"(measured in your run: rope part {spread_rope:.2f}, content part {spread_content:.2f}, a ratio of "
+            f"{ratio:.1f})")
+    to_measured, to_one = abs(math.log(guess / ratio)), abs(math.log(guess))
+    if to_measured < to_one and to_measured <= math.log(3):
+        return (f"you predicted {guess:g}; the rope part varies {ratio:.1f} times as much as the content part "
+                f"{tail}. With a third of the channels it carries most of what changes from pair to pair: layer 0 "
+                f"learned a rule about position, and the rope channels are the only place position exists in MLA.")
+    if guess <= 1:
+        raise Wrong(f"you predicted {guess:g}: the rope part varying no more than the content part, as its 8 "
+                    f"channels against 16 suggest. It varies {ratio:.1f} times as much {tail}. The content part "
+                    f"of layer 0 sees only which characters meet; the figure shows what the rope part does.")
+    if guess < ratio:
+        raise Wrong(f"you predicted {guess:g}: the right direction, the rope part varies more. But it dominates far "
+                    f"more than that {tail}. The figure and the weight on the previous character show why.")
+    raise Wrong(f"you predicted {guess:g}: the rope part does dominate, but not by that much {tail}.")
 
 
 # ================================================================================================ 3.2
-#: Exercise 3.1 grades the learner's function on these configs (dim, base, rope_scaling): two the chapter did
+#: Exercise 3.2 grades the learner's function on these configs (dim, base, rope_scaling): two the chapter did
 #: not show -- factor 16 over 8192 tokens, and a small model with 8 rope channels (its low comes out negative
 #: and is clamped to 0) -- and DeepSeek-V3's.
 YARN_EXERCISE_CONFIGS: tuple[tuple[str, int, float, dict], ...] = (
@@ -111,7 +90,8 @@ YARN_EXERCISE_CONFIGS: tuple[tuple[str, int, float, dict], ...] = (
 
 
 def yarn_paper_inv_freq(dim: int, base: float, rope_scaling: dict, *, length_mult: float = 1.0,
-                        gamma_means_divide: bool = False, inverse_turns: bool = False) -> torch.Tensor:
+                        gamma_means_divide: bool = False, inverse_turns: bool = False,
+                        window_over_angle: bool = False) -> torch.Tensor:
     """YaRN's frequencies with the ramp exactly as the YaRN paper writes it (float64, ``[dim/2]`` rad/token).
 
     YaRN (Peng et al., arXiv 2309.00071) §3.2, "NTK-by-parts": r_i = L/λ_i = L·θ_i/2π is the number of full turns
@@ -120,13 +100,13 @@ def yarn_paper_inv_freq(dim: int, base: float, rope_scaling: dict, *, length_mul
     pairs), γ = 0 divides it by s -- the opposite of the index ramp of :func:`~dsv3_lessons.model.rope.yarn_inv_freq`
     (the released code's: linear in the pair index between the rounded low/high, 1 meaning "divide").
     The keyword knobs reproduce the mistakes the checker of exercise 3.2 names (the window ×``length_mult``,
-    γ read the code's way, r inverted).
+    γ read the code's way, r inverted to λ/L, r written L/(2πθ) with θ in the denominator).
     """
     theta = base ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)
     s = float(rope_scaling["factor"])
     length = float(rope_scaling["original_max_position_embeddings"]) * length_mult
     alpha, beta = float(rope_scaling.get("beta_slow", 1)), float(rope_scaling.get("beta_fast", 32))
-    turns = length * theta / (2 * math.pi)
+    turns = length / (2 * math.pi * theta) if window_over_angle else length * theta / (2 * math.pi)
     if inverse_turns:
         turns = 1 / turns
     gamma = ((turns - alpha) / (beta - alpha)).clamp(0, 1)
@@ -163,50 +143,68 @@ def check_yarn_paper_ramp(fn):
     paper's ramp, linear in r (:func:`yarn_paper_inv_freq`), on the three :data:`YARN_EXERCISE_CONFIGS`.
 
     Named diagnoses: the released code's index ramp (the chapter's), γ read the code's way (γ = 1 dividing; α and
-    β swapped gives the same numbers), the window taken ×s, plain RoPE, every pair divided, r inverted (λ/L).
+    β swapped gives the same numbers), the window taken ×s, r written L/(2πθ) (θ in the denominator: on V3 it
+    coincides with plain RoPE, so every config is compared before a diagnosis is picked), plain RoPE, every pair
+    divided, r inverted (λ/L).
     """
     from dsv3_lessons.model.rope import yarn_inv_freq
 
     if not callable(fn):
         raise Wrong(f"pass your function itself (check_yarn_paper_ramp(yarn_paper_frequencies)), got "
                     f"{type(fn).__name__}")
-    for label, dim, base, rs in YARN_EXERCISE_CONFIGS:
-        got = _as_vector(call_learner(fn, dim, base, dict(rs)), dim // 2)
-        want = yarn_paper_inv_freq(dim, base, rs)
-        if torch.allclose(got, want, rtol=1e-5, atol=0):
-            continue
-        where = f"for {label} (d = {dim}, s = {rs['factor']}, original window {rs['original_max_position_embeddings']})"
-        theta = base ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)
-        s = float(rs["factor"])
-        diagnoses = [
-            (yarn_inv_freq(dim, base, rs).double(),
-             "that is the released code's ramp, the chapter's: linear in the pair INDEX between the rounded low "
-             "and high. The paper's γ is linear in the number of turns r itself, with no rounding."),
-            (yarn_paper_inv_freq(dim, base, rs, gamma_means_divide=True),
-             "your γ = 1 divides by s. In the paper γ = 1 means the pair KEEPS θ_i (the fast pairs, many turns, "
-             "have γ = 1); the chapter's index ramp uses the opposite convention. (Swapping α and β flips γ the "
-             "same way: the ramp starts at beta_slow, 1 turn, and ends at beta_fast, 32 turns.)"),
-            (yarn_paper_inv_freq(dim, base, rs, length_mult=s),
-             "r was counted in the extended window (original × s). YaRN counts the turns each pair makes in the "
-             "ORIGINAL pre-training window."),
-            (theta, "these are the plain RoPE frequencies: nothing was interpolated."),
-            (theta / s, "every pair is divided by s: only the slow pairs (r < α) are; fast pairs keep θ_i."),
-            (yarn_paper_inv_freq(dim, base, rs, inverse_turns=True),
-             "r is upside down: it counts turns in the window, L/λ_i = L·θ_i/2π, not λ_i/L."),
-        ]
-        for variant, why in diagnoses:
-            if torch.allclose(got, variant, rtol=1e-5, atol=0):
-                raise Wrong(f"{where}: {why}")
-        bad = int(((got - want).abs() > 1e-5 * want.abs()).nonzero()[0])
-        raise Wrong(f"{where}: the first wrong frequency is pair i = {bad} (you return {got[bad].item():.6g}, the "
-                    f"paper's ramp gives {want[bad].item():.6g}). Check r_i and γ(r_i) for that pair.")
-    return (f"the paper's ramp on all {len(YARN_EXERCISE_CONFIGS)} configs. It is linear in r, and r grows "
-            f"exponentially with the pair index, so it differs from the released code's index ramp inside the "
-            f"blend band; the two agree on the pairs that are kept or fully divided.")
+    outputs = [_as_vector(call_learner(fn, dim, base, dict(rs)), dim // 2) for _, dim, base, rs in YARN_EXERCISE_CONFIGS]
+    wrong = [k for k, (got, (_, dim, base, rs)) in enumerate(zip(outputs, YARN_EXERCISE_CONFIGS))
+             if not torch.allclose(got, yarn_paper_inv_freq(dim, base, rs), rtol=1e-5, atol=0)]
+    if not wrong:
+        return (f"the paper's ramp on all {len(YARN_EXERCISE_CONFIGS)} configs. It is linear in r, and r grows "
+                f"exponentially with the pair index, so it differs from the released code's index ramp inside the "
+                f"blend band; the two agree on the pairs that are kept or fully divided.")
+
+    def plain(dim, base, rs):
+        return base ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+
+    # each named mistake as a function of the config; most specific first (on some configs two of them coincide:
+    # with r = L/(2πθ) every pair of V3 looks fast and keeps θ, exactly like plain RoPE, but not on the narrow one)
+    variants = [
+        (lambda d, b, rs: yarn_inv_freq(d, b, rs).double(),
+         "that is the released code's ramp, the chapter's: linear in the pair INDEX between the rounded low and "
+         "high. The paper's γ is linear in the number of turns r itself, with no rounding."),
+        (lambda d, b, rs: yarn_paper_inv_freq(d, b, rs, gamma_means_divide=True),
+         "your γ = 1 divides by s. In the paper γ = 1 means the pair KEEPS θ_i (the fast pairs, many turns, have "
+         "γ = 1); the chapter's index ramp uses the opposite convention. (Swapping α and β flips γ the same way: "
+         "the ramp starts at beta_slow, 1 turn, and ends at beta_fast, 32 turns.)"),
+        (lambda d, b, rs: yarn_paper_inv_freq(d, b, rs, length_mult=float(rs["factor"])),
+         "r was counted in the extended window (original × s). YaRN counts the turns each pair makes in the "
+         "ORIGINAL pre-training window."),
+        (lambda d, b, rs: yarn_paper_inv_freq(d, b, rs, window_over_angle=True),
+         "your r_i is L/(2π·θ_i): θ_i ended up in the denominator. Pair i turns θ_i radians per token, θ_i·L "
+         "radians over the window, so its number of full turns grows WITH θ_i. With your r the slow pairs look "
+         "fastest, every pair of V3 gets γ = 1 and keeps θ (your V3 table is plain RoPE)."),
+        (lambda d, b, rs: yarn_paper_inv_freq(d, b, rs, inverse_turns=True),
+         "r is upside down: it counts turns in the window, L/λ_i = L·θ_i/2π, not λ_i/L."),
+        (plain, "every pair keeps θ_i: your γ(r) is 1 for all pairs, so nothing is interpolated. Check r_i for the "
+                "slowest pair: it makes less than one turn in the original window."),
+        (lambda d, b, rs: plain(d, b, rs) / float(rs["factor"]),
+         "every pair is divided by s: only the slow pairs (r < α) are; fast pairs keep θ_i."),
+    ]
+    for variant, why in variants:                    # a mistake that explains the output on every config
+        if all(torch.allclose(got, variant(dim, base, rs), rtol=1e-5, atol=0)
+               for got, (_, dim, base, rs) in zip(outputs, YARN_EXERCISE_CONFIGS)):
+            raise Wrong(f"on all {len(YARN_EXERCISE_CONFIGS)} configs: {why}")
+    k = wrong[0]
+    label, dim, base, rs = YARN_EXERCISE_CONFIGS[k]
+    got, want = outputs[k], yarn_paper_inv_freq(dim, base, rs)
+    where = f"for {label} (d = {dim}, s = {rs['factor']}, original window {rs['original_max_position_embeddings']})"
+    for variant, why in variants:                    # a mistake that explains the first config that is off
+        if torch.allclose(got, variant(dim, base, rs), rtol=1e-5, atol=0):
+            raise Wrong(f"{where}: {why}")
+    bad = int(((got - want).abs() > 1e-5 * want.abs()).nonzero()[0])
+    raise Wrong(f"{where}: the first wrong frequency is pair i = {bad} (you return {got[bad].item():.6g}, the "
+                f"paper's ramp gives {want[bad].item():.6g}). Check r_i and γ(r_i) for that pair.")
 
 
 # ================================================================================================ 3.3
-#: Exercise 3.2's placements of RoPE (none of them shown in the chapter) and, for each, the truth
+#: Exercise 3.3's placements of RoPE (none of them shown in the chapter) and, for each, the truth
 #: (W^UK folds into the query exactly with only the latent (+ a rotated k^R) cached, the score depends only on t − j).
 PLACEMENTS: dict[str, tuple[bool, bool]] = {
     "query_only": (True, False),
@@ -257,8 +255,10 @@ def check_rope_placements(answer):
                 wrong.append(f"{name} {what} = {got[k]}: {_PLACEMENT_WHY[(name, k)]}")
     if wrong:
         raise Wrong(f"{len(wrong)} of 6 entries are off.\n  " + "\n  ".join(wrong))
-    return "all 6 entries right: only a rotation on BOTH sides gives a relative score, and only a rotation that " \
-           "avoids the content path keeps the fold."
+    return ("all 6 entries right. Relative: only a rotation on BOTH sides, R_tᵀR_j = R_{j−t}, makes the score a "
+            "function of t − j. Folds: W^UK can be absorbed as long as nothing that depends on the KEY position j "
+            "sits between it and the cached latent; a rotation on the query side (query_only) depends on t only "
+            "and is folded into q̃ with the query.")
 
 
 # ================================================================================================ 3.4
@@ -351,116 +351,170 @@ def check_softmax_scale(answer):
     return (f"softmax scale {right_scale:.6f} on the whole logit; the rope part grows {right_factor:.6f}-fold "
             f"against the content part (the cos/sin factor {cos_sin:.6f}, once on q^R and once on k^R).")
 
-
 # ================================================================================================ 3.5
-#: Exercise 3.5's code, exactly as the notebook shows it (the test checks the notebook cell holds this text). It
-#: uses the chapter's ``rope(x, pos, theta)`` (interleaved pairs, ``x [..., seq, d]``). The mistake: the cache
-#: keeps k^R already rotated, and this loop rotates what it reads from the cache again (SPEC §9, "cached rope key
-#: rotated twice").
-BUGGY_DECODE_ROPE_SCORES = '''\
-def decode_rope_scores(q_raw, k_raw, theta):
-    """Rope scores q^R_t·k^R_j of a decode loop with a rope-key cache; [T, T], -inf where j > t.
-    q_raw, k_raw: [T, d] unrotated rope query/key of tokens 0..T-1; theta: [d/2] rad/token."""
+#: Exercise 3.5's code, exactly as the notebook shows it (the test checks the notebook cell holds this text). It uses
+#: the library's ``apply_rope_interleaved(x [..., T, d], cos [T, d/2], sin)``. The mistake: the angles of the new
+#: tokens are built from ``torch.arange(T)``, the positions inside this call, instead of their positions in the
+#: sequence (``start + i``). For the prompt, the first call, the two coincide; every token decoded later is rotated
+#: as if it stood at position 0, its key enters the cache unrotated (SPEC §9, "cached rope key rotated ... not at
+#: all"), and its scores against earlier keys depend on their positions instead of the distance.
+BUGGY_ROPE_SCORES_STEP = '''\
+def rope_scores_step(cache, q_raw, k_raw, theta):
+    """One serving step of the rope scores q^R·k^R: the prompt's tokens in one call, then one token per call.
+    cache: list of the rotated k^R of earlier calls ([n, d] each), extended here; q_raw, k_raw: [T, d] unrotated,
+    the T new tokens; theta: [d/2] rad/token. Returns [T, tokens so far], -inf for keys after each query."""
     T = q_raw.shape[0]
-    cache = []                                                        # k^R of the tokens so far
-    scores = torch.full((T, T), float("-inf"))
-    for t in range(T):                                                # one decode step per token
-        cache.append(rope(k_raw[t:t + 1], torch.tensor([t]), theta))  # rotate the new key at its position
-        keys = rope(torch.cat(cache), torch.arange(t + 1), theta)     # the cached keys 0..t
-        q = rope(q_raw[t:t + 1], torch.tensor([t]), theta)           # the query at position t
-        scores[t, : t + 1] = (q @ keys.T)[0]
-    return scores
+    angles = torch.arange(T)[:, None] * theta[None, :]              # rotation angles of the new tokens, [T, d/2]
+    cos, sin = angles.cos(), angles.sin()
+    cache.append(apply_rope_interleaved(k_raw, cos, sin))           # keys enter the cache already rotated
+    keys = torch.cat(cache)                                         # [tokens so far, d]
+    start = keys.shape[0] - T                                       # position of the first new token
+    scores = apply_rope_interleaved(q_raw, cos, sin) @ keys.T
+    later = torch.arange(start + T)[None, :] > start + torch.arange(T)[:, None]   # keys after each query
+    return scores.masked_fill(later, float("-inf"))
 '''
 
 
+def _exec_rope_scores_step(source: str = BUGGY_ROPE_SCORES_STEP):
+    from dsv3_lessons.model.rope import apply_rope_interleaved
+
+    namespace: dict = {"torch": torch, "apply_rope_interleaved": apply_rope_interleaved}
+    exec(source, namespace)  # noqa: S102  (our own constant text)
+    return namespace["rope_scores_step"]
+
+
 def _reference_rope(x: torch.Tensor, pos: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """The chapter's rotation (interleaved pairs) on the library's tables: x ``[..., seq, d]``."""
+    """The chapter's rotation (interleaved pairs), angles in float64: x ``[..., seq, d]``, pos ``[seq]``."""
     from dsv3_lessons.model.rope import apply_rope_interleaved
 
     ang = pos.double()[:, None] * theta.double()[None, :]
     return apply_rope_interleaved(x, ang.cos().float(), ang.sin().float())
 
 
-def _decode_case(T: int = 7, d: int = 8, seed: int = 5):
+#: the serving run exercise 3.5's checker drives: a 4-token prompt in one call, two decoding steps, a 2-token
+#: chunk, one more decoding step (9 tokens)
+SERVING_CALLS = (4, 1, 1, 2, 1)
+
+
+def _serving_case(d: int = 8, seed: int = 5):
     from dsv3_lessons.model.rope import yarn_inv_freq
 
     g = torch.Generator().manual_seed(seed)
-    q, k = torch.randn(T, d, generator=g), torch.randn(T, d, generator=g)
+    n = sum(SERVING_CALLS)
+    q, k = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)
     theta = yarn_inv_freq(d, 10000.0, {"factor": 4.0, "original_max_position_embeddings": 64})
     return q, k, theta
 
 
-def _rope_scores(q, k, theta, q_angle_pos, k_angle_pos):
-    """Causal [T, T] scores with q rotated at ``q_angle_pos[t]`` and key j at ``k_angle_pos(t, j)``."""
-    T = q.shape[0]
-    out = torch.full((T, T), float("-inf"))
-    for t in range(T):
-        qt = _reference_rope(q[t:t + 1], torch.tensor([q_angle_pos[t]]), theta)
-        for j in range(t + 1):
-            kj = _reference_rope(k[j:j + 1], torch.tensor([k_angle_pos(t, j)]), theta)
-            out[t, j] = (qt @ kj.T)[0, 0]
+def _rotation_positions(rule: str, calls=SERVING_CALLS) -> list[int]:
+    """The position each token is rotated at under ``rule``: ``"sequence"`` (right: start + i), ``"call"`` (the
+    unfixed code: i, the index inside its call), ``"calls_so_far"`` (start taken as the number of earlier calls,
+    ``len(cache)``), ``"after_append"`` (start + T + i, the token count after appending)."""
+    out, start = [], 0
+    for n_call, T in enumerate(calls):
+        offset = {"sequence": start, "call": 0, "calls_so_far": n_call, "after_append": start + T}[rule]
+        out += [offset + i for i in range(T)]
+        start += T
     return out
 
 
-def position_zero_test(fn) -> str:
-    """The author's test of exercise 3.5's function: one token, at position 0, against the library's rotation.
+def _serving_scores(q, k, theta, q_rule: str, k_rule: str, calls=SERVING_CALLS) -> list[torch.Tensor]:
+    """Per call, the [T, tokens so far] scores with queries rotated by ``q_rule`` and keys by ``k_rule``."""
+    qp, kp = torch.tensor(_rotation_positions(q_rule, calls)), torch.tensor(_rotation_positions(k_rule, calls))
+    q_rot, k_rot = _reference_rope(q, qp, theta), _reference_rope(k, kp, theta)
+    out, start = [], 0
+    for T in calls:
+        s = q_rot[start:start + T] @ k_rot[:start + T].T
+        later = torch.arange(start + T)[None, :] > start + torch.arange(T)[:, None]
+        out.append(s.masked_fill(later, float("-inf")))
+        start += T
+    return out
+
+
+def _run_serving(fn, q, k, theta, calls=SERVING_CALLS) -> list:
+    cache, outs, start = [], [], 0
+    for T in calls:
+        outs.append(call_learner(fn, cache, q[start:start + T].clone(), k[start:start + T].clone(), theta.clone()))
+        start += T
+    return outs
+
+
+def _same(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-4) -> bool:
+    finite = torch.isfinite(b)
+    return bool(torch.equal(torch.isfinite(a), finite) and torch.allclose(a[finite], b[finite], atol=atol))
+
+
+def prompt_test(fn) -> str:
+    """The author's test of exercise 3.5's function: a 6-token prompt in one call, against the library's rotation.
     Returns (and the notebook prints) a sentence; raises AssertionError when ``fn`` fails (the buggy one passes)."""
-    q, k, theta = _decode_case(T=1)
-    want = _rope_scores(q, k, theta, [0], lambda t, j: j)
-    assert torch.allclose(fn(q, k, theta), want, atol=1e-5)
-    return "the author's test passes: one token at position 0 gives the library's score (max |difference| <= 1e-5)"
+    q, k, theta = _serving_case()
+    got = fn([], q[:6].clone(), k[:6].clone(), theta.clone())
+    assert _same(got, _serving_scores(q[:6], k[:6], theta, "sequence", "sequence", calls=(6,))[0], atol=1e-5)
+    return "the author's test passes: a 6-token prompt in one call gives the library's scores (max |difference| <= 1e-5)"
 
 
-@checker("3.5", hint="the function passes its author's test, which has one token at position 0. Follow one key "
-                     "through two decode steps: how many times is it rotated, and by which angle? Fix one line, then "
-                     "pass decode_rope_scores to the checker.",
-         more=["What does the cache hold: k^R before or after its rotation? (The chapter's section (c) says what "
-               "MLA caches.)",
-               "Which line applies a rotation to something that came out of the cache?"])
-def check_decode_rope_scores(fn):
-    """Exercise 3.5 (bug hunt): the learner's fixed ``decode_rope_scores(q_raw [T, d], k_raw [T, d], theta [d/2])``.
+@checker("3.5", hint="the function passes its author's test, a prompt in one call. A serving loop then calls it once "
+                     "per new token: run it that way (prompt first, then single tokens) and compare each call's "
+                     "scores with rope(q, t)·rope(k, j). Fix one line, then pass rope_scores_step to the checker.",
+         more=["Which calls agree with the reference, and which entries of a disagreeing call are still right? A "
+               "new token's score against its own key does not depend on where the two are, only on their "
+               "distance.",
+               "At which position is each new token's query rotated, and at which position is its key rotated "
+               "before it enters the cache? Compare with where the token sits in the sequence.",
+               "A later call must know how many tokens came before it; the cache can tell you (count tokens, not "
+               "list entries)."])
+def check_rope_scores_step(fn):
+    """Exercise 3.5 (bug hunt): the learner's fixed ``rope_scores_step(cache, q_raw [T, d], k_raw [T, d],
+    theta [d/2]) -> [T, tokens so far]``.
 
-    Run on random rope queries/keys with T = 7 tokens and YaRN frequencies against scores built from the library's
-    rotation (query at t, key at its own position j, each rotated once). Named: the cached key rotated twice (the
-    unfixed code: key j at angle 2j·θ), keys never rotated, keys rotated at the query's position t, the query not
-    rotated, the mask.
+    Driven through :data:`SERVING_CALLS` (a prompt, decoding steps and a chunk) on random rope vectors with YaRN
+    frequencies, against scores built from the library's rotation (query n and key n rotated at position n). The
+    unfixed code gets the symptom only (which calls agree, by how much the others differ, that each token's score
+    against its own key is right). Wrong fixes are named: the offset taken as the number of earlier calls
+    (``len(cache)``), as the token count after appending, only the keys or only the queries moved, the mask.
     """
     if not callable(fn):
-        raise Wrong(f"pass your fixed function itself (check_decode_rope_scores(decode_rope_scores)), got "
+        raise Wrong(f"pass your fixed function itself (check_rope_scores_step(rope_scores_step)), got "
                     f"{type(fn).__name__}")
-    q, k, theta = _decode_case()
-    T = q.shape[0]
-    out = call_learner(fn, q.clone(), k.clone(), theta.clone())
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (T, T):
-        raise Wrong(f"decode_rope_scores must return a [T, T] = [{T}, {T}] tensor, got "
-                    f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
-    out = out.detach().float()
-    causal = torch.ones(T, T, dtype=torch.bool).tril()
-    if not torch.isinf(out[~causal]).all() or torch.isinf(out[causal]).any():
-        raise Wrong("the mask is off: scores[t, j] must be -inf exactly where j > t (keys the query cannot see yet)")
-    want = _rope_scores(q, k, theta, list(range(T)), lambda t, j: j)
-    if torch.allclose(out[causal], want[causal], atol=1e-4):
-        return ("fixed: the cache holds k^R already rotated at its own position j, so reading it must not rotate "
-                "it again. At position 0 both versions rotate by angle 0, which is why the author's test passed.")
-    variants = [
-        (lambda t, j: 2 * j, list(range(T)),
-         "still rotated twice: key j is rotated once when it enters the cache and again when it is read, so it "
-         "ends up at angle 2j·θ and the score depends on j, not on t − j. The cache already holds rotated keys"),
-        (lambda t, j: 0, list(range(T)),
-         "the keys are never rotated now: the score sees the query's absolute position only. Rotate each new key "
-         "once, at its own position, before it enters the cache"),
-        (lambda t, j: t, list(range(T)),
-         "every cached key is rotated at the current step t instead of its own position j, so q^R·k^R no longer "
-         "depends on the distance t − j"),
-        (lambda t, j: j, [0] * T,
-         "the scores are those of an un-rotated query against keys rotated at j: either the query is not rotated "
-         "(q^R must be rotated at its own position t), or each cached key is rotated by its position and again by "
-         "the step t (the two give the same numbers). Rotate the query once at t and each key once at j"),
+    q, k, theta = _serving_case()
+    outs = _run_serving(fn, q, k, theta)
+    want = _serving_scores(q, k, theta, "sequence", "sequence")
+    for n, (out, ref) in enumerate(zip(outs, want)):
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(ref.shape):
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise Wrong(f"call {n + 1} ({SERVING_CALLS[n]} new, {ref.shape[1]} tokens in the cache) must return "
+                        f"[T, tokens so far] = {list(ref.shape)} scores, got {got}")
+    outs = [o.detach().float() for o in outs]
+    if all(_same(o, w) for o, w in zip(outs, want)):
+        return ("fixed: a new token is rotated at its position in the sequence, start + i, for its query and for the "
+                "key it caches. For the prompt, the first call, start is 0, which is why the author's test passed; "
+                "every later call needs the number of tokens already cached.")
+    for n, (o, w) in enumerate(zip(outs, want)):
+        if not torch.equal(torch.isinf(o), torch.isinf(w)):
+            raise Wrong(f"call {n + 1}: the -inf entries are off: scores[i, j] must be -inf exactly where key j comes "
+                        f"after the query i (j > start + i)")
+    named = [
+        ("calls_so_far", "calls_so_far", "the new tokens are placed after len(cache), the number of earlier CALLS; "
+                                         "the prompt was one call of several tokens. Count the cached tokens"),
+        ("after_append", "after_append", "the new tokens are placed after the cache's length once they were "
+                                         "appended, T positions too far: take the length before appending"),
+        ("call", "sequence", "the keys are rotated at their positions in the sequence now, but each new query is "
+                             "still rotated at its index inside the call"),
+        ("sequence", "call", "the queries are rotated at their positions in the sequence now, but each new key is "
+                             "still rotated at its index inside the call before it enters the cache"),
     ]
-    for k_pos, q_pos, why in variants:
-        if torch.allclose(out[causal], _rope_scores(q, k, theta, q_pos, k_pos)[causal], atol=1e-4):
+    for q_rule, k_rule, why in named:
+        if all(_same(o, w) for o, w in zip(outs, _serving_scores(q, k, theta, q_rule, k_rule))):
             raise Wrong(why)
-    first = int((~torch.isclose(out[causal], want[causal], atol=1e-4)).nonzero()[0])
-    t_bad, j_bad = (int(x) for x in causal.nonzero()[first])
-    raise Wrong(f"the scores first differ at t = {t_bad}, j = {j_bad}: check which rotation each cached key and the "
-                f"query receive, and at which position")
+    ok = [_same(o, w) for o, w in zip(outs, want)]
+    first = ok.index(False)
+    start = sum(SERVING_CALLS[:first])
+    worst = max((o - w)[torch.isfinite(w)].abs().max().item() for o, w in zip(outs, want))
+    agree = ("the first call (the prompt) agrees with the reference; " if first > 0 else "")
+    own = all(torch.allclose(o[i, sum(SERVING_CALLS[:n]) + i], w[i, sum(SERVING_CALLS[:n]) + i], atol=1e-4)
+              for n, (o, w) in enumerate(zip(outs, want)) for i in range(SERVING_CALLS[n]))
+    tail = " Each new token's score against its own key is right." if own else ""
+    T = SERVING_CALLS[first]
+    what = f"1 new token at position {start}" if T == 1 else f"{T} new tokens at positions {start}..{start + T - 1}"
+    raise Wrong(f"{agree}call {first + 1} ({what}) differs from rope(q, t)·rope(k, j), and the scores differ by up to "
+                f"{worst:.3g} over the run.{tail}")

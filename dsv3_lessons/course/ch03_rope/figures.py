@@ -101,7 +101,9 @@ def draw_rope_placement(cfg, title: str | None = None):
     h_b = g.box(1.5, yr - 0.75, bw, bh, f"$h_j$\n[{d['hidden_size']}]", "tensor", name="b.h")
     wkr_b = g.box(4.4, yr - 0.75, 1.5, bh, "$W^{KR}$", "weight", name="b.WKR")
     rk_b = g.box(7.3, yr - 0.75, 1.9, bh, "RoPE $R_j$", "op", name="b.Rj")
-    kr_b = g.box(10.1, yr - 0.75, bw, bh, f"$k^R_j$ [{dr}]\nrotated, shared", "cached", name="b.kR")
+    # rotated (rope fill) AND cached (thick outline), drawn as chapter 2's data-path figure draws k^R
+    kr_b = g.box(10.1, yr - 0.75, bw, bh, f"$k^R_j$ [{dr}]\nrotated, shared", "cached", name="b.kR",
+                 color=PALETTE["rope"])
     qr_b = g.box(12.9, yr + 0.45, bw, bh, f"$q^R_{{t,i}}=R_t W^{{QR}}_i c^Q_t$\n[{dr}]", "rope", name="b.qR")
     dot_r = g.box(15.6, yr - 0.15, 1.7, 0.8, "$q^{R\\top} k^R_j$", "op", name="b.dotR")
     g.arrow(qc_b.right, wuk_b.left)
@@ -171,7 +173,7 @@ def _rope_draw_scores(ax, distances, curves: dict, mark: int | None = None, orig
     ax.set_ylim(*_ROPE_SCORE_YLIM)
     ax.set_xlabel("distance $t-j$ (tokens)")
     ax.set_ylabel("score $/\\,|q||k|$ (all-ones $q = k$)")
-    ax.set_title("score depends only on $t - j$")
+    ax.set_title("all-ones $q = k$: score falls with distance")
     _rope_legend(ax, legend, ncol=2)
 
 
@@ -254,7 +256,7 @@ class RopeExplorerFigure:
         a1.set_ylim(*_ROPE_SCORE_YLIM)
         a1.set_xlabel("distance $t-j$ (tokens)")
         a1.set_ylabel("score $/\\,|q||k|$ (all-ones $q = k$)")
-        a1.set_title("score depends only on $t - j$")
+        a1.set_title("all-ones $q = k$: score falls with distance")
         self.score_legend = a1.legend(self.score_entries, [e.get_label() for e in self.score_entries],
                                       loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=9,
                                       handlelength=1.8, columnspacing=0.8)

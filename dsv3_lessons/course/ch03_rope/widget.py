@@ -113,7 +113,11 @@ class RopeWidget(ReportWidget):
 
     def describe(self, report: ExplorerResult) -> str:
         r = report
-        return (f"t − j = {r.query_pos - r.key_pos}; θ_{r.freq_index}: {r.theta_rope:.4g} → {r.theta_yarn:.4g} "
+        # a key after its query: the rotation and the score are well defined, but causal attention masks the pair
+        causal = ("" if r.key_pos <= r.query_pos else
+                  f"note: the key comes after the query (j > t); a causal model never scores this pair, it masks "
+                  f"every key j > t. Shown for the geometry only.\n")
+        return causal + (f"t − j = {r.query_pos - r.key_pos}; θ_{r.freq_index}: {r.theta_rope:.4g} → {r.theta_yarn:.4g} "
                 f"rad/token (YaRN s = {r.yarn_factor:g})\n"
                 f"score RoPE(q,t)·RoPE(k,j) = {r.score:.4f}; the same vectors at (t − j, 0): "
                 f"{r.score_shifted:.4f}\n"
