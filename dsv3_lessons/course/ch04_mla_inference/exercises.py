@@ -226,7 +226,8 @@ def check_flops_ratio_prediction(prediction):
 def _trial_layers() -> list[MultiHeadLatentAttention]:
     """Small MLA layers with 2, 4 and 8 heads (the notebook's tiny layer has 4; YaRN factor 4, so the softmax
     scale carries mscale²)."""
-    return [build_mla(tiny(num_attention_heads=n, num_key_value_heads=n), seed=10 + n) for n in (2, 4, 8)]
+    with torch.random.fork_rng(devices=[]):      # build_mla seeds torch: leave the learner's random state alone
+        return [build_mla(tiny(num_attention_heads=n, num_key_value_heads=n), seed=10 + n) for n in (2, 4, 8)]
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
