@@ -1,10 +1,10 @@
 """Checkers of chapter 04's exercises: placeholder, typical wrong answers (with the diagnosis each gets), right answer.
 
-Oracles: 4.1 against hand arithmetic on the released config (V3 report §2.1.1 widths); the merged matrix (4.2)
-against the layer itself (o_proj after W^UV on a random o^lat); 4.3 and 4.4 against the library layer's absorbed
-forward over a cache (and the reference chunk step against the naive path); 4.5 against a brute-force search over s
-with the FLOPs torch counts when it runs both paths at a small size, and against the closed-form break-even
-s(T + s)·ΔA > T·E at V3 size.
+Oracles: 4.1 against the FLOPs torch counts in one absorbed and one per-head decode step at V3 widths (one head);
+the merged matrix (4.2) against the layer itself (o_proj after W^UV on a random o^lat); 4.3 and 4.4 against the
+library layer's absorbed forward over a cache, each request decoded alone (and the reference ragged step against
+the naive path); 4.5 against a brute-force search over s with the FLOPs torch counts when it runs both paths at a
+small size, and against the closed-form break-even s(T + s)·ΔA > T·E at V3 size.
 """
 from __future__ import annotations
 
@@ -16,14 +16,18 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from dsv3_lessons.course.common.checking import NOT_ATTEMPTED, RIGHT, WRONG, ___
-from dsv3_lessons.course.ch04_mla_inference.exercises import (DECODE_STEP_WITH_BUG, absorbed_chunk_reference,
+from dsv3_lessons.course.ch04_mla_inference.exercises import (MQA_DECODE_WITH_BUG, absorbed_flops_ratio,
                                                               break_even_queries, check_break_even_queries,
-                                                              check_chunk_step, check_decode_step,
-                                                              check_intensity_prediction, check_merged_output,
-                                                              merged_output_matrix, v3_decode_intensity)
+                                                              check_flops_ratio_prediction, check_merged_output,
+                                                              check_mqa_decode, check_ragged_decode,
+                                                              merged_output_matrix, mqa_decode_reference,
+                                                              ragged_decode_reference, v3_decode_intensity)
 from dsv3_lessons.course.ch04_mla_inference.decode import build_mla
-from dsv3_lessons.model.config import tiny
-from dsv3_lessons.model.mla import split_kv_b
+from dsv3_lessons.model.config import deepseek_v3_671b, tiny
+from dsv3_lessons.model.mla import LatentCache, split_kv_b
+from exercise_helpers import NOTEBOOKS, assert_stored_unattempted, assert_wrong, notebook_cell, output_texts
+
+NOTEBOOK = NOTEBOOKS / "04_mla_inference.ipynb"
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +65,8 @@ def test_check_merged_output(mla, capsys):
         (torch.einsum("dhv,hvc->dhc", w_o.view(d, h, dv), w_uk).reshape(d, -1), "uses W^UK"),
         (torch.einsum("dhv,hvc->dhc", w_o.view(d, dv, h).permute(0, 2, 1), w_uv).reshape(d, -1), "[d, n_h, d_v]"),
         (torch.einsum("dhv,hvc->hdc", w_o.view(d, h, dv), w_uv), "is per head"),
+        # the learner report: a latent-major layout got "check which dimension your product contracts"
+        (torch.einsum("dhv,hvc->dch", w_o.view(d, h, dv), w_uv).reshape(d, -1), "latent-major"),
         (torch.zeros_like(right), "no head block matches"),
         (3, "must be a torch tensor"),
         (right.to(torch.bfloat16), "bfloat16"),               # review: a bf16 result was told to check its einsum
@@ -118,155 +124,225 @@ def test_check_break_even_queries(capsys):
 
 
 # ---------------------------------------------------------------------------------------------- 4.1 prediction
-def test_intensity_by_hand():
-    # V3: 128 heads · 2 FLOPs · (576-wide key + 512-wide value) per cached token, over one 576-element BF16 row
-    assert v3_decode_intensity() == 128 * 2 * (576 + 512) / 1152 == 278_528 / 1_152
-    assert math.isclose(v3_decode_intensity(), 241.78, rel_tol=1e-4)
+def test_flops_ratio_against_counted_flops():
+    """One head at V3 widths: the FLOPs torch counts for the attention over T cached rows, absorbed vs per-head."""
+    cfg = deepseek_v3_671b()
+    dc, r, dh, dv, t = cfg.kv_lora_rank, cfg.qk_rope_head_dim, cfg.qk_nope_head_dim, cfg.v_head_dim, 64
+    g = torch.Generator().manual_seed(0)
+
+    def counted(q_w, v_w):
+        q, k, v = torch.randn(1, q_w, generator=g), torch.randn(t, q_w, generator=g), torch.randn(t, v_w, generator=g)
+        with FlopCounterMode(display=False) as counter:
+            torch.softmax(q @ k.T, dim=-1) @ v
+        return counter.get_total_flops()
+
+    assert counted(dc + r, dc) / counted(dh + r, dv) == absorbed_flops_ratio(cfg) == 1088 / 320
+    assert v3_decode_intensity() == 128 * 2 * (576 + 512) / 1152
 
 
-def test_check_intensity_prediction(capsys):
-    assert check_intensity_prediction(___).status == NOT_ATTEMPTED
-    for answer in (241.8, 242, 220, 280, np.float64(250), torch.tensor(230.0)):
-        res = check_intensity_prediction(answer)
-        assert res.status == RIGHT and "compute-bound" in res.message, (answer, res.message)
+def test_check_flops_ratio_prediction(capsys):
+    assert check_flops_ratio_prediction(___).status == NOT_ATTEMPTED
+    for answer in (3.4, 3.3, 3.5, np.float64(3.4), torch.tensor(3.4)):
+        res = check_flops_ratio_prediction(answer)
+        assert res.status == RIGHT and "not the per-pair arithmetic" in res.message, (answer, res.message)
     cases = [
-        (1, "per-head cache"),
-        # the review: 2·(576 + 512) B of "value bytes counted separately" gives 128, like scores-only: name both
-        (278_528 / (2 * (576 + 512)), "counting the value's bytes a second time"),
-        (128, "counting only the scores"),
-        (30.2, "16 heads"),
-        (483.6, "two queries per step"),
-        (1.9, "one head"),
-        (120.9, "half of it"),
-        (483.0, "two queries"),
-        (50, "too low"),
-        (5000, "too high"),
-        ("242", "must be a number"),
+        (1, "re-association keeps the RESULT"),
+        (1 / 71.1, "BYTES per cached token"),
+        (71, "ratio of the bytes cached"),
+        (1 / 3.4, "upside down"),
+        (3.0, "counts only the scores"),
+        (4.0, "counts only the weighted sum"),
+        (121, "what absorption saves"),
+        (410.6, "over a per-head cache"),
+        (0.5, "fewer FLOPs"),
+        (2.0, "too low"),
+        (10, "too high"),
+        (0, "not a ratio"),
+        ("3.4", "must be a number"),
     ]
     for answer, words in cases:
-        res = check_intensity_prediction(answer)
-        assert res.status == WRONG and words in res.message, (answer, res.message)
+        assert_wrong(check_flops_ratio_prediction(answer), words)
     capsys.readouterr()
 
 
-# ---------------------------------------------------------------------------------------------- 4.3 chunk step
-def _layer(heads):
-    return build_mla(tiny(num_attention_heads=heads, num_key_value_heads=heads), seed=3)
+def test_prediction_is_hidden_in_the_stored_chapter():
+    """The learner report: 4.1's answer was printed above its prediction cell. Now nothing before the checker
+    prints 3.4 (or the counts it comes from), and the counting cell is stored hidden."""
+    texts = output_texts(NOTEBOOK)
+    check = next(i for i, t in enumerate(texts) if "Exercise 4.1: not attempted yet" in t)
+    before = "".join(texts[:check])
+    for spoiler in ("3.4x", "278,528", "81,920 FLOPs"):
+        assert spoiler not in before, spoiler
+    assert "Hidden until you predict" in texts[check - 1]
+    cells = [c for c in __import__("json").loads(NOTEBOOK.read_text())["cells"]]
+    prose = "".join("".join(c["source"]) for c in cells[:next(i for i, c in enumerate(cells)
+                                                               if "my_prediction = ___" in "".join(c["source"]))])
+    assert "3.4" not in prose
 
 
+# ---------------------------------------------------------------------------------------------- 4.3 ragged decode
 @pytest.mark.parametrize("heads", [2, 8])
-def test_chunk_reference_equals_the_naive_path(heads):
-    """The reference chunk step against the library's OTHER path (re-expanded), 3 new tokens after 5 cached."""
-    mla = _layer(heads)
-    x = torch.randn(1, 8, mla.cfg.hidden_size, generator=torch.Generator().manual_seed(heads))
+def test_ragged_reference_equals_the_naive_path(heads):
+    """The reference ragged step against the library's OTHER path (re-expanded, no cache), request by request."""
+    mla = build_mla(tiny(num_attention_heads=heads, num_key_value_heads=heads), seed=3)
+    g = torch.Generator().manual_seed(heads)
+    lengths, length, d = (3, 0, 5), 6, mla.cfg.hidden_size
+    xs = [torch.randn(1, n + 1, d, generator=g) for n in lengths]
+    c_buf = torch.randn(len(lengths), length, mla.kv_lora_rank, generator=g)
+    k_buf = torch.randn(len(lengths), length, mla.qk_rope_head_dim, generator=g)
     with torch.no_grad():
-        cache = mla.new_cache(1, 8)
-        mla(x[:, :5], start_pos=0, cache=cache, attn_impl="naive")
-        got = absorbed_chunk_reference(mla, x[:, 5:], 5, cache)
-        want = mla(x, attn_impl="naive")[:, 5:]        # one causal forward over all 8 tokens
-    assert torch.allclose(got, want, atol=1e-5)
+        for b, (n, x) in enumerate(zip(lengths, xs)):
+            if n:
+                c, k = mla.latent(x[:, :n], torch.arange(n))
+                c_buf[b, :n], k_buf[b, :n] = c[0], k[0]
+        got = ragged_decode_reference(mla, torch.cat([x[:, -1:] for x in xs]), torch.tensor(lengths), c_buf, k_buf)
+        for b, x in enumerate(xs):
+            assert torch.allclose(got[b], mla(x, attn_impl="naive")[0, -1:], atol=1e-5)
 
 
-def _ref(mla, h, t, cache):
-    return absorbed_chunk_reference(mla, h, t, cache)
+def test_check_ragged_decode(capsys):
+    assert check_ragged_decode(___).status == NOT_ATTEMPTED
 
+    def half_filled(mla, h, lengths, c_buf, k_buf):
+        B, L = c_buf.shape[:2]
+        ___
+        return ___
 
-def test_check_chunk_step(capsys):
-    from dsv3_lessons.model.mla import split_kv_b
+    assert check_ragged_decode(half_filled).status == NOT_ATTEMPTED
+    assert check_ragged_decode(ragged_decode_reference).status == RIGHT
 
-    assert check_chunk_step(___).status == NOT_ATTEMPTED
+    four = build_mla(tiny(), seed=0)        # the notebook's 4-head layer: its W^UK as a global
+    w_uk4, _ = split_kv_b(four.kv_b_proj.weight, 4, four.qk_nope_head_dim, four.v_head_dim)
 
-    def half_filled(mla, h, t, cache):
-        s = h.shape[1]
-        x = ___ * 2
-        return x
+    def global_weights(mla, h, lengths, c_buf, k_buf):
+        q_c, _ = mla.query(h.transpose(0, 1), lengths)
+        return torch.einsum("bhd,hdc->bhc", q_c[0], w_uk4)
 
-    assert check_chunk_step(half_filled).status == NOT_ATTEMPTED
-    assert check_chunk_step(_ref).status == RIGHT
+    def no_write(mla, h, lengths, c_buf, k_buf):
+        return ragged_decode_reference(mla, h, lengths, c_buf.clone(), k_buf.clone())
 
-    four = build_mla(tiny(), seed=0)        # the notebook's 4-head layer: its W^UK / W^UV as globals
-    w_uk4, w_uv4 = split_kv_b(four.kv_b_proj.weight, 4, four.qk_nope_head_dim, four.v_head_dim)
-
-    def global_weights(mla, h, t, cache):
-        s = h.shape[1]
-        pos = torch.arange(t, t + s)
-        q_c, q_r = mla.query(h, pos)
-        c_kv, k_r = cache.append(*mla.latent(h, pos))
-        q_t = torch.einsum("bshd,hdc->bshc", q_c, w_uk4)
-        return q_t
-
-    cases = [
-        (lambda m, h, t, c: absorbed_chunk_reference(m, h, t, c, causal=False), "every new token sees every new row"),
-        (lambda m, h, t, c: absorbed_chunk_reference(m, h, t, c, scale=(m.kv_lora_rank + m.qk_rope_head_dim) ** -0.5),
-         "(d_c + d_h^R)^-1/2"),
-        (global_weights, "not the notebook's 4-head W_UK"),
-        (lambda m, h, t, c: absorbed_chunk_reference(m, h, t, c)[:, :1], "must return [1, 2,"),
-        (lambda m, h, t, c: absorbed_chunk_reference(m, h, t, c).tolist(), "must return a torch.Tensor"),
-        (lambda m, h, t, c: absorbed_chunk_reference(m, h, t, c) * 1.01, "differs from the library"),
-        (3, "pass your function itself"),
-    ]
-    for answer, words in cases:
-        res = check_chunk_step(answer)
-        assert res.status == WRONG and words in res.message, (words, res.message)
-
-    def first_only(mla, h, t, cache):         # right for the first new token, garbage after it
-        out = absorbed_chunk_reference(mla, h, t, cache).clone()
-        out[:, 1:] += 1.0
+    def one_loop_mask(mla, h, lengths, c_buf, k_buf):     # right for equal lengths only: the first one's mask
+        out = ragged_decode_reference(mla, h, lengths, c_buf, k_buf)
+        out[1:] += 0.5
         return out
 
-    res = check_chunk_step(first_only)
-    assert res.status == WRONG and "first new token is right" in res.message, res.message
+    cases = [
+        (lambda *a: ragged_decode_reference(*a, mask="none"), ("stale rows", "−inf")),
+        (lambda *a: ragged_decode_reference(*a, mask="strict"), ("NaN", "own new row")),
+        (lambda m, h, n, c, k: ragged_decode_reference(m, h, n, c, k, position=int(n.max())), ("the longest",)),
+        (lambda m, h, n, c, k: ragged_decode_reference(m, h, n, c, k, position=int(n[0])), ("the first one's",)),
+        (lambda m, h, n, c, k: ragged_decode_reference(m, h, n, c, k, scale=(m.kv_lora_rank + m.qk_rope_head_dim) ** -0.5),
+         ("(d_c + d_h^R)^-1/2",)),
+        (global_weights, ("not the notebook's 4-head W_UK",)),
+        (no_write, ("not in the buffers at index lengths[0]",)),
+        (one_loop_mask, ("requests 1 (length 0), 2 (length 5) differ", "requests 0 (length 3) are right")),
+        (lambda *a: ragged_decode_reference(*a)[:, :, :2], ("must return [3, 1, 64]",)),
+        (lambda *a: ragged_decode_reference(*a).tolist(), ("must return a torch.Tensor",)),
+        (3, ("pass your function itself",)),
+    ]
+    for answer, words in cases:
+        assert_wrong(check_ragged_decode(answer), *words)
+
+    def strict_no_empty(mla, h, lengths, c_buf, k_buf):   # a strict mask, seen on a trial without an empty request
+        if int(lengths.min()) == 0:
+            return ragged_decode_reference(mla, h, lengths, c_buf, k_buf)
+        return ragged_decode_reference(mla, h, lengths, c_buf, k_buf, mask="strict")
+
+    assert_wrong(check_ragged_decode(strict_no_empty), "does not see its own new row")
+
+    def overwrites(mla, h, lengths, c_buf, k_buf):
+        out = ragged_decode_reference(mla, h, lengths, c_buf, k_buf)
+        c_buf[:, 0] = 0.0
+        return out
+
+    assert_wrong(check_ragged_decode(overwrites), "were overwritten")
     capsys.readouterr()
 
 
 # ---------------------------------------------------------------------------------------------- 4.4 bug hunt
 def _define(source: str, tmp_path, name="cell"):
     """Define the function from source text the way a notebook cell does (inspect can read its source)."""
-    from dsv3_lessons.model.rope import apply_rope_interleaved
-
     path = tmp_path / f"{name}.py"
     path.write_text(source)
-    ns = {"torch": torch, "apply_rope_interleaved": apply_rope_interleaved}
+    ns = {"torch": torch, "F": torch.nn.functional}
     exec(compile(source, str(path), "exec"), ns)
-    return ns["decode_step"]
+    return ns["mqa_decode"]
 
 
-_ROTATE_AGAIN = ("    cos, sin = mla.rotary(torch.arange(t + 1))\n"
-                 "    k_R = apply_rope_interleaved(k_R, cos, sin)                  # each key rotated for its position\n")
+_BUG = "scale=mla.qk_head_dim ** -0.5)   # the 192-wide dot product's scale"
 
 
 def test_bug_hunt_text_is_the_notebooks():
-    import json
-    from pathlib import Path
-
-    nb = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / "04_mla_inference.ipynb").read_text())
-    cells = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
-    assert sum(DECODE_STEP_WITH_BUG.strip() in c for c in cells) == 1
-    stored = next(c for c in nb["cells"] if c["cell_type"] == "code" and DECODE_STEP_WITH_BUG.strip() in "".join(c["source"]))
-    out = "".join("".join(o.get("text", "")) for o in stored["outputs"])
-    assert "✗ Exercise 4.4: this is the function as given" in out and "rotated" not in out   # no give-away
+    cell = notebook_cell(NOTEBOOK, "def mqa_decode(")
+    assert cell.strip() == MQA_DECODE_WITH_BUG.strip() and len(cell.splitlines()) <= 15
+    texts = output_texts(NOTEBOOK)
+    out = next(t for t in texts if "Exercise 4.4" in t)
+    assert "the author's test passes" in out and "✗ Exercise 4.4: this is the function as given" in out
+    for giveaway in ("mscale", "scale", "YaRN", "rope"):       # the symptom only, never the cause
+        assert giveaway not in out.split("✗")[1], giveaway
 
 
-def test_check_decode_step(tmp_path, capsys):
-    assert _ROTATE_AGAIN in DECODE_STEP_WITH_BUG
-    res = check_decode_step(_define(DECODE_STEP_WITH_BUG, tmp_path, "given"))
-    assert res.status == WRONG and "this is the function as given" in res.message and "rotated" not in res.message
-    edited = DECODE_STEP_WITH_BUG.replace("# each key rotated for its position", "# edited, same bug")
-    res = check_decode_step(_define(edited, tmp_path, "edited"))
-    assert res.status == WRONG and "rotated a second time" in res.message, res.message
-    fixed = DECODE_STEP_WITH_BUG.replace(_ROTATE_AGAIN, "")
-    assert check_decode_step(_define(fixed, tmp_path, "fixed")).status == RIGHT
-    scale = fixed.replace("* mla.softmax_scale", "* (mla.kv_lora_rank + mla.qk_rope_head_dim) ** -0.5")
-    res = check_decode_step(_define(scale, tmp_path, "scale"))
-    assert res.status == WRONG and "softmax scale" in res.message, res.message
-    no_rope = fixed.replace("+ torch.einsum(\"bhr,bjr->bhj\", q_R[:, 0], k_R)", "")
-    assert no_rope != fixed
-    res = check_decode_step(_define(no_rope, tmp_path, "no_rope"))
-    assert res.status == WRONG and "differs from the library" in res.message, res.message
-    keys_first = fixed.replace("W_UK, W_UV = W[:, :mla.qk_nope_head_dim], W[:, mla.qk_nope_head_dim:]",
-                               "W_UK, W_UV = W[:, mla.qk_nope_head_dim:], W[:, :mla.qk_nope_head_dim]")
-    res = check_decode_step(_define(keys_first, tmp_path, "swap"))
-    assert res.status == WRONG and "differs from the library" in res.message, res.message
-    assert check_decode_step(___).status == NOT_ATTEMPTED
-    assert check_decode_step("decode_step").status == WRONG
+def test_the_authors_test_passes_and_the_bug_shows_from_two_keys(tmp_path):
+    given = _define(MQA_DECODE_WITH_BUG, tmp_path, "given")
+    mla = build_mla(tiny(), seed=0)
+    x = torch.randn(1, 3, mla.cfg.hidden_size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.allclose(given(mla, x[:, :1], mla.new_cache(1, 4), 0), mla(x[:, :1]), atol=1e-5)
+        cache = mla.new_cache(1, 4)
+        outs = [given(mla, x[:, t:t + 1], cache, t) for t in range(3)]
+        want = mla(x)
+    assert not torch.allclose(outs[1], want[:, 1:2], atol=1e-4)
+    assert mla.softmax_scale != mla.qk_head_dim ** -0.5            # the tiny config has YaRN: mscale² > 1
+
+
+def test_check_mqa_decode(tmp_path, capsys):
+    assert _BUG in MQA_DECODE_WITH_BUG
+    res = check_mqa_decode(_define(MQA_DECODE_WITH_BUG, tmp_path, "given"))
+    assert_wrong(res, "this is the function as given", "author's test", "differs from the library's by up to")
+    assert "scale" not in res.message and "mscale" not in res.message
+    edited = MQA_DECODE_WITH_BUG.replace("# the 192-wide dot product's scale", "# edited, same bug")
+    assert_wrong(check_mqa_decode(_define(edited, tmp_path, "edited")), "still computes what the given one computes")
+    fixed = MQA_DECODE_WITH_BUG.replace(_BUG, "scale=mla.softmax_scale)")
+    assert check_mqa_decode(_define(fixed, tmp_path, "fixed")).status == RIGHT
+    by_hand = MQA_DECODE_WITH_BUG.replace(_BUG, "scale=softmax_scale(mla.qk_head_dim, mla.cfg.rope_scaling))")
+    assert check_mqa_decode(_define("from dsv3_lessons.model.rope import softmax_scale\n" + by_hand, tmp_path,
+                                    "by_hand")).status == RIGHT
+    default = MQA_DECODE_WITH_BUG.replace(",\n                                       " + _BUG, ")")
+    assert default != MQA_DECODE_WITH_BUG
+    assert_wrong(check_mqa_decode(_define(default, tmp_path, "default")), "1/√(d_c + d_h^R)", "default")
+    twice = fixed.replace('rows = torch.cat(cache.append(*mla.latent(x, pos)), dim=-1)',
+                          'c, k = cache.append(*mla.latent(x, pos))\n'
+                          '    rows = torch.cat([c, apply_rope_interleaved(k, *mla.rotary(torch.arange(t + 1)))], -1)')
+    assert twice != fixed
+    assert_wrong(check_mqa_decode(_define("from dsv3_lessons.model.rope import apply_rope_interleaved\n" + twice,
+                                          tmp_path, "twice")), "rotated a second time")
+    swapped = fixed.replace("w_kv[:, :d_h]), q_rope", "w_kv[:, d_h:]), q_rope").replace(
+        'o, w_kv[:, d_h:])', 'o, w_kv[:, :d_h])')
+    assert swapped != fixed
+    assert_wrong(check_mqa_decode(_define(swapped, tmp_path, "swapped")), "not in the way the given function did")
+    assert check_mqa_decode(___).status == NOT_ATTEMPTED
+    assert_wrong(check_mqa_decode("mqa_decode"), "pass your function itself")
     capsys.readouterr()
+
+
+def test_reference_mqa_decode_is_the_library(tmp_path):
+    mla = build_mla(tiny(num_attention_heads=2, num_key_value_heads=2), seed=5)
+    x = torch.randn(1, 6, mla.cfg.hidden_size, generator=torch.Generator().manual_seed(2))
+    cache = mla.new_cache(1, 6)
+    with torch.no_grad():
+        got = torch.cat([mqa_decode_reference(mla, x[:, t:t + 1], cache, t) for t in range(6)], dim=1)
+        assert torch.allclose(got, mla(x, attn_impl="naive"), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- stored chapter
+def test_exercises_stored_unattempted():
+    assert_stored_unattempted(NOTEBOOK, 4, ("4.1", "4.2", "4.3", "4.5"), bug_hunts=("4.4",))
+
+
+def test_hints_never_state_the_formula():
+    for check in (check_flops_ratio_prediction, check_merged_output, check_ragged_decode, check_mqa_decode,
+                  check_break_even_queries):
+        assert len(check.more) >= 2
+        for text in (check.hint, *check.more):
+            for formula in ("1088", "3.4", "softmax_scale", "mscale", "j > lengths", "dch"):
+                assert formula not in text, (check.exercise, formula, text)

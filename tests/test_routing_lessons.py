@@ -190,3 +190,30 @@ def test_routing_drawing_fills_the_width():
     assert min(b.x0 for b in boxes) >= 0
     assert any("Δb +0.25" in t.get_text() for t in fig.axes[0].texts)
     __import__("matplotlib.pyplot").pyplot.close(fig)
+
+
+def test_no_label_crosses_the_bias_frame():
+    """The learner report: the g= and Δb labels overlapped the purple dashed frame. Every visible text near the
+    marked expert lies wholly inside its frame or wholly outside it, for a chosen and an unchosen marked expert."""
+    from matplotlib.transforms import Bbox
+
+    from dsv3_lessons.course.ch05_routing.figures import draw_routing
+    from dsv3_lessons.course.ch05_routing.routing import route_token
+
+    g = torch.Generator().manual_seed(2)
+    r = route_token(torch.randn(16, generator=g), torch.randn(8, 16, generator=g), None, 4, 2, 2, 2.5)
+    for expert in (r.chosen[0], next(e for e in range(8) if e not in r.chosen)):
+        fig = draw_routing(r, bias_expert=expert, bias_delta=0.16)
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        ax = fig.axes[0]
+        frame = next(p for p in ax.patches if p.get_linestyle() not in ("-", "solid") and p.get_visible())
+        box = frame.get_window_extent(renderer)
+        for t in ax.texts:
+            if not (t.get_visible() and t.get_text().strip()):
+                continue
+            tb = t.get_window_extent(renderer)
+            inside = box.x0 <= tb.x0 and tb.x1 <= box.x1 and box.y0 <= tb.y0 and tb.y1 <= box.y1
+            apart = not Bbox.intersection(box, tb)
+            assert inside or apart, (expert, t.get_text())
+        __import__("matplotlib.pyplot").pyplot.close(fig)

@@ -16,7 +16,8 @@ from dsv3_lessons.course.ch04_mla_inference.costs import (CONTROL_OPTIONS, H800_
                                                           decode_cost_report, fixed_cost_limits,
                                                           mha_attention_flops)
 from dsv3_lessons.course.ch04_mla_inference.decode import v3_attention_config  # noqa: E402
-from dsv3_lessons.course.ch04_mla_inference.widget import decode_cost_widget  # noqa: E402
+from dsv3_lessons.course.ch04_mla_inference.widget import (READOUT_WIDTH, decode_cost_widget,  # noqa: E402
+                                                           format_decode_cost_report)
 from dsv3_lessons.model.config import count_parameters, deepseek_v3_671b  # noqa: E402
 
 # V3 widths (released config.json; SPEC §1): d = 7168, d_c' = 1536, d_c = 512, d_h = 128, d_h^R = 64, d_v = 128
@@ -84,6 +85,8 @@ def test_every_corner_of_the_controls_is_finite():
         values += [y for c in (*r.curve_flops.values(), *r.curve_bytes.values()) for y in c]
         assert all(math.isfinite(v) and v > 0 for v in values), (T, h, batch, q, w)
         assert r.crossover is None or r.crossover > 0
+        # the learner report: a readout line wrapped inside "at every / T"; every line fits the output area
+        assert max(len(line) for line in format_decode_cost_report(r).splitlines()) <= READOUT_WIDTH
         n += 1
     assert n == 32
     lims = fixed_cost_limits()
@@ -105,7 +108,7 @@ def test_widget_drives_and_keeps_its_axes():
     axes_limits = [ax.get_ylim() for ax in fig.axes]
     png0 = w.image.value
     assert png0[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "T = 4,096" in w.readout.value and "4,070" in w.readout.value and "compute-bound" in w.readout.value
+    assert "T = 16,384" in w.readout.value and "4,070" in w.readout.value and "compute-bound" in w.readout.value
     for control, value in ((w.context, 131072), (w.heads, 16), (w.batch, 256), (w.queries, 2), (w.mha_qk_width, 128),
                            (w.context, 64), (w.heads, 8), (w.batch, 1)):
         control.value = value
@@ -119,3 +122,12 @@ def test_widget_drives_and_keeps_its_axes():
     assert "memory-bound" in w.readout.value                     # 30 FLOP/B at 16 heads: below the ridge
     with pytest.raises(ValueError, match="heads"):
         decode_cost_widget(heads=12)
+
+
+def test_toggle_buttons_are_wide_enough_for_their_labels():
+    """The learner report: "2 (MTP draft veri…" and "192 (V3's q/k wid…" were cut at ipywidgets' default
+    148 px buttons. About 7 px per character of the 13 px UI font, plus padding."""
+    w = decode_cost_widget()
+    for control in (w.queries, w.mha_qk_width):
+        width = int(control.style.button_width.removesuffix("px"))
+        assert all(7 * len(label) + 20 <= width for label in control._options_labels), control._options_labels

@@ -59,6 +59,25 @@ def test_controls_stay_consistent(snap):
     assert w.last_result is not r
 
 
+def test_n_group_one_and_back_restores_the_models_routing(snap):
+    """The learner report: n_group 1 clamped topk_group to 1, and back at 4 it stayed 1 (kept groups [2], K_r capped
+    at 2), so "set n_group to 1 and back" did not restore the V3-like state."""
+    cfg = snapshot_config(snap)
+    w = routing_explorer(snap)
+    start = w.last_result
+    w.n_group.value = 1
+    assert (w.topk_group.value, w.top_k.value) == (1, cfg.num_experts_per_tok)
+    w.n_group.value = cfg.n_group
+    assert (w.topk_group.value, w.top_k.value) == (cfg.topk_group, cfg.num_experts_per_tok)
+    assert w.last_result.kept_groups == start.kept_groups and w.last_result.chosen == start.chosen
+    w.topk_group.value = 1                     # the learner's own choice is kept (K_r clamped to the 2 allowed)
+    w.n_group.value = 2
+    w.n_group.value = cfg.n_group
+    assert w.topk_group.value == 1 and w.top_k.value == min(cfg.num_experts_per_tok, w.top_k.max)
+    w.topk_group.value = cfg.topk_group        # raising the limit again gives K_r back
+    assert w.top_k.value == cfg.num_experts_per_tok
+
+
 def test_explore_route_errors(snap):
     with pytest.raises(ValueError, match="position"):
         explore_route(snap, position=10_000)
@@ -112,8 +131,8 @@ def test_selected_expert_is_marked_before_any_bias(snap):
     assert marker.get_visible() and marker.get_x() != x0           # it moved to expert 3's cell
     assert w.image.value != png                                    # the learner sees it move
     assert "on e3 (purple dashes)" in w.readout.value
-    texts = [t.get_text() for t in w.figure.axes[0].texts if t.get_visible()]
-    assert "Δb +0.00" in texts
+    texts = " ".join(t.get_text() for t in w.figure.axes[0].texts if t.get_visible())
+    assert "e3, whose bias moves (Δb +0.00)" in texts
 
 
 def test_explorer_keeps_one_figure_per_layout(snap):

@@ -24,13 +24,20 @@ from dsv3_lessons.course.ch04_mla_inference.figures import DecodeCostFigure
 from dsv3_lessons.course.common.widget import ReportWidget
 
 __all__ = ["CONTROL_OPTIONS", "fixed_cost_limits", "format_decode_cost_report", "DecodeCostWidget",
-           "decode_cost_widget"]
+           "decode_cost_widget", "READOUT_WIDTH"]
+
+#: the longest readout line (characters): the output area beside JupyterLab's prompt holds about 100 at the
+#: default font, and a ``<pre>`` line longer than the area wraps anywhere, even inside "every T"
+READOUT_WIDTH = 95
 
 def format_decode_cost_report(r: DecodeCostReport) -> str:
-    """The readout: the three layers' FLOPs, bytes and intensities at the chosen setting, and the crossover."""
+    """The readout: the three layers' FLOPs, bytes and intensities at the chosen setting, and the crossover.
+
+    Every line is at most :data:`READOUT_WIDTH` characters, so the readout's ``<pre>`` never wraps inside a phrase
+    beside the controls."""
     width = f"{r.mha_qk_width}/128"
     head = (f"T = {r.context:,} cached tokens, {r.heads} heads, batch {r.batch}, {r.queries} new token"
-            f"{'s' if r.queries > 1 else ''} per sequence and step, BF16; per decoded token, one layer:\n")
+            f"{'s' if r.queries > 1 else ''} per sequence and step, BF16;\nper decoded token, one layer:\n")
     names = {"mha": f"MHA ({width}-wide heads)", "per_head": COST_LABELS["per_head"],
              "absorb": COST_LABELS["absorb"]}
     rows = [f"  {'':<26}{'MFLOP':>10}{'MB read':>10}{'cache row B':>13}{'core FLOP/B':>13}{'step FLOP/B':>13}"]
@@ -42,12 +49,13 @@ def format_decode_cost_report(r: DecodeCostReport) -> str:
     else:
         side = "fewer" if r.context < r.crossover else "more"
         cross = (f"absorbed MLA needs fewer FLOPs than MHA below T = {r.crossover:,} and more from there on "
-                 f"(here: {side}); it reads fewer bytes at every T")
+                 f"(here: {side});\nit reads fewer bytes than MHA at every T")
     core = r.core_intensity["absorb"]
     bound = "at or past" if core >= H800_RIDGE else "below"
     return (head + "\n".join(rows) + f"\n{cross}\nabsorbed attention core: {core:,.0f} FLOP per cached byte, "
-            f"{bound} an H800's ridge of {H800_RIDGE:.0f} FLOP/B (FlashMLA: 660 TFLOPS / 3000 GB/s): "
-            f"{'compute-bound' if core >= H800_RIDGE else 'memory-bound'} there")
+            f"{bound} an H800's ridge of {H800_RIDGE:.0f} FLOP/B:\n"
+            f"{'compute-bound' if core >= H800_RIDGE else 'memory-bound'} there "
+            f"(FlashMLA's H800 figures: 660 TFLOPS, 3000 GB/s)")
 
 
 class DecodeCostWidget(ReportWidget):
@@ -56,7 +64,7 @@ class DecodeCostWidget(ReportWidget):
     ``mha_qk_width`` (ToggleButtons 192 or 128). Outputs as every :class:`ReportWidget`; ``ylims`` holds the
     fixed axis limits."""
 
-    def __init__(self, context: int = 4096, heads: int = 128, batch: int = 1, queries: int = 1,
+    def __init__(self, context: int = 16_384, heads: int = 128, batch: int = 1, queries: int = 1,
                  mha_qk_width: int = 192):
         for name, value in (("context", context), ("heads", heads), ("batch", batch), ("queries", queries),
                             ("mha_qk_width", mha_qk_width)):
@@ -73,10 +81,13 @@ class DecodeCostWidget(ReportWidget):
         self.batch = widgets.SelectionSlider(options=CONTROL_OPTIONS["batch"], value=batch,
                                              description="batch (sequences decoded together)", style=style,
                                              layout=lay, continuous_update=False)
+        # ToggleButtons share one button width (ipywidgets' default, 148 px, cut "2 (MTP draft verified)"): size
+        # it for the longest label
+        buttons = {"description_width": "initial", "button_width": "190px"}
         self.queries = widgets.ToggleButtons(options=[("1 (plain decode)", 1), ("2 (MTP draft verified)", 2)],
-                                             value=queries, description="new tokens per step", style=style)
+                                             value=queries, description="new tokens per step", style=buttons)
         self.mha_qk_width = widgets.ToggleButtons(options=[("192 (V3's q/k width)", 192), ("128", 128)],
-                                                  value=mha_qk_width, description="MHA key width", style=style)
+                                                  value=mha_qk_width, description="MHA key width", style=buttons)
         self.ylims = fixed_cost_limits()
         self._plot: DecodeCostFigure | None = None
         controls = [self.context, self.heads, self.batch, self.queries, self.mha_qk_width]

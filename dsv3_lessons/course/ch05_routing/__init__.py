@@ -6,9 +6,9 @@
 
 The notebook imports everything it uses from here: ``from dsv3_lessons.course.ch05_routing import ...``.
 """
-from dsv3_lessons.course.common.checking import ___, hint
-from dsv3_lessons.course.ch05_routing.exercises import (check_bias_threshold, check_experts_reachable,
-                                                        check_group_mask, check_limit_prediction, check_moe_output)
+from dsv3_lessons.course.common.checking import ___, hint, revealed
+from dsv3_lessons.course.ch05_routing.exercises import (check_bias_threshold, check_cluster_design, check_group_mask,
+                                                        check_limit_prediction, check_route)
 from dsv3_lessons.course.ch05_routing.figures import draw_routing, plot_specialisation
 from dsv3_lessons.course.ch05_routing.routing import (CHAR_CLASSES, experts_reachable, limit_changes, moe_arithmetic,
                                                       route_token, snapshot_config, specialisation, token_context,
@@ -16,7 +16,7 @@ from dsv3_lessons.course.ch05_routing.routing import (CHAR_CLASSES, experts_reac
 from dsv3_lessons.course.ch05_routing.snapshot import load_snapshot
 from dsv3_lessons.course.ch05_routing.widget import explore_route, routing_explorer
 
-__all__ = ["___", "hint", "check_bias_threshold", "check_experts_reachable", "check_group_mask",
-           "check_limit_prediction", "check_moe_output", "draw_routing", "plot_specialisation", "CHAR_CLASSES",
+__all__ = ["___", "hint", "revealed", "check_bias_threshold", "check_cluster_design", "check_group_mask",
+           "check_limit_prediction", "check_route", "draw_routing", "plot_specialisation", "CHAR_CLASSES",
            "experts_reachable", "limit_changes", "moe_arithmetic", "route_token", "snapshot_config", "specialisation",
            "token_context", "top_chars", "trained_gates", "load_snapshot", "explore_route", "routing_explorer"]

@@ -46,8 +46,9 @@ class RoutingFigure:
 
     Left to right: the token; one box per group with its score (the sum of its two best biased scores), green when
     kept, grey and "−∞" when masked, an arrow to every kept group; the experts of each group as cells shaded by
-    biased score (with ≤ 16 experts per group: id and biased score printed); the chosen experts outlined in orange
-    with their weight g; the expert whose bias a widget moves outlined in purple dashes with its Δb. With few experts
+    biased score (with ≤ 16 experts per group: id and biased score printed, and g inside the cell of a chosen expert);
+    the chosen experts outlined in orange; the expert whose bias a widget moves outlined in purple dashes (its Δb in
+    the caption and the side panel, so no label crosses the frame). With few experts
     per group a panel on the right lists the chosen experts; two caption lines at the bottom say how to read it.
 
     ``pyplot=False`` builds a bare matplotlib Figure (for a widget, which renders it to PNG itself); True a pyplot
@@ -109,16 +110,16 @@ class RoutingFigure:
                                  edgecolor="#999999", linewidth=0.6, zorder=2)
                 ax.add_patch(cell)
                 self.cells.append(cell)
-                if self.show_text:   # one text per cell, "e3\n0.46" (fewer artists: a faster redraw)
-                    xc = x0 + cw * 0.46
-                    self.values.append(ax.text(xc, y + 0.05, "", ha="center", va="center", fontsize=8.5, zorder=3,
-                                               linespacing=1.15))
-                    self.weights.append(ax.text(xc, y - row_h * 0.42, "", ha="center", va="top", fontsize=8.5,
-                                                color=PALETTE["red"], zorder=3))
+                if self.show_text:   # id and biased score in the upper part of the cell, g in the lower part:
+                    xc = x0 + cw * 0.46  # both inside the cell, so no label crosses the purple frame around it
+                    cell_fs = 8.5 if per_group <= 4 else 7.5      # narrower cells (n_group = 1): smaller
+                    self.values.append(ax.text(xc, y + row_h * 0.12, "", ha="center", va="center", fontsize=cell_fs,
+                                               zorder=3, linespacing=1.15))
+                    self.weights.append(ax.text(xc, y - row_h * 0.25, "", ha="center", va="center", fontsize=cell_fs,
+                                                fontweight="bold", zorder=3))
         self.bias_box = Rectangle((0, 0), cw * 0.96, row_h * 0.9, facecolor="none", edgecolor=_BIAS_COLOUR,
                                   linewidth=2.2, linestyle=(0, (3, 2)), zorder=4)
         ax.add_patch(self.bias_box)
-        self.bias_text = ax.text(0, 0, "", ha="center", va="bottom", fontsize=8, color=_BIAS_COLOUR, zorder=4)
         x_side = _X_CELLS + per_group * cw + 0.7
         self.side_text = ax.text(x_side, top + 0.35, "", ha="left", va="top", fontsize=9.5, zorder=3,
                                  family="DejaVu Sans") if self.side else None
@@ -157,22 +158,21 @@ class RoutingFigure:
                     colour = "white" if ok and val > 0.6 else ("#999999" if not ok else "black")
                     self.values[e].set_color(colour)
                     self.values[e].set_text(f"e{e}\n{biased[e]:.2f}")
+                    self.weights[e].set_color(colour)
                     self.weights[e].set_text(f"g={chosen[e]:.2f}" if is_chosen else "")
         marked = bias_expert is not None and 0 <= bias_expert < self.n_group * self.per
         self.bias_box.set_visible(marked)
-        self.bias_text.set_visible(marked)
         if marked:
             g, j = divmod(bias_expert, self.per)
             y = self.top - g * self.row_h
             x0 = _X_CELLS + j * self.cell_w
             self.bias_box.set_xy((x0 - self.cell_w * 0.02, y - self.row_h * 0.45))
-            self.bias_text.set_position((x0 + self.cell_w * 0.46, y - self.row_h * 0.36))   # inside, at the bottom
-            self.bias_text.set_text(f"Δb {bias_delta:+.2f}")
         picks = ", ".join(f"e{e}: {w:.2f}" for e, w in zip(report.chosen, report.weights))
         self.caption[0].set_text(f"cells: biased score $s_i+b_i$ (selection only). Kept: {report.topk_group} of "
                                  f"{self.n_group} groups; a group's score is the sum of its 2 best cells.")
-        self.caption[1].set_text(f"orange outline: the top-{report.top_k} chosen"
-                                 + ("; purple dashes: the expert whose bias moves (Δb)." if marked else "."))
+        self.caption[1].set_text(f"orange outline: the top-{report.top_k} chosen, with their weight g"
+                                 + (f"; purple dashes: e{bias_expert}, whose bias moves (Δb {bias_delta:+.2f})."
+                                    if marked else "."))
         self.caption[2].set_text(f"weights g = unbiased $s_i$ / Σ chosen $s$ × {report.scale:g}:  {picks}")
         if self.side_text is not None:
             lines = [f"chosen (top-{report.top_k}):"]

@@ -7,7 +7,8 @@ The hidden state u_t entering each MoE layer's gate was captured from the traine
 
 Controls (attributes): ``passage`` (Dropdown), ``position`` (IntSlider), ``layer`` (Dropdown),
 ``n_group`` (Dropdown of group counts that split N_r evenly), ``topk_group`` and ``top_k`` (IntSliders whose
-maxima follow ``n_group``/``topk_group`` so no setting is impossible), ``expert`` (IntSlider: which expert's
+maxima follow ``n_group``/``topk_group`` so no setting is impossible; a value clamped by a smaller maximum comes
+back when the maximum allows it again, so n_group 1 and back restores the model's routing), ``expert`` (IntSlider: which expert's
 bias to change; the figure outlines it in purple dashes at every setting, so the learner sees where Δb will land
 before moving it) and ``bias`` (FloatSlider, added to that expert's trained bias). Moving ``bias`` changes which
 experts are chosen; the weights of chosen experts stay their unbiased affinities, renormalised.
@@ -95,6 +96,7 @@ class RoutingExplorer(ReportWidget):
                                         description="extra bias Δb on that expert", style=style, layout=lay,
                                         continuous_update=False)
         self._adjusting = False
+        self._wanted = {"topk_group": cfg.topk_group, "top_k": cfg.num_experts_per_tok}
         self._drawings: dict[tuple[int, int], RoutingFigure] = {}   # one persistent figure per layout
         # one figure height for every n_group: the tallest layout's aspect (height / width)
         self._aspect = max(h / w for w, h in (routing_canvas(g, n_r // g) for g in valid_group_counts(n_r)))
@@ -107,11 +109,18 @@ class RoutingExplorer(ReportWidget):
     def _on_change(self, change) -> None:
         if self._adjusting:
             return
+        if change.get("owner") is self.topk_group:       # what the learner asked for, kept across clamping
+            self._wanted["topk_group"] = self.topk_group.value
+        elif change.get("owner") is self.top_k:
+            self._wanted["top_k"] = self.top_k.value
         self._adjusting = True
-        try:  # keep topk_group ≤ n_group and K_r ≤ topk_group·(experts per group): no impossible setting
+        try:  # keep topk_group ≤ n_group and K_r ≤ topk_group·(experts per group): no impossible setting, and
+            # restore the learner's own values when the limits allow them again (n_group 1 and back to 4)
             n_r = self.snap["gate_weight"].shape[1]
             self.topk_group.max = self.n_group.value
+            self.topk_group.value = min(self._wanted["topk_group"], self.topk_group.max)
             self.top_k.max = self.topk_group.value * n_r // self.n_group.value
+            self.top_k.value = min(self._wanted["top_k"], self.top_k.max)
         finally:
             self._adjusting = False
         self.update()
