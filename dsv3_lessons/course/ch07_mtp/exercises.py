@@ -53,6 +53,18 @@ def _compile(source: str, name: str) -> Callable:
 unfixed_depth_loss = _compile(BUG_7_4, "depth_loss")
 
 
+def _check_untouched(targets, mine_targets, ids=None, mine_ids=None) -> None:
+    """✗ when the learner's function wrote into the caller's ``targets`` (or ``input_ids``): a slice such as
+    ``targets[:, k:]`` is a view of the same memory, so masking it in place rewrites the main loss's labels."""
+    changed = int((targets != mine_targets).sum())
+    if changed:
+        raise Wrong(f"your function changed the caller's targets ({changed} entries became other values): a slice "
+                    f"of targets is a view of the same memory, and masking it in place rewrites the main model's "
+                    f"labels too. Copy first (.clone())")
+    if ids is not None and not torch.equal(ids, mine_ids):
+        raise Wrong("your function changed the caller's input_ids; build the labels in a tensor of your own")
+
+
 # ------------------------------------------------------------------------------------------- 7.1 (variation)
 def eos_window(doc_lengths, eos: int = 0, vocab: int = 50, masked: tuple[int, int] | None = None,
                seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -95,7 +107,9 @@ def check_eos_labels(fn) -> str:
         t = ids.shape[1]
         for depth in (2, 1):          # depth 2 first: there an EOS counted in the next document differs from no mask
             want = mtp_labels(targets, depth, doc_ids)
-            got = call_learner(fn, ids.clone(), targets.clone(), depth, 0)
+            mine_ids, mine_targets = ids.clone(), targets.clone()
+            got = call_learner(fn, mine_ids, mine_targets, depth, 0)
+            _check_untouched(targets, mine_targets, ids, mine_ids)
             if not isinstance(got, torch.Tensor):
                 raise Wrong(f"return a tensor of labels, got {type(got).__name__}")
             if got.shape != want.shape:
@@ -239,7 +253,9 @@ def check_depth_loss(fn) -> str:
     if not callable(fn):
         raise Wrong(f"pass your function itself (depth_loss), got {type(fn).__name__}")
     for logits, targets, depth, doc_ids in _loss_cases():
-        got = call_learner(fn, logits.clone(), targets.clone(), depth, doc_ids.clone())
+        mine_targets, mine_docs = targets.clone(), doc_ids.clone()
+        got = call_learner(fn, logits.clone(), mine_targets, depth, mine_docs)
+        _check_untouched(targets, mine_targets)
         if not isinstance(got, torch.Tensor) or got.numel() != 1:
             raise Wrong(f"return the loss as a 0-d tensor, got "
                         f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}")
