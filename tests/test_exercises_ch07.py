@@ -123,6 +123,10 @@ def test_label_count_checker():
     assert_wrong(check_label_count(depth1, counted), f"{depth1} is depth 1's count")
     assert_wrong(check_label_count(sum(n - 3 for n in EX72_DOCS), counted), "negative")
     assert_wrong(check_label_count(sum(EX72_DOCS) - 3, counted), "tail")
+    # learner report l67: 64, 60, 56 and 55 got only "redo it per document"
+    assert_wrong(check_label_count(64, counted), "every position of the window")
+    for x in (60, 56, 55):                       # T − 4 (one per document), T − 8 (two), T − 9 (three per boundary)
+        assert_wrong(check_label_count(x, counted), "same number of positions off every document")
     assert_wrong(check_label_count(7, counted), "not it")
     assert_wrong(check_label_count(right, right + 1), "the run counted")
 
@@ -142,6 +146,9 @@ def test_mtp_term_checker():
     assert_wrong(check_mtp_term((course, course)), "eq. 24's term", "per-depth mean")
     assert_wrong(check_mtp_term((EX73["ce_sum"] / EX73["depth1_labels"], paper)), "CE_1 alone")
     assert_wrong(check_mtp_term((paper, paper)), "the course's term", "eq. 24's convention")
+    # learner report l67: T − 1 = 63 got a generic message
+    assert_wrong(check_mtp_term((course, w * EX73["ce_sum"] / 63)), "T − 1 = 63", "T = 64")
+    assert_wrong(check_mtp_term((w * EX73["ce_sum"] / 63, paper)), "63 positions (T − 1)", "masked ones left out")
     assert_wrong(check_mtp_term(0.6), "pair")
 
 

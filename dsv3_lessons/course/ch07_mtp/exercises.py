@@ -172,6 +172,14 @@ def check_label_count(prediction, counted=None, docs=EX72_DOCS) -> str:
                     f"masked too")
     if x == _count(docs, 3):
         raise Wrong(f"{int(x)} is one step too far (depth 3's count); depth k learns t_{{i+k+1}}")
+    if x == t:
+        raise Wrong(f"{int(x)} is every position of the window (T); depth 2 has no label at the window's last "
+                    f"positions, nor where t_{{i+3}} lies in another document")
+    n = len(docs)
+    if any(x == t - per * m for per in (1, 2, 3) for m in (n, n - 1)):
+        raise Wrong(f"{int(x)} takes the same number of positions off every document (or boundary); count inside "
+                    f"each document which positions still find t_{{i+3}} in it -- a document too short loses fewer, "
+                    f"because it has fewer to lose, and the window's end is a document's end too")
     raise Wrong(f"{prediction!r}: not it (the run counted {right}); redo it per document, then compare with the "
                 f"explorer's rows")
 
@@ -207,6 +215,9 @@ def check_mtp_term(answer) -> str:
         elif close(course, right_paper, rel=1e-3):
             msgs.append("the course's term: that divides by T, which is eq. 24's convention; the course divides by "
                         "depth 1's own unmasked labels")
+        elif close(course, w * e["ce_sum"] / (e["T"] - 1), rel=1e-3):
+            msgs.append(f"the course's term: that divides by depth 1's {e['T'] - 1} positions (T − 1); the course "
+                        f"divides by the labels that count, the masked ones left out")
         elif close(course, w * e["ce_sum"] / e["main_labels"], rel=1e-3):
             msgs.append(f"the course's term: that divides by the main loss's {e['main_labels']} labels; the course "
                         f"divides by depth 1's own count")
@@ -218,6 +229,9 @@ def check_mtp_term(answer) -> str:
                         f"divides by T, the sequence length ({e['T']}), whatever is masked")
         elif close(paper, right_course, rel=1e-3):
             msgs.append("eq. 24's term: that is the course's per-depth mean; eq. 24 divides by T")
+        elif close(paper, w * e["ce_sum"] / (e["T"] - 1), rel=1e-3):
+            msgs.append(f"eq. 24's term: that divides by T − 1 = {e['T'] - 1}, depth 1's positions; eq. 24's 1/T is "
+                        f"the sequence length as printed, T = {e['T']}")
         elif close(paper, e["ce_sum"] / e["T"], rel=1e-3):
             msgs.append("eq. 24's term: that is L^1_MTP alone; eq. 25 weighs it by λ/D")
         else:
