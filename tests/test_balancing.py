@@ -310,6 +310,23 @@ def test_resimulation_balances_a_skewed_router():
         settings_for("softmax")
 
 
+def test_resimulation_with_batches_drawn_once_is_the_same():
+    # the widget draws the batches once per layer (they do not depend on γ): the result must not change
+    from dsv3_lessons.course.ch06_balancing.runs import sample_batches
+
+    g = torch.Generator().manual_seed(1)
+    scores = torch.sigmoid(torch.randn(500, 8, generator=g))
+    batches = sample_batches(scores, steps=20, batch_tokens=64, seed=3)
+    assert batches.shape == (20, 64, 8)
+    assert torch.equal(batches[0], scores[torch.randint(500, (64,), generator=torch.Generator().manual_seed(3))])
+    for gamma in (0.0, 0.01, 0.1):
+        own = resimulate_bias(scores, 4, 2, 2, gamma, steps=20, batch_tokens=64, seed=3)
+        given = resimulate_bias(scores, 4, 2, 2, gamma, steps=20, batch_tokens=64, seed=3, batches=batches)
+        assert all(torch.equal(own[k], given[k]) for k in ("counts", "bias", "max_vio"))
+    with pytest.raises(ValueError, match="batches must be"):
+        resimulate_bias(scores, 4, 2, 2, 0.01, steps=21, batch_tokens=64, batches=batches)
+
+
 # ----------------------------------------------------------------------------------- the per-sequence study
 def test_sequence_study_file_matches_the_stored_runs(runs):
     """data/moe_runs/sequence_balance.json trains "bias" (α = 0) and "bias + sequence loss" (α = 1e-4) again with the

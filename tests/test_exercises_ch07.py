@@ -88,6 +88,28 @@ def test_eos_labels_checker_diagnoses():
     assert_wrong(check_eos_labels("labels"), "pass your function")
 
 
+def test_eos_labels_checker_catches_a_missing_clone():
+    # learner report l67: a slice of targets masked in place (no .clone()) got ✓ while rewriting the caller's targets
+    def in_place(ids, t, k, e):
+        doc = _doc_ids_from_eos(ids, e)
+        labels = t[:, k:]                                     # a view: the masking below writes into t
+        labels[doc[:, k:] != doc[:, :t.shape[1] - k]] = -100
+        return labels
+
+    ids, targets, _ = eos_window((5, 4, 6), masked=(6, 8), seed=1)
+    before = targets.clone()
+    assert torch.equal(in_place(ids, targets, 2, 0), right_eos_labels(ids, before, 2, 0))   # the labels are right
+    assert not torch.equal(targets, before)                                               # ... the caller's are not
+    assert_wrong(check_eos_labels(in_place), "changed the caller's targets", ".clone()")
+
+    def writes_ids(ids, t, k, e):
+        labels = right_eos_labels(ids, t, k, e)
+        ids[ids == e] = -1
+        return labels
+
+    assert_wrong(check_eos_labels(writes_ids), "changed the caller's input_ids")
+
+
 # ---------------------------------------------------------------- 7.2 prediction: depth-2 label count
 def test_label_count_checker():
     right = sum(max(0, n - 3) for n in EX72_DOCS)              # closed form: n − (k+1) per document, at least 0
@@ -101,6 +123,10 @@ def test_label_count_checker():
     assert_wrong(check_label_count(depth1, counted), f"{depth1} is depth 1's count")
     assert_wrong(check_label_count(sum(n - 3 for n in EX72_DOCS), counted), "negative")
     assert_wrong(check_label_count(sum(EX72_DOCS) - 3, counted), "tail")
+    # learner report l67: 64, 60, 56 and 55 got only "redo it per document"
+    assert_wrong(check_label_count(64, counted), "every position of the window")
+    for x in (60, 56, 55):                       # T − 4 (one per document), T − 8 (two), T − 9 (three per boundary)
+        assert_wrong(check_label_count(x, counted), "same number of positions off every document")
     assert_wrong(check_label_count(7, counted), "not it")
     assert_wrong(check_label_count(right, right + 1), "the run counted")
 
@@ -120,6 +146,9 @@ def test_mtp_term_checker():
     assert_wrong(check_mtp_term((course, course)), "eq. 24's term", "per-depth mean")
     assert_wrong(check_mtp_term((EX73["ce_sum"] / EX73["depth1_labels"], paper)), "CE_1 alone")
     assert_wrong(check_mtp_term((paper, paper)), "the course's term", "eq. 24's convention")
+    # learner report l67: T − 1 = 63 got a generic message
+    assert_wrong(check_mtp_term((course, w * EX73["ce_sum"] / 63)), "T − 1 = 63", "T = 64")
+    assert_wrong(check_mtp_term((w * EX73["ce_sum"] / 63, paper)), "63 positions (T − 1)", "masked ones left out")
     assert_wrong(check_mtp_term(0.6), "pair")
 
 
@@ -150,6 +179,20 @@ def test_depth_loss_checker():
 
     assert_wrong(check_depth_loss(divided_by_t), "eq. 24")
     assert_wrong(check_depth_loss(lambda lg, t, k, d: lg.sum(-1)), "0-d tensor")
+
+
+def test_depth_loss_checker_catches_a_missing_clone():
+    # learner report l67: the fix written as labels = targets[:, depth:] (no .clone()) plus the masked assignment got ✓;
+    # in training it corrupts the main loss's labels
+    def view_fix(logits_k, targets, depth, doc_ids):
+        T = targets.shape[1]
+        labels = targets[:, depth:]
+        labels[doc_ids[:, depth:] != doc_ids[:, :T - depth]] = -100
+        return F.cross_entropy(logits_k.flatten(0, 1), labels.flatten(), ignore_index=-100)
+
+    r = check_depth_loss(view_fix)
+    assert_wrong(r, "changed the caller's targets", ".clone()")
+    assert "entries" in r.message
 
 
 def test_depth_loss_unfixed_code_is_shown_verbatim():

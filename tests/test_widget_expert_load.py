@@ -8,8 +8,8 @@ import torch
 
 from dsv3_lessons.course.ch05_routing.snapshot import load_snapshot
 from dsv3_lessons.course.ch06_balancing.runs import METHODS, load_runs
-from dsv3_lessons.course.ch06_balancing.widget import (RESIM, LoadFigure, expert_load_widget, load_view,
-                                                      plot_load_view)
+from dsv3_lessons.course.ch06_balancing.widget import (RESIM, LoadFigure, bias_reversals, expert_load_widget,
+                                                      load_view, plot_load_view)
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +53,14 @@ def test_expert_load_widget(widget, runs):
 
 
 def test_readout_lines_are_short_and_the_png_follows_the_step(widget):
-    """Browser review: the readout wrapped mid-number ("(mean 25⏎6)"); now three short lines."""
+    """Browser review: the readout wrapped mid-number ("(mean 25⏎6)"); now short lines: three, and a fourth on the
+    bias's reversals for a method with a bias (learner report l67: the bands at γ = 0.1 were unexplained)."""
     w = widget
+    for method, n_lines in ((RESIM, 4), ("bias", 4), ("none", 3)):
+        w.method.value = method
+        lines = w.readout.value.removeprefix("<pre>").removesuffix("</pre>").split("\n")
+        assert len(lines) == n_lines and max(len(line) for line in lines) <= 80, lines
     w.method.value = RESIM
-    lines = w.readout.value.removeprefix("<pre>").removesuffix("</pre>").split("\n")
-    assert len(lines) == 3 and max(len(line) for line in lines) <= 80, lines
     w.method.value = "bias"
     w.step.value = 10
     first = w.image.value
@@ -69,6 +72,16 @@ def test_readout_lines_are_short_and_the_png_follows_the_step(widget):
     other = w.image.value
     w.method.value = "bias"
     assert w.image.value == first and other != first
+
+
+def test_bias_reversals_against_hand_counts():
+    zigzag = torch.tensor([[0.0], [0.1], [0.0], [0.1], [0.0], [0.1]])        # every move reverses the one before
+    assert bias_reversals(zigzag, 6) == 1.0
+    climb = torch.arange(6.0)[:, None] * 0.1                                  # never reverses
+    assert bias_reversals(climb, 6) == 0.0
+    two = torch.tensor([[0.0, 0.0], [0.1, 0.1], [0.2, 0.0], [0.3, 0.1]])      # expert 0 climbs, expert 1 zig-zags
+    assert bias_reversals(two, 4) == 0.5                                      # 2 of 4 consecutive pairs reverse
+    assert bias_reversals(torch.zeros(10, 3), 10) is None                     # no bias method: nothing moved
 
 
 def test_bias_panel_has_a_legend_of_experts(runs, unbalanced):

@@ -190,18 +190,30 @@ def _smooth(xs: list[float], k: int) -> list[float]:
 def plot_balance_curves(runs: dict, smooth: int = 10):
     """Three panels over training steps for every method: MaxVio_batch (moving average over ``smooth`` steps),
     MaxVio_global on held-out text, and the validation loss minus the no-balancing run's at the same step
-    (nats/character; the curves themselves nearly coincide at this scale). Returns the Figure."""
+    (nats/character; the curves themselves nearly coincide at this scale). Returns the Figure.
+
+    The lines of the last two panels are the evaluations run during training (``eval_batches`` held-out batches
+    every ``eval_interval`` steps, the budget's); the hollow diamonds right of the last step are the final
+    evaluation of each run on more batches (``final["batches"]``), the numbers the chapter prints. Close runs can
+    swap places between the two: both are estimates from a sample of held-out text."""
     from dsv3_lessons.course.common.style import subplots
 
     fig, axes = subplots(1, 3, height=3.7)
+    budget = runs["meta"]["budget"]
+    ref, ref_final = runs["runs"][METHODS[0]]["val_loss"], runs["runs"][METHODS[0]]["final"]["val_loss"]
+    last = runs["runs"][METHODS[0]]["val_step"][-1]
+    x_final = last + 0.06 * last
     for m in METHODS:
         r = runs["runs"][m]
         color, ls = _STYLES[m]
         axes[0].plot(r["step"], _smooth(r["max_vio_batch"], smooth), color=color, ls=ls, lw=1.6, label=LABELS[m])
         axes[1].plot(r["val_step"], r["max_vio_global"], color=color, ls=ls, marker="o", ms=4, lw=1.6)
-        ref = runs["runs"][METHODS[0]]["val_loss"]
         axes[2].plot(r["val_step"][1:], [v - v0 for v, v0 in zip(r["val_loss"][1:], ref[1:])], color=color, ls=ls,
                      marker="o", ms=4, lw=1.6)
+        final = r["final"]
+        axes[1].plot([x_final], [final["max_vio_global"]], "D", mfc="none", mec=color, ms=6, mew=1.5)
+        axes[2].plot([x_final], [final["val_loss"] - ref_final], "D", mfc="none", mec=color, ms=6, mew=1.5)
+    n_final = runs["runs"][METHODS[0]]["final"]["batches"]
     axes[0].set_title(f"MaxVio_batch ({smooth}-step mean)", fontsize=11)
     axes[1].set_title("MaxVio_global (held-out text)", fontsize=11)
     axes[2].set_title(f"validation loss − {LABELS[METHODS[0]]}", fontsize=11)
@@ -212,7 +224,12 @@ def plot_balance_curves(runs: dict, smooth: int = 10):
     axes[0].set_ylabel("(max − mean)/mean")
     axes[1].set_ylim(bottom=0)
     axes[0].set_ylim(bottom=0)
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=4, fontsize=10)
+    handles, labels = axes[0].get_legend_handles_labels()
+    from matplotlib.lines import Line2D
+    handles += [Line2D([], [], color="#555555", marker="o", ms=4, lw=1.2),
+                Line2D([], [], color="#555555", marker="D", mfc="none", ms=6, lw=0)]
+    labels += [f"during training ({budget['eval_batches']} batches)", f"final ({n_final} batches)"]
+    fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=10)
     return fig
 
 
@@ -310,20 +327,31 @@ def plot_seed_scatter(runs: dict):
 __all__ += ["seed_results", "plot_seed_scatter"]
 
 
-def plot_rule_comparison(runs_by_label: dict, title: str | None = None):
-    """MaxVio_batch over re-simulated steps for several bias rules: ``{label: resimulate_bias(...) result}``
-    (chapter 6, exercise 6.3: the library's rule against 6.1's unfixed code). Returns the Figure."""
+def plot_rule_comparison(runs_by_label: dict, title: str | None = None, tail: int = 20):
+    """MaxVio_batch over re-simulated steps for several runs of the bias rule: ``{label: resimulate_bias(...)
+    result}`` (chapter 6: three update speeds γ in exercise 6.3, the rule against exercise 6.1's unfixed code in the
+    solutions). A short thick segment over the last ``tail`` steps marks each run's mean there, its value written
+    beside it (0: no marks). Returns the Figure."""
     from dsv3_lessons.course.common.style import subplots
 
-    fig, ax = subplots(1, 1, height=3.2)
+    fig, ax = subplots(1, 1, height=3.4)
     styles = [("#0072B2", "-"), ("#D55E00", "--"), ("#009E73", ":"), ("#000000", "-.")]
+    n = 0
     for (label, sim), (colour, ls) in zip(runs_by_label.items(), styles):
         mv = sim["max_vio"]
-        ax.plot(range(1, len(mv) + 1), mv.tolist(), color=colour, ls=ls, lw=1.6, label=label)
+        n = len(mv)
+        ax.plot(range(1, n + 1), mv.tolist(), color=colour, ls=ls, lw=1.4, label=label, alpha=0.85)
+        if tail:
+            end = float(mv[-tail:].mean())
+            ax.plot([n - tail + 1, n], [end, end], color=colour, lw=4, solid_capstyle="butt")
+            ax.annotate(f"{end:.2f}", (n, end), xytext=(6, 0), textcoords="offset points", va="center",
+                        fontsize=10, color=colour)
     ax.set_xlabel("re-simulated step (frozen router)")
     ax.set_ylabel("MaxVio_batch")
     ax.set_ylim(bottom=0)
-    ax.legend(loc="center right")
+    ax.set_xlim(0, n * 1.08 if n else 1)
+    ax.legend(loc="upper right", fontsize=10,
+              title=f"thick mark: mean of the last {tail} steps" if tail else None, title_fontsize=9.5)
     if title:
         ax.set_title(title, fontsize=12)
     return fig

@@ -52,7 +52,7 @@ from dsv3_lessons.course.ch05_routing.snapshot import RUNS_DIR, SNAPSHOT_FILE, r
 
 __all__ = ["METHODS", "LABELS", "GAMMA", "AUX_ALPHA", "SEQ_ALPHA", "RUNS_DIR", "HISTORY_FILE", "SNAPSHOT_FILE",
            "MethodSettings", "settings_for", "default_budget", "attach_batch_aux_loss", "LoadRecorder",
-           "train_method", "final_global", "run_all", "save_runs", "load_runs", "resimulate_bias",
+           "train_method", "final_global", "run_all", "save_runs", "load_runs", "resimulate_bias", "sample_batches",
            "max_vio_rows"]
 
 METHODS = ("none", "aux_loss", "bias", "bias+seq")
@@ -284,9 +284,20 @@ def load_runs(path: str | Path | None = None) -> dict:
 
 # ----------------------------------------------------------------------------------- fast re-simulation
 @torch.no_grad()
+def sample_batches(scores: torch.Tensor, steps: int = 200, batch_tokens: int = 1024, seed: int = 0) -> torch.Tensor:
+    """The batches :func:`resimulate_bias` routes: ``[steps, batch_tokens, N_r]`` rows of ``scores [n, N_r]`` drawn
+    with replacement (generator seeded with ``seed``). They do not depend on γ, so a caller that re-simulates several
+    γ on the same router (the chapter-6 widget) draws them once and passes them as ``batches``."""
+    gen = torch.Generator().manual_seed(seed)
+    n = scores.shape[0]
+    return torch.stack([scores[torch.randint(n, (batch_tokens,), generator=gen)] for _ in range(steps)])
+
+
+@torch.no_grad()
 def resimulate_bias(scores: torch.Tensor, n_group: int, topk_group: int, top_k: int, gamma: float,
                     steps: int = 200, batch_tokens: int = 1024, seed: int = 0,
-                    update: Callable[[torch.Tensor, torch.Tensor, float], Any] | None = None) -> dict[str, torch.Tensor]:
+                    update: Callable[[torch.Tensor, torch.Tensor, float], Any] | None = None,
+                    batches: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The bias update on a FROZEN router: how fast γ balances loads when the scores do not move.
 
     Each step draws ``batch_tokens`` rows of ``scores [n, N_r]`` (unbiased sigmoid affinities of real
@@ -296,6 +307,9 @@ def resimulate_bias(scores: torch.Tensor, n_group: int, topk_group: int, top_k: 
     ``update``: another bias rule to simulate instead, called after each step as
     ``update(bias [N_r] float32, routed [batch_tokens, K_r] expert ids, gamma)``; it must change ``bias`` in
     place (chapter 6 runs exercise 6.1's unfixed function through it).
+
+    ``batches``: the draws of :func:`sample_batches` for these ``scores``, ``steps``, ``batch_tokens`` and ``seed``
+    (drawn here when None); the result is the same either way.
 
     Returns ``{"counts": [steps, N_r], "bias": [steps, N_r] (value used at the step), "max_vio": [steps]}``.
     Raises ValueError for a negative γ or a group layout that does not fit ``N_r``.
@@ -308,19 +322,22 @@ def resimulate_bias(scores: torch.Tensor, n_group: int, topk_group: int, top_k: 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(1)   # [1024, 8] tensors: one thread is faster, and ~10x faster on a busy 2-core machine
     try:
-        return _resimulate(scores, n_group, topk_group, top_k, gamma, steps, batch_tokens, seed, update)
+        if batches is None:
+            batches = sample_batches(scores, steps, batch_tokens, seed)
+        elif tuple(batches.shape) != (steps, batch_tokens, n_r):
+            raise ValueError(f"batches must be [steps={steps}, batch_tokens={batch_tokens}, N_r={n_r}], got "
+                             f"{tuple(batches.shape)}")
+        return _resimulate(batches, n_group, topk_group, top_k, gamma, update)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _resimulate(scores, n_group, topk_group, top_k, gamma, steps, batch_tokens, seed, update):
-    n, n_r = scores.shape
-    gen = torch.Generator().manual_seed(seed)
+def _resimulate(batches, n_group, topk_group, top_k, gamma, update):
+    steps, batch_tokens, n_r = batches.shape
     bias = torch.zeros(n_r)
     counts, biases = [], []
     size = n_r // n_group
-    for _ in range(steps):
-        rows = scores[torch.randint(n, (batch_tokens,), generator=gen)]
+    for rows in batches:
         biased = rows + bias
         if n_group > 1:   # group score: sum of the group's two largest biased scores (= the sum for 2 experts)
             grouped = biased.view(batch_tokens, n_group, size)

@@ -10,10 +10,17 @@ linked to ``play``, a Play button), ``gamma`` (FloatLogSlider; used only by the 
 The axes stay fixed while the step moves: loads are shown relative to the mean (1 = perfectly balanced),
 y-limits and colour scales are fixed per layer.
 
-Speed (browser review, issue 18): the figure is built once (:class:`LoadFigure`) and updated in place -- bar
-heights, two step lines and the titles on every move; the heatmap data and the bias lines only when the method,
-layer or γ changes -- with the layout solved once and frozen. The re-simulation of the default γ is computed
-when the widget is built, so the first switch to it does not wait; other γ are cached once computed.
+Speed (browser review, issue 18): the figure is built once (:class:`LoadFigure`) and updated in place, with the layout
+solved once and frozen, and rendered by blitting (:class:`~dsv3_lessons.course.common.blit.BlitRenderer`): every
+artist that changes with a control -- bars, heatmap image, bias lines, titles, step lines -- is drawn over a cached
+background of axes, ticks, labels, legend and colour bar (one background per y-range of the bias panel, which a
+few values cover), so a move of any control draws no tick or label anew. The re-simulation draws its batches once
+per layer (:func:`~dsv3_lessons.course.ch06_balancing.runs.sample_batches`; they do not depend on γ) and keeps
+every γ it has run; the default γ is run when the widget is built, so the first switch to it does not wait.
+
+At a large γ (0.1 on the slider) the bias panel fills with bands of colour: every step moves every bias by ±γ, and
+once a step overshoots, the next one reverses it, so each line zig-zags between two values at every step. The
+readout gives the share of the last 50 moves that reversed the one before.
 """
 from __future__ import annotations
 
@@ -26,17 +33,20 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from dsv3_lessons.course.ch06_balancing.figures import EXPERT_COLOURS
-from dsv3_lessons.course.ch06_balancing.runs import LABELS, METHODS, resimulate_bias
+from dsv3_lessons.course.ch06_balancing.runs import LABELS, METHODS, resimulate_bias, sample_batches
 from dsv3_lessons.course.common.blit import BlitRenderer
 from dsv3_lessons.course.common.style import subplots
 from dsv3_lessons.course.common.widget import ReportWidget
 
-__all__ = ["RESIM", "LoadView", "load_view", "LoadFigure", "plot_load_view", "ExpertLoadWidget", "expert_load_widget"]
+__all__ = ["RESIM", "LoadView", "load_view", "LoadFigure", "plot_load_view", "bias_reversals", "ExpertLoadWidget",
+           "expert_load_widget"]
 
 RESIM = "resim"
 _CAP = 4.0  # relative loads above this are drawn at the top of the axis
 _HEAT_CAP = 3.0  # the heatmap's colour scale ends here
-_MAX_BACKGROUNDS = 12  # blitting backgrounds kept by the widget's figure
+_MAX_BACKGROUNDS = 6  # blitting backgrounds kept by the widget's figure (one per bias-panel y-range)
+#: y-ranges (±) of the bias panel: a re-simulation's range is the first that holds its biases
+_BIAS_LIMITS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 
 
 @dataclass(frozen=True)
@@ -93,9 +103,15 @@ def load_view(runs: dict, method: str, layer: int, step: int, gamma: float | Non
         key = (layer, round(float(gamma), 8))
         sim = _cache.get(key) if _cache is not None else None
         if sim is None:
-            sim = resimulate_bias(unbalanced["sample_scores"][layer].float(), cfg["n_group"], cfg["topk_group"],
-                                  cfg["num_experts_per_tok"], float(gamma), steps=n_steps,
-                                  batch_tokens=budget["batch_size"] * budget["seq_len"])
+            scores = unbalanced["sample_scores"][layer].float()
+            tokens = budget["batch_size"] * budget["seq_len"]
+            batches = _cache.get(("batches", layer)) if _cache is not None else None
+            if batches is None:
+                batches = sample_batches(scores, n_steps, tokens)
+                if _cache is not None:
+                    _cache[("batches", layer)] = batches
+            sim = resimulate_bias(scores, cfg["n_group"], cfg["topk_group"], cfg["num_experts_per_tok"],
+                                  float(gamma), steps=n_steps, batch_tokens=tokens, batches=batches)
             if _cache is not None:
                 _cache[key] = sim
         counts_all, bias, label, g = sim["counts"], sim["bias"], f"re-simulated bias, frozen router, γ = {gamma:.3g}", gamma
@@ -119,10 +135,10 @@ class LoadFigure:
     expert ids, a black line at the step). The layout is solved once, then frozen. :meth:`show` puts a
     :class:`LoadView` on it and returns the Figure; :meth:`png` renders it.
 
-    With ``blit=True`` (the widget) :meth:`png` blits (:class:`~dsv3_lessons.course.common.blit.BlitRenderer`): the
-    artists that follow the step -- the bars, the step title and the two step lines -- are drawn over a background
-    of everything else, drawn once per (method, layer, γ). The most recently used backgrounds are kept, so going
-    back to a method already seen needs no full draw either.
+    With ``blit=True`` (the widget) :meth:`png` blits (:class:`~dsv3_lessons.course.common.blit.BlitRenderer`):
+    everything a control changes -- bars, the heatmap image, the bias lines, the titles and the step lines -- is
+    drawn over a background of the rest (axes, ticks, labels, legend, colour bar), one background per y-range of
+    the bias panel.
     """
 
     def __init__(self, n_steps: int, n_routed: int, bias_limit: float = 1.0, blit: bool = False):
@@ -160,10 +176,11 @@ class LoadFigure:
             FigureCanvasAgg(fig)
         fig.canvas.draw()                    # solve the constrained layout once ...
         fig.set_layout_engine(None)         # ... and keep it: updates move no axes, savefig draws once
-        self._dynamic = [*self.bars, self.step_title, self.step_line2, self.step_line3]
-        # one background per series key (1.8 MB each)
+        self._dynamic = [*self.bars, self.step_title, self.step_line2, self.step_line3, self.im, *self.lines,
+                         a2.title, a3.title]
         self._blit = BlitRenderer(fig, self._dynamic, max_backgrounds=_MAX_BACKGROUNDS) if blit else None
         self._series = None
+        self._limit = float(bias_limit)
 
     def show(self, view: LoadView, bias_limit: float | None = None, series_key=None):
         """Draw ``view``; the heatmap and bias lines are replaced only when ``series_key`` changes."""
@@ -181,6 +198,7 @@ class LoadFigure:
             a3.set_title(f"biases (γ = {view.gamma:g})", fontsize=12, y=1.01)
             if bias_limit is not None:
                 a3.set_ylim(-bias_limit, bias_limit)
+                self._limit = float(bias_limit)
             self._series = key
         self.step_line2.set_xdata([view.step, view.step])
         self.step_line3.set_xdata([view.step, view.step])
@@ -189,10 +207,21 @@ class LoadFigure:
     def png(self) -> bytes:
         """The figure as PNG bytes at its own dpi (blitting when built with ``blit=True``)."""
         if self._blit is not None:
-            return self._blit.png(key=self._series)
+            return self._blit.png(key=self._limit)
         buf = io.BytesIO()
         self.fig.savefig(buf, format="png", dpi=self.fig.dpi)
         return buf.getvalue()
+
+
+def bias_reversals(bias: torch.Tensor, step: int, window: int = 50) -> float | None:
+    """Share of the bias moves in the ``window`` steps up to ``step`` that reversed the expert's move before
+    (``bias [steps, N_r]``, the value used at each step). None when the bias never moved (no bias method)."""
+    moves = torch.sign(bias[1:step] - bias[:step - 1])[-window:]            # [≤ window, N_r]
+    pairs = moves[1:] * moves[:-1]
+    if moves.numel() == 0 or not bool((moves != 0).any()):
+        return None
+    counted = pairs != 0
+    return float((pairs < 0).sum() / counted.sum()) if bool(counted.any()) else 0.0
 
 
 def plot_load_view(view: LoadView, bias_limit: float = 1.0):
@@ -241,7 +270,10 @@ class ExpertLoadWidget(ReportWidget):
 
     def draw(self, view: LoadView):
         resim = self.method.value == RESIM
-        limit = max(self._bias_limit, float(view.bias.abs().max()) * 1.1) if resim else self._bias_limit
+        limit = self._bias_limit
+        if resim:   # the first of a few fixed ranges that holds the biases: few backgrounds to draw
+            need = float(view.bias.abs().max()) * 1.1
+            limit = max(limit, next((v for v in _BIAS_LIMITS if v >= need), need))
         key = (self.method.value, self.layer.value, round(float(self.gamma.value), 8) if resim else None)
         return self._figure.show(view, limit, series_key=key)
 
@@ -251,8 +283,12 @@ class ExpertLoadWidget(ReportWidget):
 
     def describe(self, view: LoadView) -> str:
         c = view.counts
-        return (f"{view.label}\nstep {view.step}: tokens per expert {c.long().tolist()}, mean {c.mean():.0f}\n"
+        text = (f"{view.label}\nstep {view.step}: tokens per expert {c.long().tolist()}, mean {c.mean():.0f}\n"
                 f"MaxVio_batch = (max − mean)/mean = {view.max_vio:.3f}")
+        reversed_share = bias_reversals(view.bias, view.step)
+        if reversed_share is not None:
+            text += f"\nbias: ±γ per step; {reversed_share:.0%} of the last 50 moves reversed the one before"
+        return text
 
 
 def expert_load_widget(runs: dict, unbalanced: dict | None = None, gamma: float = 0.01) -> ExpertLoadWidget:

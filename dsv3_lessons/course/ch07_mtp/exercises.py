@@ -53,6 +53,18 @@ def _compile(source: str, name: str) -> Callable:
 unfixed_depth_loss = _compile(BUG_7_4, "depth_loss")
 
 
+def _check_untouched(targets, mine_targets, ids=None, mine_ids=None) -> None:
+    """✗ when the learner's function wrote into the caller's ``targets`` (or ``input_ids``): a slice such as
+    ``targets[:, k:]`` is a view of the same memory, so masking it in place rewrites the main loss's labels."""
+    changed = int((targets != mine_targets).sum())
+    if changed:
+        raise Wrong(f"your function changed the caller's targets ({changed} entries became other values): a slice "
+                    f"of targets is a view of the same memory, and masking it in place rewrites the main model's "
+                    f"labels too. Copy first (.clone())")
+    if ids is not None and not torch.equal(ids, mine_ids):
+        raise Wrong("your function changed the caller's input_ids; build the labels in a tensor of your own")
+
+
 # ------------------------------------------------------------------------------------------- 7.1 (variation)
 def eos_window(doc_lengths, eos: int = 0, vocab: int = 50, masked: tuple[int, int] | None = None,
                seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -95,7 +107,9 @@ def check_eos_labels(fn) -> str:
         t = ids.shape[1]
         for depth in (2, 1):          # depth 2 first: there an EOS counted in the next document differs from no mask
             want = mtp_labels(targets, depth, doc_ids)
-            got = call_learner(fn, ids.clone(), targets.clone(), depth, 0)
+            mine_ids, mine_targets = ids.clone(), targets.clone()
+            got = call_learner(fn, mine_ids, mine_targets, depth, 0)
+            _check_untouched(targets, mine_targets, ids, mine_ids)
             if not isinstance(got, torch.Tensor):
                 raise Wrong(f"return a tensor of labels, got {type(got).__name__}")
             if got.shape != want.shape:
@@ -158,6 +172,14 @@ def check_label_count(prediction, counted=None, docs=EX72_DOCS) -> str:
                     f"masked too")
     if x == _count(docs, 3):
         raise Wrong(f"{int(x)} is one step too far (depth 3's count); depth k learns t_{{i+k+1}}")
+    if x == t:
+        raise Wrong(f"{int(x)} is every position of the window (T); depth 2 has no label at the window's last "
+                    f"positions, nor where t_{{i+3}} lies in another document")
+    n = len(docs)
+    if any(x == t - per * m for per in (1, 2, 3) for m in (n, n - 1)):
+        raise Wrong(f"{int(x)} takes the same number of positions off every document (or boundary); count inside "
+                    f"each document which positions still find t_{{i+3}} in it -- a document too short loses fewer, "
+                    f"because it has fewer to lose, and the window's end is a document's end too")
     raise Wrong(f"{prediction!r}: not it (the run counted {right}); redo it per document, then compare with the "
                 f"explorer's rows")
 
@@ -193,6 +215,9 @@ def check_mtp_term(answer) -> str:
         elif close(course, right_paper, rel=1e-3):
             msgs.append("the course's term: that divides by T, which is eq. 24's convention; the course divides by "
                         "depth 1's own unmasked labels")
+        elif close(course, w * e["ce_sum"] / (e["T"] - 1), rel=1e-3):
+            msgs.append(f"the course's term: that divides by depth 1's {e['T'] - 1} positions (T − 1); the course "
+                        f"divides by the labels that count, the masked ones left out")
         elif close(course, w * e["ce_sum"] / e["main_labels"], rel=1e-3):
             msgs.append(f"the course's term: that divides by the main loss's {e['main_labels']} labels; the course "
                         f"divides by depth 1's own count")
@@ -204,6 +229,9 @@ def check_mtp_term(answer) -> str:
                         f"divides by T, the sequence length ({e['T']}), whatever is masked")
         elif close(paper, right_course, rel=1e-3):
             msgs.append("eq. 24's term: that is the course's per-depth mean; eq. 24 divides by T")
+        elif close(paper, w * e["ce_sum"] / (e["T"] - 1), rel=1e-3):
+            msgs.append(f"eq. 24's term: that divides by T − 1 = {e['T'] - 1}, depth 1's positions; eq. 24's 1/T is "
+                        f"the sequence length as printed, T = {e['T']}")
         elif close(paper, e["ce_sum"] / e["T"], rel=1e-3):
             msgs.append("eq. 24's term: that is L^1_MTP alone; eq. 25 weighs it by λ/D")
         else:
@@ -239,7 +267,9 @@ def check_depth_loss(fn) -> str:
     if not callable(fn):
         raise Wrong(f"pass your function itself (depth_loss), got {type(fn).__name__}")
     for logits, targets, depth, doc_ids in _loss_cases():
-        got = call_learner(fn, logits.clone(), targets.clone(), depth, doc_ids.clone())
+        mine_targets, mine_docs = targets.clone(), doc_ids.clone()
+        got = call_learner(fn, logits.clone(), mine_targets, depth, mine_docs)
+        _check_untouched(targets, mine_targets)
         if not isinstance(got, torch.Tensor) or got.numel() != 1:
             raise Wrong(f"return the loss as a 0-d tensor, got "
                         f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}")
