@@ -1,6 +1,7 @@
 """Chapter 8 checkers: placeholder -> not attempted + a nudge (never the formula); typical wrong answers -> their
 diagnosis; right -> ✓. The bug hunt's unfixed code is read from the notebook cell itself, so the test sees the text
 the learner sees. Oracles: the closed-form rule and tools.speculative, fresh prefills."""
+import json
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 from dsv3_lessons.course.common.checking import NOT_ATTEMPTED, RIGHT, WRONG, ___
 from dsv3_lessons.course.ch08_speculative import exercises as ex
 from dsv3_lessons.tools.speculative import SpeculativeStats
-from exercise_helpers import assert_stored_unattempted, notebook_cell
+from exercise_helpers import assert_stored_unattempted, notebook_cell, output_texts
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "08_speculative_decoding.ipynb"
 
@@ -78,6 +79,21 @@ def test_82_topk_draft():
     assert nr.status == WRONG and "sum to 1" in nr.message
 
 
+def test_82_residual_without_the_clamp_is_named():
+    """Learner report: a residual without max(0, ·) (negative entries) got only "residual differs"."""
+    def unclamped(p, q_full, k):
+        q, a, _ = _right_topk(p, q_full, k)
+        r = p - q
+        return q, a, r / r.abs().sum()
+    r = ex.check_topk_draft(unclamped)
+    assert r.status == WRONG and "negative entr" in r.message and "p − q < 0" in r.message
+    assert "residual differs" not in r.message
+    def unclamped_raw(p, q_full, k):
+        q, a, _ = _right_topk(p, q_full, k)
+        return q, a, p - q
+    assert "negative entr" in ex.check_topk_draft(unclamped_raw).message
+
+
 # ------------------------------------------------------------------------------------------------ 8.3
 def _exec(source: str):
     scope = {"torch": torch, "check_verify_step": lambda fn: None}
@@ -123,6 +139,14 @@ def test_84_verify_cost():
     assert ex.check_verify_cost(0.3).status == WRONG
 
 
+def test_84_one_plus_c_is_named():
+    """Learner report: 1.0278 (1 + c instead of c) got only the generic "not it"."""
+    r = ex.check_verify_cost((1 + 0.85) / 1.8)
+    assert r.status == WRONG and "1 + c" in r.message and "extra part" in r.message
+    assert "is not it" not in r.message
+    assert "1 + c" in ex.check_verify_cost(1.0278).message
+
+
 def test_hints_never_state_the_formula():
     for check in (ex.check_tokens_per_forward_prediction, ex.check_topk_draft, ex.check_verify_step,
                   ex.check_verify_cost):
@@ -133,3 +157,21 @@ def test_hints_never_state_the_formula():
 
 def test_stored_notebook_exercises_are_unattempted():
     assert_stored_unattempted(NOTEBOOK, 8, ("8.1", "8.2", "8.4"), bug_hunts=("8.3",))
+
+
+def test_81_stored_chapter_hides_the_measurement_until_predicted():
+    """Learner report: running the measurement with the prediction still ___ showed the answer (4.17). The stored
+    notebook shows the hidden note instead of the rates, the figure and this model's per-position gains."""
+    texts = output_texts(NOTEBOOK)
+    assert sum("Hidden until you predict" in t and "8.1" in t for t in texts) >= 3
+    assert not any("mean accepted length" in t for t in texts)
+    assert not any("this model, per extra draft position" in t for t in texts)
+
+
+def test_placeholder_is_imported_once_in_the_first_code_cell():
+    """Learner report: `from … import ___` sat in the cell whose prediction the learner replaces."""
+    nb = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
+    code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    imports = [i for i, src in enumerate(code) for line in src.splitlines()
+               if line.startswith(("from ", "import ")) and "___" in line]
+    assert imports == [0]

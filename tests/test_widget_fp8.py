@@ -125,3 +125,15 @@ def test_corners_give_finite_numbers(outlier, granularity, fmt):
         assert math.isfinite(r.rel_error) and 0 <= r.underflow <= 1 and bool(r.channel_error.isfinite().all())
     w = fp8_widget(outlier=outlier, granularity=granularity, fmt=fmt)
     assert w.last_error is None and w.image.value[:4] == b"\x89PNG"
+
+
+def test_flushed_share_below_one_percent_keeps_a_decimal():
+    """Learner report: the 1×128-tiles bar read "1% flushed" for 0.64 %."""
+    from dsv3_lessons.course.ch09_fp8.figures import share_label
+    assert [share_label(v) for v in (0.0, 0.0001, 0.0064, 0.0094, 0.0139, 0.0613)] == \
+        ["0%", "<0.1%", "0.6%", "0.9%", "1%", "6%"]
+    w = fp8_widget(outlier=1e4, granularity="tile")
+    tiles = w.last_result["tile"].underflow
+    assert 0 < tiles < 0.01
+    bars = [t.get_text() for t in w.figure.axes[1].texts]
+    assert f"{tiles:.1%} flushed" in bars[1] and "1% flushed" not in bars[1]

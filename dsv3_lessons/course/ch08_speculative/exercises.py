@@ -123,6 +123,12 @@ def check_topk_draft(fn):
                             "and must be able to come out of the residual")
             if torch.allclose(resid, (p - want_q).clamp(min=0), atol=1e-5):
                 raise Wrong("the residual is not a distribution yet: it must sum to 1")
+            if (resid < -1e-6).any():
+                neg = int((resid < -1e-6).sum())
+                raise Wrong(f"your residual has {neg} negative entr{'y' if neg == 1 else 'ies'} (smallest "
+                            f"{resid.min().item():.3f}): a probability cannot be negative. Where the draft proposes a "
+                            f"token more often than the main model would, p − q < 0: what should the replacement "
+                            f"distribution give such a token?")
             raise Wrong("residual differs from the distribution a rejected top-k draft is replaced from")
     return ("the top-k draft's q, acceptance and residual match the rule: the output is still distributed as p, "
             "because the residual supplies everything the truncated draft cannot propose.")
@@ -231,6 +237,9 @@ def check_verify_cost(answer):
                 f"add little; on our CPU the tiny model is compute-bound and the overhead is far larger (section 6).")
     if close(c, 100 * right, rel=0.02):
         raise Wrong(f"{c:g} looks like a percentage; give c as a fraction ({c / 100:.4f}?)")
+    if close(c, 1 + right, rel=0.02):
+        raise Wrong(f"{c:g} is 1 + c, the whole cost of a verify step relative to a plain step; the exercise asks for "
+                    f"c, the extra part only")
     if close(c, speed / (1 + a) - 1, rel=0.02):
         raise Wrong("that is negative: a verify step cannot be cheaper than a plain step. The ratio is upside down")
     if close(c, 1 + a - speed, rel=0.02):

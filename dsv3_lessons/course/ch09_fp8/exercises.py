@@ -3,14 +3,20 @@
 Pattern: :mod:`dsv3_lessons.course.common.checking` -- never raise; "not attempted yet" + a nudge for the
 placeholder ``___``, a ✗ diagnosis for a wrong answer (pointing to ``hint("9.N")`` for the next hint), ✓ for a
 right one. Right answers are computed here from :mod:`dsv3_lessons.model.fp8` (or closed-form arithmetic),
-never typed in; the formulas live in the worked solutions only.
+never typed in; the formulas live in the worked solutions only. Every diagnosis that names a mistake is
+computed by simulating that mistake (``SWAMP_MISTAKES``, the wrong dequantizers of 9.2), so a diagnosis can only
+fire for the answer the mistake really gives.
 
 * 9.1 (predict, then run) the per-tensor error of the ordinary values next to 4 outlier channels, predicted
-  before the cell that measures it;
-* 9.2 (variation, code) ``dequantize(q, scale_inv, block)`` for any block shape ``(rows, cols)``, partial blocks
-  in both dimensions; the library's dequantize functions are switched off while it runs;
-* 9.3 (bug hunt, code) a power-of-two block quantizer that rounds the scale after quantizing (SPEC §9);
-* 9.4 (by hand) a 4-bit truncating accumulator summing 1 + 8 × 1/32: swamping.
+  before the cell that measures it (the cell shows its number only once a prediction is written);
+* 9.2 (variation, code) ``dequantize_rows(q_rows, scale_inv, start)``: the rows of one tensor-parallel shard of a
+  block-quantized weight, whose first row need not start a block (V3's ``q_b_proj`` has 192 rows per head); the
+  library's dequantize functions are switched off while it runs;
+* 9.3 (bug hunt, code) a block quantizer that takes its block maxima with ``adaptive_max_pool2d``: right on
+  every shape that is a multiple of 128 (the author's test), wrong on partial blocks (SPEC §9, "block grid for
+  non-divisible shapes"); the ✗ on the unfixed code states the symptom only;
+* 9.4 (by hand, two steps) a 4-bit truncating accumulator with promotion every 8 terms summing 1 and 63 × 1/32:
+  swamping inside the first chunk, exact sums in the fresh ones.
 """
 from __future__ import annotations
 
@@ -22,22 +28,15 @@ from dsv3_lessons.model import fp8
 from dsv3_lessons.course.common.checking import (___, Wrong, as_number, call_learner, checker,  # noqa: F401
                                                  hint, is_placeholder)
 
-__all__ = ["___", "hint", "check_outlier_prediction", "check_dequantize", "check_pow2_quantizer",
-           "check_swamped_sum", "SWAMP_BITS", "SWAMP_TERMS", "DEQUANT_CASES"]
-
-#: exercise 9.4: mantissa bits kept and the terms summed left to right.
-SWAMP_BITS = 4
-SWAMP_TERMS = [1.0] + [1 / 32] * 8
-#: exercise 9.2: (rows, cols, block) of the matrices the checker dequantizes; blocks need not be square.
-DEQUANT_CASES = ((200, 300, (128, 128)), (576, 260, (128, 128)), (64, 48, (128, 128)), (100, 20, (32, 64)),
-                 (100, 70, (64, 32)), (48, 40, (16, 64)))
-
+__all__ = ["___", "hint", "check_outlier_prediction", "check_dequantize_rows", "check_block_quantizer",
+           "check_promoted_sum", "SWAMP_BITS", "SWAMP_TERMS", "SWAMP_PROMOTE", "SWAMP_MISTAKES", "ROW_SLICE_CASES",
+           "QUANTIZER_SHAPES"]
 
 # ------------------------------------------------------------------------------------------------ 9.1
 @checker("9.1", hint="with one scale set by channels 10,000 times larger, where in E4M3's range does an ordinary "
                      "value of 1 land after dividing by s, and how fine is the grid of E4M3 values there?",
-         more=["cell 10 printed what an ordinary value of 1 becomes after dividing by s: place it in section 1's "
-               "table, between E4M3's smallest subnormal and its smallest normal value",
+         more=["the cell after the outliers were made printed what an ordinary value of 1 becomes after dividing "
+               "by s: place it in section 1's table, between E4M3's smallest subnormal and its smallest normal value",
                "below the smallest normal value the grid no longer scales with the value: its spacing is fixed, "
                "so the relative rounding error of a small value is large",
                "values below half the smallest subnormal become 0: each counts as a 100 % error in the mean"])
@@ -47,6 +46,8 @@ def check_outlier_prediction(predicted_percent, measured):
     x = as_number(predicted_percent, "your prediction (in %)")
     got = 100 * measured.rel_error
     flushed = 100 * measured.underflow
+    e4m3 = fp8.format_info("e4m3")
+    worst_normal = 100 * e4m3.relative_step / 2          # 6.25 %: the largest rounding error of a normal value
     if x <= 0:
         raise Wrong(f"an error is positive: the run measured {got:.1f} %")
     if 1 / 1.5 <= x / got <= 1.5:
@@ -56,6 +57,12 @@ def check_outlier_prediction(predicted_percent, measured):
     if x < 1 and 1 / 1.5 <= 100 * x / got <= 1.5:
         raise Wrong(f"{x:g} looks like a fraction; the prediction is in percent ({100 * x:g} %?). The run "
                     f"measured {got:.1f} %")
+    if abs(x - worst_normal) <= 0.3:
+        raise Wrong(f"{worst_normal:g} % is the largest rounding error of a value in E4M3's NORMAL range (half its "
+                    f"relative step), the bound of section 1. The run measured a mean of {got:.1f} %: the ordinary "
+                    f"values are not in the normal range any more. After dividing by s = amax/448 they sit below "
+                    f"E4M3's smallest normal value, where that bound does not hold, and {flushed:.1f} % of them "
+                    f"became 0 (100 % error each)")
     if x < got / 1.5:
         normal = x <= 4
         raise Wrong(f"you predicted {x:.3g} %, the run measured {got:.1f} %. "
@@ -68,12 +75,18 @@ def check_outlier_prediction(predicted_percent, measured):
 
 
 # ------------------------------------------------------------------------------------------------ 9.2
-def _dequant_cases():
-    g = torch.Generator().manual_seed(9)
-    for rows, cols, block in DEQUANT_CASES:
-        w = torch.randn(rows, cols, generator=g) * torch.exp(torch.randn(rows, 1, generator=g))
-        q, s = fp8.quantize_blocks(w, block)
-        yield q, s, block, fp8.dequantize_blocks(q, s, block)
+#: (rows, cols, start, length) of the shards the checker dequantizes: an aligned head first, then heads of 192 rows
+#: that start inside a block, a shard inside one block, one across four block rows, one in the partial last block.
+ROW_SLICE_CASES = ((576, 300, 0, 192), (576, 300, 192, 192), (576, 300, 384, 192), (400, 200, 130, 50),
+                   (400, 130, 100, 300), (300, 64, 256, 44))
+
+
+def _row_slice_cases():
+    g = torch.Generator().manual_seed(92)
+    for rows, cols, start, length in ROW_SLICE_CASES:
+        w = torch.randn(rows, cols, generator=g) * torch.exp(1.5 * torch.randn(rows, 1, generator=g))
+        q, s = fp8.quantize_blocks(w)
+        yield q, s, start, length, fp8.dequantize_blocks(q, s)[start:start + length]
 
 
 class _LibraryOff(RuntimeError):
@@ -100,141 +113,211 @@ def _library_dequantize_off():
             setattr(m, n, f)
 
 
-def _spread(s, rows, cols, br, bc):
-    return s.float().repeat_interleave(br, 0)[:rows].repeat_interleave(bc, 1)[:, :cols]
+def _scales_from(s: torch.Tensor, first_block_row: int, offset: int, length: int, cols: int) -> torch.Tensor:
+    """Each element's scale when the shard's row i is taken to lie ``offset + i`` rows into block row
+    ``first_block_row`` (offset = start % 128 is right; 0 is the usual mistake)."""
+    rows = (first_block_row + (offset + torch.arange(length)) // fp8.BLOCK).clamp(max=s.shape[0] - 1)
+    return s.float()[rows].repeat_interleave(fp8.BLOCK, dim=1)[:, :cols]
 
 
-def _swapped(got, q, s, br, bc) -> bool:
-    """Whether ``got`` is q times the scales spread with the block sizes swapped (where that shape exists)."""
-    rows, cols = q.shape
-    spread = _spread(s, rows, cols, bc, br)
-    return tuple(spread.shape) == (rows, cols) and torch.allclose(got, q.float() * spread, rtol=1e-5)
-
-
-@checker("9.2", hint="element [r, c] belongs to exactly one block: which entry of scale_inv is its scale, and how "
-                     "do you spread the scale grid over the elements when the last block row or column is cut off?",
-         more=["block = (rows per block, columns per block): the two may differ, so treat each dimension on its own",
-               "cell 18 went the other way: it padded w to whole blocks, viewed it as blocks and took one max per "
-               "block. Undo those steps, or spread each scale over its block and cut the spread grid to q's shape",
-               "the result is float32 and equals q times its own block's scale, element by element"])
-def check_dequantize(fn):
-    """Grade ``fn(q, scale_inv, block) -> float32 [rows, cols]`` on partial and non-square blocks."""
+@checker("9.2", hint="row i of q_rows is row start + i of the whole weight: which entry of scale_inv belongs to "
+                     "it, and does the answer change when start is not a multiple of 128?",
+         more=["write down, for start = 192, which block row holds the shard's first row, and how many of the "
+               "shard's rows still belong to that block",
+               "the block rows are counted from row 0 of the WHOLE weight, not from the first row of the shard",
+               "the result is float32 and equals each element of q_rows times its own block's scale; the last "
+               "block column may be narrower than 128"])
+def check_dequantize_rows(fn):
+    """Grade ``fn(q_rows, scale_inv, start) -> float32 [len(q_rows), cols]`` on the shards of
+    :data:`ROW_SLICE_CASES`."""
     if not callable(fn):
-        raise Wrong(f"pass your function itself (dequantize), not a {type(fn).__name__}")
-    for q, s, (br, bc), right in _dequant_cases():
+        raise Wrong(f"pass your function itself (dequantize_rows), not a {type(fn).__name__}")
+    aligned_ok = False
+    for q, s, start, length, right in _row_slice_cases():
+        q_rows = q[start:start + length]
         rows, cols = q.shape
+        where = f"rows {start}…{start + length - 1} of a {rows}×{cols} weight (start = {start})"
         try:
             with _library_dequantize_off():
-                got = call_learner(fn, q.clone(), s.clone(), (br, bc))
+                got = call_learner(fn, q_rows.clone(), s.clone(), start)
         except _LibraryOff:
             raise Wrong("your function calls the library's dequantize, which is switched off here: write it with "
                         "tensor operations (the exercise is what that function does)") from None
-        except RuntimeError as exc:
-            if br == bc:
-                raise
-            raise Wrong(f"the 128×128 cases passed, but on {rows}×{cols} in {br}×{bc} blocks your function raised "
-                        f"RuntimeError ({exc}): rows go in groups of block[0] = {br}, columns in groups of "
-                        f"block[1] = {bc}") from None
+        except NotImplementedError:
+            raise
+        except (RuntimeError, IndexError) as exc:
+            part = f"; the last block column is {cols % fp8.BLOCK} wide" if cols % fp8.BLOCK else ""
+            raise Wrong(f"on {where}, your function raised {type(exc).__name__} ({exc}). The shard spans block "
+                        f"rows {start // fp8.BLOCK}…{(start + length - 1) // fp8.BLOCK} of scale_inv "
+                        f"{tuple(s.shape)}{part}") from None
         if not isinstance(got, torch.Tensor):
             raise Wrong(f"return a torch.Tensor, got {type(got).__name__}")
-        if tuple(got.shape) != (rows, cols):
-            raise Wrong(f"for q of shape {(rows, cols)} in {br}×{bc} blocks you returned shape {tuple(got.shape)}: "
-                        f"the spread scale grid must be cut to q's shape, since the last block row/column is partial")
+        if tuple(got.shape) != (length, cols):
+            extra = (" (the whole weight? return only the shard's rows)" if got.shape[0] != length else
+                     f" (the spread scale grid has {s.shape[1] * fp8.BLOCK} columns: cut it to the weight's {cols})")
+            raise Wrong(f"on {where} you returned shape {tuple(got.shape)}, want {(length, cols)}{extra}")
         if got.dtype != torch.float32:
             raise Wrong(f"your result is {got.dtype}, and the values may be right: the exercise asks for float32. "
                         + ("A bf16/fp16 result rounds every weight again (8 or 11 significant bits); "
                            if got.dtype in (torch.bfloat16, torch.float16) else "")
-                        + "compute in float32: q.float() times the scales")
+                        + "compute in float32: q_rows.float() times the scales")
         if torch.equal(got, right):
+            aligned_ok = aligned_ok or start % fp8.BLOCK == 0
             continue
-        if torch.equal(got, q.float()):
-            raise Wrong("you returned q.float(): the scales were never applied")
-        if torch.allclose(got, q.float() / _spread(s, rows, cols, br, bc), rtol=1e-5):
+        if torch.equal(got, q_rows.float()):
+            raise Wrong("you returned q_rows.float(): the scales were never applied")
+        scales = _scales_from(s, start // fp8.BLOCK, start % fp8.BLOCK, length, cols)
+        if torch.allclose(got, q_rows.float() / scales, rtol=1e-5):
             raise Wrong("you divided by weight_scale_inv: despite its name it is s = amax/448, the factor to "
                         "MULTIPLY by")
-        if br != bc and _swapped(got, q, s, br, bc):
-            raise Wrong(f"with {br}×{bc} blocks, rows go in groups of {br} and columns in groups of {bc}: your block "
-                        f"sizes are swapped")
-        bad = (got - right).abs() > 1e-6 * right.abs().clamp(min=1e-12)
-        r, c = (int(i) for i in bad.nonzero()[0])
-        raise Wrong(f"values differ for q of shape {(rows, cols)} in {br}×{bc} blocks, first at element [{r}, {c}]: "
-                    f"you give {got[r, c].item():.4g}, q·s gives {right[r, c].item():.4g} (that element's block is "
-                    f"row block {r // br}, column block {c // bc})")
-    cases = ", ".join(f"{r}×{c} in {b[0]}×{b[1]}" for r, c, b in DEQUANT_CASES)
-    return f"equals q·s block by block on {cases} (partial blocks in both dimensions included)."
+        local = q_rows.float() * _scales_from(s, start // fp8.BLOCK, 0, length, cols)
+        from_zero = q_rows.float() * _scales_from(s, 0, 0, length, cols)
+        first_bad = int(((got - right).abs() > 1e-6 * right.abs().clamp(min=1e-12)).any(dim=1).nonzero()[0])
+        if torch.allclose(got, local, rtol=1e-6):
+            raise Wrong(f"right when start is a multiple of 128{' (the first shards passed)' if aligned_ok else ''}, "
+                        f"but on {where} your scales are shifted by {start % fp8.BLOCK} rows: you count the shard's "
+                        f"rows in blocks of 128 from its own first row, first wrong at shard row {first_bad} "
+                        f"(global row {start + first_bad}, which lies in block row {(start + first_bad) // fp8.BLOCK})")
+        if torch.allclose(got, from_zero, rtol=1e-6):
+            raise Wrong(f"on {where} your shard uses the scales of block rows 0, 1, … as if it started at row 0 of the "
+                        f"weight: start says where it really starts")
+        c = int(((got[first_bad] - right[first_bad]).abs() > 1e-6 * right[first_bad].abs().clamp(min=1e-12))
+                .nonzero()[0])
+        raise Wrong(f"values differ on {where}, first at shard element [{first_bad}, {c}]: you give "
+                    f"{got[first_bad, c].item():.4g}, q·s gives {right[first_bad, c].item():.4g} (global row "
+                    f"{start + first_bad}, column {c})")
+    cases = ", ".join(f"rows {st}…{st + n - 1} of {r}×{c}" for r, c, st, n in ROW_SLICE_CASES)
+    return (f"equals q·s on every shard ({cases}): block rows are counted from row 0 of the whole weight, so a "
+            f"shard that starts inside a block begins with that block's scale.")
 
 
 # ------------------------------------------------------------------------------------------------ 9.3
-def _pow2_cases():
+#: shapes the checker quantizes: the author's (multiples of 128) first, then partial blocks in rows, in columns,
+#: in both, and a weight with an all-zero block.
+QUANTIZER_SHAPES = ((256, 384), (576, 300), (130, 1024), (1024, 200), (384, 256))
+
+
+def _quantizer_cases():
     g = torch.Generator().manual_seed(93)
-    for rows, cols in ((200, 300), (128, 128), (70, 260)):
-        w = torch.randn(rows, cols, generator=g) * torch.exp(2 * torch.randn(rows, 1, generator=g))
-        if rows == 200:
-            w[:128, :128] = 0                                    # an all-zero block
+    for rows, cols in QUANTIZER_SHAPES:
+        w = torch.randn(rows, cols, generator=g) * torch.exp(torch.randn(rows, 1, generator=g))
+        if (rows, cols) == (384, 256):
+            w[128:256, :128] = 0                                     # an all-zero block
         yield w
 
 
-@checker("9.3", hint="run the function on a small weight and compare q times the returned scale with w, block by "
-                     "block: which line makes q and the returned scale disagree?",
-         more=["a power-of-two scale pays off only if the SAME scale is used to quantize and to dequantize",
-               "read the lines in order: at the moment q is computed, is s already the scale that is returned?"])
-def check_pow2_quantizer(fn):
-    """Grade the fixed ``quantize_blocks_pow2(w, block=128) -> (q, scale_inv)`` against
-    ``fp8.quantize_blocks(w, power_of_two=True)``."""
+def _divisible(shape) -> bool:
+    return all(n % fp8.BLOCK == 0 for n in shape)
+
+
+@checker("9.3", hint="the author tested one shape. Run the function on other shapes and compare q·scale_inv with "
+                     "the weight (or scale_inv with the library's) block by block: where does it go wrong first?",
+         more=["try a weight of 576×300 (V3's kv_a_proj_with_mqa has 576 rows): compare scale_inv with "
+               "fp8.quantize_blocks(w)[1] and find the first block whose scale differs",
+               "for that block, which rows and columns did its maximum come from? Check the line that computes "
+               "amax on a weight whose entries are their own row index (torch.arange(576.)[:, None] "
+               "* torch.ones(1, 300))",
+               "section 3 built the blocks another way: every block 128 rows and 128 columns, the last ones shorter"])
+def check_block_quantizer(fn):
+    """Grade the fixed ``quantize_weight_fp8(w) -> (q, scale_inv)`` against ``fp8.quantize_blocks(w)`` on
+    :data:`QUANTIZER_SHAPES`; for the unfixed function the ✗ states the symptom, never the cause."""
     if not callable(fn):
-        raise Wrong(f"pass your function itself (quantize_blocks_pow2), not a {type(fn).__name__}")
-    for w in _pow2_cases():
-        out = call_learner(fn, w.clone())
+        raise Wrong(f"pass your function itself (quantize_weight_fp8), not a {type(fn).__name__}")
+    for w in _quantizer_cases():
+        shape = f"{w.shape[0]}×{w.shape[1]}"
+        try:
+            out = call_learner(fn, w.clone())
+        except NotImplementedError:
+            raise
+        except (RuntimeError, IndexError) as exc:
+            raise Wrong(f"on a {shape} weight your function raised {type(exc).__name__} ({exc}); the checkpoint's "
+                        f"grid for it is ⌈rows/128⌉ × ⌈cols/128⌉ = {fp8.block_grid(w.shape)}") from None
         if not (isinstance(out, tuple) and len(out) == 2 and all(isinstance(t, torch.Tensor) for t in out)):
             raise Wrong("return the pair (q, scale_inv) of tensors, as the function did")
         q, s = out
-        q_ref, s_ref = fp8.quantize_blocks(w, power_of_two=True)
+        q_ref, s_ref = fp8.quantize_blocks(w)
         if tuple(q.shape) != tuple(w.shape) or tuple(s.shape) != tuple(s_ref.shape):
-            raise Wrong(f"shapes changed: q {tuple(q.shape)} (want {tuple(w.shape)}), scale_inv {tuple(s.shape)} "
-                        f"(want {tuple(s_ref.shape)}); fix one line, keep the rest")
+            raise Wrong(f"on a {shape} weight: q {tuple(q.shape)} (want {tuple(w.shape)}), scale_inv "
+                        f"{tuple(s.shape)} (the checkpoint's grid is ⌈rows/128⌉ × ⌈cols/128⌉ = {tuple(s_ref.shape)})")
         if q.dtype != torch.float8_e4m3fn:
             raise Wrong(f"q must stay torch.float8_e4m3fn, got {q.dtype}")
         s = s.float()
         if not torch.isfinite(q.float()).all() or not torch.isfinite(s).all():
-            raise Wrong("NaN or inf in the result: an all-zero block needs its amax floor (clamp(min=1e-4)) before "
-                        "the division")
-        if not torch.equal(torch.exp2(torch.round(torch.log2(s))), s):
-            raise Wrong("the returned scales are not powers of two any more: the fix keeps the rounding to a power "
-                        "of two and changes WHEN it happens")
-        if torch.equal(s, s_ref / 2):
-            raise Wrong("the scales are rounded DOWN: amax/s then exceeds 448 and the largest values are clamped; a "
-                        "power-of-two scale must be rounded up")
-        if torch.equal(s, s_ref) and not torch.equal(q.float(), q_ref.float()):
-            worst = (s / fp8.quantize_blocks(w)[1]).max().item()      # how much a block comes back too large
-            raise Wrong(f"q and the returned scale_inv do not belong together: dequantized, whole blocks of "
-                        f"q·scale_inv come back up to {worst:.2f}× the original weight, although every scale is a "
-                        f"power of two and every shape is right")
-        if not (torch.equal(q.float(), q_ref.float()) and torch.equal(s, s_ref)):
-            raise Wrong("q or scale_inv differ from a power-of-two block quantizer (scale rounded up to 2^k before "
-                        "x/s, clamp to ±448, then the cast)")
-    return ("q and its power-of-two scale now agree: q·scale_inv reproduces w up to E4M3 rounding, and multiplying "
-            "by a power of two is exact (V3 §3.3.3 rounds scales this way where activations are re-quantized).")
+            raise Wrong(f"NaN or inf in the result on a {shape} weight that has an all-zero block: its amax needs "
+                        f"the floor (clamp(min=1e-4)) before the division")
+        if torch.equal(q.float(), q_ref.float()) and torch.equal(s, s_ref):
+            continue
+        back = q.float() * s.repeat_interleave(fp8.BLOCK, 0)[:w.shape[0]].repeat_interleave(fp8.BLOCK, 1)[:, :w.shape[1]]
+        s_full = s_ref.repeat_interleave(fp8.BLOCK, 0)[:w.shape[0]].repeat_interleave(fp8.BLOCK, 1)[:, :w.shape[1]]
+        large = w.abs() >= 448 * s_full / 4           # a quarter of the block maximum or more: normal range
+        worst = ((back - w).abs() / w.abs())[large].max().item()
+        blocks = int((s != s_ref).sum())
+        if torch.equal(s, s_ref):
+            raise Wrong(f"on a {shape} weight scale_inv now equals the library's, but q differs in "
+                        f"{int((q.float() != q_ref.float()).sum())} elements: each element must be divided by its own "
+                        f"block's scale before the cast")
+        tested = "" if not _divisible(w.shape) else " (a multiple of 128 both ways)"
+        raise Wrong(f"on a {shape} weight{tested}, scale_inv differs from the library's in {blocks} of {s.numel()} "
+                    f"blocks, and q·scale_inv comes back up to {worst:.0%} away from w among the larger elements "
+                    f"(E4M3 rounding allows 6.25%). "
+                    + (f"On the author's {QUANTIZER_SHAPES[0][0]}×{QUANTIZER_SHAPES[0][1]} everything agrees."
+                       if (w.shape[0], w.shape[1]) != QUANTIZER_SHAPES[0] else ""))
+    shapes = ", ".join(f"{r}×{c}" for r, c in QUANTIZER_SHAPES)
+    return (f"q and scale_inv equal the library's on {shapes} (partial blocks in rows, columns and both, and an "
+            f"all-zero block): every block is 128 rows by 128 columns except the last ones, as the checkpoint's "
+            f"grid ⌈rows/128⌉ × ⌈cols/128⌉ says.")
 
 
 # ------------------------------------------------------------------------------------------------ 9.4
-@checker("9.4", hint="after each addition keep only 4 bits after the leading 1 and drop the rest (truncate); "
-                     "what is the spacing of such numbers between 1 and 2?",
-         more=["1 + 1/32 in binary is 1.00001", "with 4 bits after the binary point, what is left of 1.00001?"])
-def check_swamped_sum(answer):
-    x = as_number(answer, "the sum")
-    right = fp8.limited_precision_sum(torch.tensor(SWAMP_TERMS), SWAMP_BITS).item()
-    exact = sum(SWAMP_TERMS)
+#: exercise 9.4: mantissa bits kept, the terms summed left to right and the promotion interval.
+SWAMP_BITS = 4
+SWAMP_TERMS = [1.0] + [1 / 32] * 63
+SWAMP_PROMOTE = 8
+
+
+def _swamp(**kwargs) -> float:
+    terms = torch.tensor(kwargs.pop("terms", SWAMP_TERMS))[:, None]
+    return fp8.limited_precision_sum(terms, SWAMP_BITS, **kwargs).item()
+
+
+#: the mistakes 9.4's checker names, each with the value it gives, computed by simulating it.
+SWAMP_MISTAKES = {
+    "no promotion": _swamp(),                                                   # one accumulator all the way
+    "exact": sum(SWAMP_TERMS),                                                  # ignoring the 4 bits
+    "round to nearest": _swamp(promote_every=SWAMP_PROMOTE, mode="nearest"),    # halves away from zero
+    "first chunk lost": _swamp(terms=[0.0] * 8 + SWAMP_TERMS[8:], promote_every=SWAMP_PROMOTE),
+}
+
+
+@checker("9.4", hint="follow the accumulator chunk by chunk: what does it hold after the first 8 terms, and what "
+                     "does a fresh accumulator hold after 8 terms of 1/32?",
+         more=["near 1, numbers with 4 bits after the leading 1 are spaced 1/16 apart; 1 + 1/32 in binary is "
+               "1.00001", "after a promotion the accumulator starts again from 0: is 1/32 + 1/32 representable "
+               "with 4 mantissa bits? And 8/32?", "add what the 8 chunks hand to FP32"])
+def check_promoted_sum(answer):
+    x = as_number(answer, "the total")
+    right = _swamp(promote_every=SWAMP_PROMOTE)
+    m = SWAMP_MISTAKES
     if x == right:
-        return (f"{right:g}: near 1 the spacing is 2^-4 = 1/16 and each 1/32 falls below it, so truncation drops "
-                f"every addend (exact: {exact:g}). This swamping is why V3 promotes to FP32 every 128 products.")
-    if x == exact:
-        raise Wrong(f"{exact:g} is the exact sum; the accumulator keeps only {SWAMP_BITS} mantissa bits after "
-                    f"every addition")
-    if x in (1 + 1 / 16, 1 + 1 / 32):
-        raise Wrong("one addend survived? Each addition is truncated on its own: 1 + 1/32 → 1 every time")
-    if x == 1.5:
-        raise Wrong("that rounds to nearest once at the end; here each addition truncates")
-    if x == 1.25 - 1 / 32 or x == 1.125:
-        raise Wrong("the addends do not pile up in a separate register first: each one is added to the running "
-                    "sum and the result truncated at once")
-    raise Wrong(f"{x:g} is not right: step through 1 + 1/32, truncate to 4 mantissa bits, repeat")
+        chunk = SWAMP_PROMOTE / 32
+        return (f"{right:g}: the first chunk starts at 1, where the spacing is 1/16 and every 1/32 is truncated away "
+                f"(the chunk hands over 1, losing {SWAMP_PROMOTE - 1}/32); each later chunk starts from 0, where "
+                f"1/32 is not small, and hands over exactly {chunk:g}. Promotion bounds the loss to one chunk; it "
+                f"cannot undo swamping inside a chunk that starts large (exact: {m['exact']:g}, no promotion: "
+                f"{m['no promotion']:g}).")
+    if x == m["no promotion"]:
+        raise Wrong(f"{x:g} is what ONE accumulator ends with: after the 1 every 1/32 is truncated away. But every "
+                    f"{SWAMP_PROMOTE} terms the partial sum goes to FP32 and the accumulator restarts from 0: what "
+                    f"does a fresh accumulator make of 1/32 + 1/32 + …?")
+    if x == m["exact"]:
+        raise Wrong(f"{x:g} is the exact sum. Promotion does not make the accumulator exact: inside the first chunk "
+                    f"the running sum starts at 1, and the 4 bits still truncate there")
+    if x == m["round to nearest"]:
+        raise Wrong(f"{x:g} is what rounding to nearest (halves away from zero) would give: 1 + 1/32 lies exactly "
+                    f"halfway between 1 and 1 + 1/16 and would go up each time. This accumulator truncates: it drops "
+                    f"the bits it cannot keep")
+    if x == m["first chunk lost"]:
+        raise Wrong(f"the first chunk does not hand over 0: the 1 is the first term of an empty accumulator and is "
+                    f"kept exactly; only the 1/32s after it are lost")
+    raise Wrong(f"{x:g} is not it: take the chunks of {SWAMP_PROMOTE} terms one at a time, truncating to "
+                f"{SWAMP_BITS} mantissa bits after every addition, and add what each chunk hands to FP32")

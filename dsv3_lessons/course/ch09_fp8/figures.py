@@ -23,7 +23,7 @@ from dsv3_lessons.course.common.style import DPI, FIG_WIDTH, PALETTE, subplots
 from dsv3_lessons.course.ch09_fp8.experiments import (_FMT_LABEL, GRANULARITIES, AccumulationSweep, ErrorReport,
                                                      outlier_label)
 
-__all__ = ["draw_fp8_grids", "plot_representable_values", "ErrorReportFigure", "plot_error_report",
+__all__ = ["draw_fp8_grids", "plot_representable_values", "ErrorReportFigure", "plot_error_report", "share_label",
            "plot_accumulation_sweep", "draw_promotion", "plot_loss_curves"]
 
 
@@ -192,8 +192,18 @@ class ErrorReportFigure:
             self.bars[i].set_height(v)
             self.bars[i].set_color(PALETTE["orange"] if g == selected else PALETTE["sky"])
             self.bar_text[i].set_position((i, v * 1.15))
-            self.bar_text[i].set_text(f"{reports[g].rel_error:.1%}\n{reports[g].underflow:.0%} flushed")
+            self.bar_text[i].set_text(f"{reports[g].rel_error:.1%}\n{share_label(reports[g].underflow)} flushed")
         return self.fig
+
+
+def share_label(share: float) -> str:
+    """A fraction as the bar label shows it: whole percent from 1 % on, one decimal below (0.64 % reads "0.6%",
+    not "1%"), "<0.1%" for a share that is not 0 but would print as 0.0 %, "0%" for none."""
+    if share <= 0:
+        return "0%"
+    if share < 0.0005:
+        return "<0.1%"
+    return f"{share:.1%}" if share < 0.0095 else f"{share:.0%}"
 
 
 def plot_error_report(reports: dict[str, ErrorReport], selected: str, outlier: float):
