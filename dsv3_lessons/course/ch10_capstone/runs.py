@@ -54,7 +54,7 @@ from dsv3_lessons.tools.baselines import COURSE_RECIPE, NANOGPT_RECIPE, NanoGPT,
 from dsv3_lessons.tools.data import TextData, load_corpus
 from dsv3_lessons.tools.train import TrainConfig, evaluate, train
 
-__all__ = ["MODELS", "LABELS", "RUNS_DIR", "CROSSOVER_FILE", "COMMAND", "EXACT_STEPS", "BLOCK", "FINAL_EVAL",
+__all__ = ["CAPSTONE_DIR", "capstone_dir", "MODELS", "LABELS", "RUNS_DIR", "CROSSOVER_FILE", "COMMAND", "EXACT_STEPS", "BLOCK", "FINAL_EVAL",
            "EVAL_BATCH", "build_model", "recipe", "train_config", "measure_step_times", "train_run", "run_all",
            "load_runs", "crossover", "curve", "parse_args", "main"]
 
@@ -71,6 +71,18 @@ BLOCK = 10
 EVAL_BATCH = dict(eval_batches=4, eval_batch_size=32)
 #: the final held-out score of every run (as bench/train_cpu.py): 16 batches of 32 × 64 characters
 FINAL_EVAL = dict(batches=16, batch_size=32, seq_len=64, seed=4321)
+
+
+#: where the notebook keeps the model you train in section 4 and its exports (``runs/`` is gitignored)
+CAPSTONE_DIR = Path(__file__).resolve().parents[3] / "runs" / "capstone"
+
+
+def capstone_dir(*parts: str) -> Path:
+    """``runs/capstone/<parts>`` in the repository (created if needed): the trained model's checkpoint and exports
+    live here after the chapter runs, so the learner keeps them (unlike a temporary folder)."""
+    folder = CAPSTONE_DIR.joinpath(*parts)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def build_model(name: str, vocab_size: int) -> torch.nn.Module:
