@@ -129,3 +129,23 @@ def test_a_checker_reports_attribute_use_of_the_placeholder_as_not_attempted(cap
     assert check_fn(_placeholder_by_default).status == NOT_ATTEMPTED
     r = check_fn(_real_attribute_bug)
     assert r.status == WRONG and "AttributeError" in r.message
+
+
+_GIVEN = '''def halve(x):
+    return x / 3          # the bug
+'''
+
+
+def test_unchanged_source_tells_the_code_as_given_from_an_edit(tmp_path):
+    def define(source, name):
+        path = tmp_path / f"{name}.py"
+        path.write_text(source)
+        scope = {}
+        exec(compile(source, str(path), "exec"), scope)
+        return scope["halve"]
+
+    assert ck.unchanged_source(define(_GIVEN + "\n\n", "given_blank_lines"), _GIVEN)          # blank edges aside
+    assert ck.unchanged_source(define(_GIVEN.replace("bug\n", "bug   \n"), "trailing"), _GIVEN)
+    assert not ck.unchanged_source(define(_GIVEN.replace("/ 3", "/ 2"), "fixed"), _GIVEN)
+    assert not ck.unchanged_source(lambda x: x / 3, _GIVEN)
+    assert not ck.unchanged_source(len, _GIVEN)                       # no source to read: judged by behaviour

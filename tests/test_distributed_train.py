@@ -206,3 +206,39 @@ def test_nccl_one_process_equals_gloo(corpus):  # pragma: no cover - needs CUDA
     cpu = run_distributed(1, corpus=corpus, backend="gloo", timeout_s=300, **{**RECIPE, "steps": 5})
     assert cuda.backend == "nccl" and cuda.device.startswith("cuda")
     assert torch.allclose(torch.tensor(cuda.loss), torch.tensor(cpu.loss), atol=1e-3)
+
+
+_TORCHRUN_SUMMARY = """
+============================================================
+dsv3_lessons.tools.distributed_train FAILED
+------------------------------------------------------------
+Failures:
+[1]:
+  time      : 2026-12-07_13:40:01
+  rank      : 1 (local_rank: 1)
+  exitcode  : 1 (pid: 12)
+  traceback : Traceback (most recent call last):
+    File "distributed_train.py", line 3, in train_rank
+  RuntimeError: rank 1 of 2 failed at step 2: injected failure (--inject fail) on rank 1 at step 2
+------------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-12-07_13:40:01
+  rank      : 0 (local_rank: 0)
+  exitcode  : 1 (pid: 11)
+  traceback : Traceback (most recent call last):
+  torch.distributed.DistBackendError: [gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:1
+============================================================
+"""
+
+
+def test_root_cause_is_the_rank_that_failed_not_its_peer_that_lost_the_connection():
+    """torchrun names the failure it saw first; a peer whose collective broke because rank 1 died can come first."""
+    from dsv3_lessons.tools.distributed_train import _root_cause
+
+    rank, err = _root_cause(_TORCHRUN_SUMMARY)
+    assert rank == 1 and err.startswith("RuntimeError: rank 1 of 2 failed at step 2")
+    own = _TORCHRUN_SUMMARY.replace("torch.distributed.DistBackendError: [gloo/transport/tcp/pair.cc:534] Connection "
+                                    "closed by peer [127.0.0.1]:1", "ValueError: rank 0 went wrong")
+    assert _root_cause(own) == (0, "ValueError: rank 0 went wrong")           # a real error of its own stays the cause
+    assert _root_cause("no summary at all") == (None, "")

@@ -22,9 +22,11 @@ SOLUTIONS = NOTEBOOK.parent / "solutions" / "05_deepseekmoe_routing_solutions.ip
 # ---------------------------------------------------------------- 5.1 prediction
 def test_limit_prediction_checker(capsys):
     assert check_limit_prediction(___).status == NOT_ATTEMPTED
-    for right in (0, 0.0, 0.3, torch.tensor(0.0)):
+    for right in (0, 0.0, 0.01, torch.tensor(0.0)):
         r = check_limit_prediction(right)
         assert r.status == RIGHT and "never binds" in r.message and "21.4" in r.message
+    assert_wrong(check_limit_prediction(0.214), "looks like a fraction", "21.4 %")     # the code's share as a fraction
+    assert_wrong(check_limit_prediction(0.5), "could not be otherwise")                 # "about zero" is not the rule
     assert_wrong(check_limit_prediction(21.4), "official code's top-2 sum")
     assert_wrong(check_limit_prediction(31), "official code's top-2 sum")
     assert_wrong(check_limit_prediction(50), "could not be otherwise")
@@ -101,6 +103,15 @@ def _short_dropped(b, group_of, m, k):
     return keep[:, group_of]
 
 
+def _worst_groups(biased, group_of, m, k):
+    """The learner's probe: groups scored right, but the M lowest-scoring groups kept (topk with largest=False)."""
+    n_group = int(group_of.max()) + 1
+    score = torch.stack([biased[:, group_of == g].topk(min(k // m, int((group_of == g).sum())), dim=-1).values.sum(-1)
+                         for g in range(n_group)], dim=-1)
+    keep = torch.zeros_like(score, dtype=torch.bool).scatter_(1, score.topk(m, dim=-1, largest=False).indices, True)
+    return keep[:, group_of]
+
+
 def test_group_mask_checker(capsys):
     assert check_group_mask(___).status == NOT_ATTEMPTED
 
@@ -123,6 +134,7 @@ def test_group_mask_checker(capsys):
         (lambda b, go, m, k: _rule(b, go, m, k, count=k), "top_k (K_r) best"),
         (lambda b, go, m, k: placed_group_mask(b, go, m, k, reduce="mean"), "averaged"),
         (lambda b, go, m, k: ~_rule(b, go, m, k), "inverted"),
+        (_worst_groups, "WORST-scoring groups"),
         (lambda b, go, m, k: _rule(b, go, m, k)[:, ::2], "shape"),
         (lambda b, go, m, k: _rule(b, go, m, k).float(), "bool"),
         (lambda b, go, m, k: torch.ones_like(b, dtype=torch.bool), "keeps other experts than the rule"),

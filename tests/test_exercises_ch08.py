@@ -39,6 +39,8 @@ def test_81_prediction():
     above = ex.check_tokens_per_forward_prediction(6, looping)
     assert above.status == WRONG and "at most k + 1 = 5" in above.message
     assert ex.check_tokens_per_forward_prediction("4", looping).status == WRONG
+    every = ex.check_tokens_per_forward_prediction(5, looping)           # "every draft always accepted"
+    assert every.status == WRONG and "is k + 1" in every.message and f"{got:.2f}" in every.message
 
 
 # ------------------------------------------------------------------------------------------------ 8.2
@@ -95,16 +97,49 @@ def test_82_residual_without_the_clamp_is_named():
 
 
 # ------------------------------------------------------------------------------------------------ 8.3
-def _exec(source: str):
+def _exec(source: str, tmp_path=None):
+    """The function the cell defines; with ``tmp_path``, from a file, so that inspect finds its source as it does
+    in a notebook."""
     scope = {"torch": torch, "check_verify_step": lambda fn: None}
-    exec(source, scope)
+    filename = "<cell>"
+    if tmp_path is not None:
+        filename = str(tmp_path / "verify_greedy.py")
+        (tmp_path / "verify_greedy.py").write_text(source)
+    exec(compile(source, filename, "exec"), scope)
     return scope["verify_greedy"]
 
 
-def test_83_bug_hunt_unfixed_notebook_code_is_wrong():
+def test_83_bug_hunt_unfixed_notebook_code_is_wrong_with_the_symptom_only(tmp_path):
     src = notebook_cell(NOTEBOOK, "def verify_greedy")
-    r = ex.check_verify_step(_exec(src))
+    assert src.startswith(ex.VERIFY_GREEDY_WITH_BUG.strip())      # the checker knows the code as the chapter gives it
+    given = src[:src.index("check_verify_step")]
+    r = ex.check_verify_step(_exec(given, tmp_path))
+    assert r.status == WRONG and "as given" in r.message
+    assert "one more than" not in r.message and "rejected draft" not in r.message and "+ 1" not in r.message
+
+
+def test_83_the_same_bug_typed_anew_gets_the_diagnosis(tmp_path):
+    src = notebook_cell(NOTEBOOK, "def verify_greedy").replace("        m += 1", "        m = m + 1")
+    r = ex.check_verify_step(_exec(src[:src.index("check_verify_step")], tmp_path))
     assert r.status == WRONG and "one more than" in r.message and "rejected draft" in r.message
+
+
+def test_83_cases_have_a_greedy_chain_that_never_repeats():
+    for prompt, x_n, drafts, m, choice in ex._verify_cases():
+        assert choice[:m] == drafts[:m] and (m == 3 or choice[m] != drafts[m])
+        assert all(a != b for a, b in zip([x_n, *choice[:m]], choice[:m + 1]))
+
+
+def test_83_wrong_column_and_one_layer_rollback_are_caught():
+    fixed = notebook_cell(NOTEBOOK, "def verify_greedy").replace("n + m + 2", "n + m + 1")
+    shifted = fixed.replace("drafts[m] == choice[m]", "m + 1 < len(choice) and drafts[m] == choice[m + 1]")
+    assert shifted != fixed
+    r = ex.check_verify_step(_exec(shifted))
+    assert r.status == WRONG and "main model's own choice" in r.message
+    one_layer = fixed.replace("for layer_cache in cache:", "for layer_cache in cache[:1]:")
+    assert one_layer != fixed
+    r = ex.check_verify_step(_exec(one_layer))
+    assert r.status == WRONG and "layer(s) [1, 2]" in r.message and "each must be rolled back" in r.message
 
 
 def test_83_fixed_and_other_wrong_versions():
@@ -128,6 +163,8 @@ def test_84_verify_cost():
     assert r.status == NOT_ATTEMPTED and "1.85" not in r.message and "/" not in r.message
     assert ex.check_verify_cost((1 + 0.85) / 1.8 - 1).status == RIGHT
     assert ex.check_verify_cost(0.028).status == RIGHT
+    assert ex.check_verify_cost(0.03).status == RIGHT                    # "about 3 %", as the ✓ itself says
+    assert ex.check_verify_cost(0.035).status == WRONG
     pct = ex.check_verify_cost(2.78)
     assert pct.status == WRONG and "percentage" in pct.message
     diff = ex.check_verify_cost(0.05)

@@ -104,6 +104,7 @@ def test_92_other_mistakes_are_named():
     divide = lambda q, s, st: q.float() / (_right_rows(torch.ones_like(q.float()), s, st))
     assert_wrong(ex.check_dequantize_rows(divide), "MULTIPLY")
     assert_wrong(ex.check_dequantize_rows(lambda q, s, st: q.float()), "never applied")
+    assert_wrong(ex.check_dequantize_rows(lambda q, s, st: q), "stored torch.float8_e4m3fn values themselves")
     bf16 = ex.check_dequantize_rows(lambda q, s, st: _right_rows(q, s, st).to(torch.bfloat16))
     assert_wrong(bf16, "torch.bfloat16", "float32")
     whole = ex.check_dequantize_rows(lambda q, s, st: torch.zeros(s.shape[0] * 128, q.shape[1]))

@@ -110,7 +110,7 @@ def test_readout_for_matches_the_readout_after_moving_the_controls():
 
     w = kv_cache_widget()
     before, image = w.readout.value, w.image.value
-    settings = {"model": "LLaMA-3.1-405B", "context": 1024, "batch": 7, "dtype": "fp8", "kv_lora_rank": 64}
+    settings = {"model": "LLaMA-3.1-405B", "context": 1024, "batch": 8, "dtype": "fp8", "kv_lora_rank": 64}
     text = w.readout_for(**settings)
     assert (w.readout.value, w.image.value) == (before, image)      # the displayed widget is untouched
     assert text != _shown(w)

@@ -763,16 +763,45 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # ----------------------------------------------------------------------------------- launcher
+#: words of an error that a rank raises only because another rank died (its peer's socket closed, a collective
+#: timed out); such a rank is not the cause of the failure even when torchrun observed it first
+_KNOCK_ON = ("connection closed by peer", "connection reset", "broken pipe", "distbackenderror", "gloo",
+             "timed out", "timeout", "socket", "sigterm", "signal")
+
+
+def _failure_blocks(text: str) -> list[tuple[int | None, str, bool]]:
+    """(rank, last error line, whether that line is an exception) of each ``[i]:`` entry of one of torchrun's
+    failure sections (a rank killed by a signal has no traceback: its last line is then some other field)."""
+    found = []
+    for entry in re.split(r"^\s*\[\d+\]:\s*$", text, flags=re.M)[1:]:
+        entry = entry.split("=" * 20, 1)[0].split("-" * 20, 1)[0]
+        m = re.search(r"rank\s*:\s*(\d+)", entry)
+        lines = [ln.strip() for ln in entry.splitlines() if ln.strip()]
+        fields = ("time", "host", "rank", "exitcode", "error_file", "traceback")          # torchrun's own fields
+        tb = [ln for ln in lines if re.match(r"^[A-Za-z_.]+(Error|Exception|Interrupt)\b|^[A-Za-z_.]+: ", ln)
+              and not ln.startswith(fields)]
+        found.append((int(m.group(1)) if m else None, tb[-1] if tb else (lines[-1] if lines else ""), bool(tb)))
+    return found
+
+
 def _root_cause(output: str) -> tuple[int | None, str]:
-    """The rank and the last traceback line of torchrun's "Root Cause" block (None, '' if absent)."""
-    block = output.split("Root Cause (first observed failure):", 1)
-    if len(block) < 2:
+    """The failing rank and its last traceback line, from torchrun's summary (None, '' if absent).
+
+    torchrun names as root cause the failure it observed first; when that rank only failed because another one
+    died (a collective whose peer vanished), the other rank's own error is the cause and is returned instead."""
+    parts = output.split("Root Cause (first observed failure):", 1)
+    if len(parts) < 2:
         return None, ""
-    block = block[1].split("=" * 20, 1)[0]
-    m = re.search(r"rank\s*:\s*(\d+)", block)
-    lines = [ln.strip() for ln in block.splitlines() if ln.strip()]
-    tb = [ln for ln in lines if re.match(r"^[A-Za-z_.]+(Error|Exception|Interrupt)\b|^[A-Za-z_.]+: ", ln)]
-    return (int(m.group(1)) if m else None), (tb[-1] if tb else (lines[-1] if lines else ""))
+    root = _failure_blocks(parts[1])
+    others = _failure_blocks(parts[0].rsplit("Failures:", 1)[1]) if "Failures:" in parts[0] else []
+    if not root:
+        return None, ""
+    rank, err, _ = root[0]
+    if any(word in err.lower() for word in _KNOCK_ON):
+        for other_rank, other_err, raised in others:
+            if raised and not any(word in other_err.lower() for word in _KNOCK_ON):
+                return other_rank, other_err
+    return rank, err
 
 
 def run_distributed(nproc: int = 2, *, timeout_s: float = 600.0, history_path: str | Path | None = None,

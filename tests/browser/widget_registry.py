@@ -39,10 +39,4 @@ INTERESTING = {
 #: failures known today, each with its cause: the test that meets one is marked xfail(strict=True), so it
 #: turns into a failure as soon as the cause is fixed and the entry must be removed. Keys:
 #: ("open", chapter stem) for the opened-notebook checks, ("control", widget class, control) for a control.
-KNOWN_FAILURES: dict[tuple, str] = {
-    **{("open", stem, "dirty"): "the stored kernelspec says display_name 'Python 3'; Lab rewrites it to the "
-       "installed kernel's 'Python 3 (ipykernel)' when the kernel starts: run notebooks/.jupyter/normalize_notebooks.py"
-       for stem in ("00_tour", "01_kv_cache", "02_mla_latent_spaces", "03_rope_decoupling", "04_mla_inference",
-                    "05_deepseekmoe_routing", "06_load_balancing", "07_multi_token_prediction",
-                    "08_speculative_decoding", "09_fp8_training")},
-}
+KNOWN_FAILURES: dict[tuple, str] = {}

@@ -25,7 +25,6 @@ Expected values are computed from the config, from the library layer and from
 """
 from __future__ import annotations
 
-import inspect
 import math
 
 import torch
@@ -35,7 +34,7 @@ from dsv3_lessons.model.config import deepseek_v3_671b, tiny
 from dsv3_lessons.model.mla import LatentCache, MultiHeadLatentAttention, split_kv_b
 from dsv3_lessons.model.rope import apply_rope_interleaved
 
-from dsv3_lessons.course.common.checking import Wrong, as_number, call_learner, checker, hint
+from dsv3_lessons.course.common.checking import Wrong, as_number, call_learner, checker, hint, unchanged_source
 from dsv3_lessons.course.ch04_mla_inference.decode import attention_flops, build_mla
 
 __all__ = ["check_merged_output", "check_flops_ratio_prediction", "check_ragged_decode", "check_mqa_decode",
@@ -232,19 +231,6 @@ def _trial_layers() -> list[MultiHeadLatentAttention]:
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return bool(torch.allclose(a, b, atol=1e-5 * max(1.0, float(b.abs().max())), rtol=1e-4))
-
-
-def _normalised(source: str) -> str:
-    return "\n".join(line.rstrip() for line in source.strip().splitlines())
-
-
-def unchanged_source(fn, given: str) -> bool:
-    """True when ``fn``'s source is the bug hunt's code as given (trailing spaces aside); False when it was
-    edited or its source cannot be read (then the checker judges by behaviour only)."""
-    try:
-        return _normalised(inspect.getsource(fn)) == _normalised(given)
-    except (OSError, TypeError):
-        return False
 
 
 def _layer_error(exc: RuntimeError, mla, name: str) -> None:

@@ -21,12 +21,11 @@ a ✗ diagnosis that points to ``hint("5.N")``, or ✓. Expected values are comp
 """
 from __future__ import annotations
 
-import inspect
 import math
 
 import torch
 
-from dsv3_lessons.course.common.checking import Wrong, as_number, call_learner, checker, close, hint
+from dsv3_lessons.course.common.checking import Wrong, as_number, call_learner, checker, close, hint, unchanged_source
 
 __all__ = ["check_limit_prediction", "check_group_mask", "check_route", "check_bias_threshold",
            "check_cluster_design", "placed_group_mask", "route_reference", "ROUTE_WITH_BUG", "THRESHOLD_TOKEN",
@@ -37,15 +36,6 @@ def _snapshot():
     from dsv3_lessons.course.ch05_routing.snapshot import load_snapshot
 
     return load_snapshot()
-
-
-def _unchanged(fn, given: str) -> bool:
-    """True when ``fn``'s source is the bug hunt's code as given (trailing spaces aside)."""
-    norm = lambda s: "\n".join(line.rstrip() for line in s.strip().splitlines())  # noqa: E731
-    try:
-        return norm(inspect.getsource(fn)) == norm(given)
-    except (OSError, TypeError):
-        return False
 
 
 # ---------------------------------------------------------------------------------------------- 5.1
@@ -70,12 +60,16 @@ def check_limit_prediction(percent):
     why = (f"with K_r = M = {cfg.topk_group}, the K_r best experts lie in at most M groups, and each of those groups "
            f"has a best score at least the K_r-th best overall, above the best of every other group: the M groups "
            f"with the highest maxima always contain the K_r best experts, so the limit never binds")
-    if abs(x - right) < 0.5:
+    if abs(x - right) < 0.05:
         return (f"{right:.1f} % in both layers: {why}. The official code's top-2 sum changed "
                 f"{code[0]:.1f} % / {code[1]:.1f} %: in the tiny model the limit binds only because of the "
                 f"hard-coded 2.")
     if x < 0 or x > 100:
         raise Wrong(f"{x:g} is not a percentage between 0 and 100")
+    if 0 < x <= 1 and (any(abs(100 * x - c) < 3 for c in code) or abs(100 * x - sum(code) / len(code)) < 3):
+        raise Wrong(f"{x:g} looks like a fraction: the answer is a percentage, and {100 * x:g} % is about what the "
+                    f"official code's top-2 sum gives ({code[0]:.1f} % / {code[1]:.1f} %). The question is the "
+                    f"paper's rule, K_r/M = 1 best per group here; think again about where the K_r best experts lie")
     if any(abs(x - c) < 3 for c in code) or abs(x - sum(code) / len(code)) < 3:
         raise Wrong(f"you predicted {x:g} %, about what the official code's top-2 sum gives ({code[0]:.1f} % / "
                     f"{code[1]:.1f} %). The question is the paper's rule, K_r/M = 1 best per group here: it is "
@@ -86,14 +80,16 @@ def check_limit_prediction(percent):
 
 # ---------------------------------------------------------------------------------------------- 5.2
 def placed_group_mask(biased: torch.Tensor, group_of: torch.Tensor, topk_group: int, top_k: int,
-                      count: int | None = None, reduce: str = "sum", short: str = "all") -> torch.Tensor:
+                      count: int | None = None, reduce: str = "sum", short: str = "all",
+                      kept: str = "best") -> torch.Tensor:
     """V3 §2.1.2's node-limited rule for experts placed on groups by a table (exercise 5.2's answer).
 
     ``biased [n, N_r]``; ``group_of [N_r]`` the group (node) of every expert, 0 … G−1, every group non-empty. A
     group's score is the sum of its K_r/M largest biased scores (K_r = ``top_k``, M = ``topk_group``), or of all
     its scores when it holds fewer. Returns bool ``[n, N_r]``: True for the experts of the ``topk_group`` best
     groups. ``count``, ``reduce`` ("sum"/"mean") and ``short`` ("all"/"drop": a group smaller than the count
-    scores −∞) give the typical mistakes the checker diagnoses.
+    scores −∞) and ``kept`` ("best"/"worst": which groups stay) give the typical mistakes the checker
+    diagnoses.
 
     Raises ValueError if M does not divide K_r or a group is empty.
     """
@@ -112,7 +108,8 @@ def placed_group_mask(biased: torch.Tensor, group_of: torch.Tensor, topk_group: 
         best = members.topk(min(k, members.shape[1]), dim=-1).values
         scores.append(best.sum(-1) if reduce == "sum" else best.mean(-1))
     scores = torch.stack(scores, dim=-1)
-    keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, scores.topk(topk_group, dim=-1).indices, True)
+    chosen = scores.topk(topk_group, dim=-1, largest=kept == "best").indices
+    keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, chosen, True)
     return keep[:, group_of]
 
 
@@ -162,6 +159,9 @@ def _placement_mistakes(biased, group_of, m, k) -> list[tuple[torch.Tensor, str]
         (placed_group_mask(biased, group_of, m, k, short="drop"),
          f"a group holding fewer than K_r/M experts never wins in your mask (its score is −∞ or missing); the rule "
          f"scores it by the sum of all its experts"),
+        (placed_group_mask(biased, group_of, m, k, kept="worst"),
+         "your mask keeps the topk_group WORST-scoring groups (topk with largest=False, or an ascending sort): the "
+         "rule keeps the groups with the highest scores"),
         (~placed_group_mask(biased, group_of, m, k), "your mask is inverted: True must mark the experts of the "
                                                      "KEPT groups"),
     ] if per >= 1 else []
@@ -309,7 +309,7 @@ def check_route(route_fn) -> str:
     if not callable(route_fn):
         raise Wrong(f"pass your function itself (route), got {type(route_fn).__name__}")
     g = torch.Generator().manual_seed(7)
-    given, differs, tokens = _unchanged(route_fn, ROUTE_WITH_BUG), 0, 0
+    given, differs, tokens = unchanged_source(route_fn, ROUTE_WITH_BUG), 0, 0
     for gate in _trial_gates():
         u = torch.randn(64, gate.weight.shape[1], generator=g)
         with torch.no_grad():

@@ -8,8 +8,8 @@ The hidden state u_t entering each MoE layer's gate was captured from the traine
 Controls (attributes): ``passage`` (Dropdown), ``position`` (IntSlider), ``layer`` (Dropdown),
 ``n_group`` (Dropdown of group counts that split N_r evenly), ``topk_group`` and ``top_k`` (IntSliders whose
 maxima follow ``n_group``/``topk_group`` so no setting is impossible; a value clamped by a smaller maximum comes
-back when the maximum allows it again, so n_group 1 and back restores the model's routing), ``expert`` (IntSlider: which expert's
-bias to change; the figure outlines it in purple dashes at every setting, so the learner sees where Δb will land
+back when the maximum allows it again, so n_group 1 and back restores the model's routing), ``expert`` (IntSlider:
+which expert's bias to change; the figure outlines it in purple dashes at every setting, so the learner sees where Δb will land
 before moving it) and ``bias`` (FloatSlider, added to that expert's trained bias). Moving ``bias`` changes which
 experts are chosen; the weights of chosen experts stay their unbiased affinities, renormalised.
 

@@ -234,7 +234,8 @@ def check_update_bias(update_fn) -> str:
     if symptoms:
         what, detail = symptoms[0]
         ok = f"It agrees with update_bias on {len(agreed)} of {len(_CASES_6_1)} routings" + \
-            (f" ({'; '.join(agreed[:2])})" if agreed else "")
+            (f" (among them {'; '.join(agreed[:2])})" if len(agreed) > 2 else
+             f" ({'; '.join(agreed)})" if agreed else "")
         raise Wrong(f"{ok}, and differs on {len(symptoms)}. On {what}: {detail}.")
     return ("equal to dsv3_lessons.model.moe.update_bias for K_r = 1 to 4: the threshold is the mean load, "
             "K_r·n_tokens/N_r -- the author's `n_tokens/N_r` is the mean only when each token picks one expert. "

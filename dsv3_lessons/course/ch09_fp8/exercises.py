@@ -156,6 +156,9 @@ def check_dequantize_rows(fn):
             extra = (" (the whole weight? return only the shard's rows)" if got.shape[0] != length else
                      f" (the spread scale grid has {s.shape[1] * fp8.BLOCK} columns: cut it to the weight's {cols})")
             raise Wrong(f"on {where} you returned shape {tuple(got.shape)}, want {(length, cols)}{extra}")
+        if got.dtype != torch.float32 and torch.equal(got.float(), q_rows.float()):
+            raise Wrong(f"you returned the stored {got.dtype} values themselves: the scales were never applied. "
+                        f"Dequantizing multiplies each element by its block's scale, in float32")
         if got.dtype != torch.float32:
             raise Wrong(f"your result is {got.dtype}, and the values may be right: the exercise asks for float32. "
                         + ("A bf16/fp16 result rounds every weight again (8 or 11 significant bits); "

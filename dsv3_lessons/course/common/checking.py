@@ -38,6 +38,7 @@ The grader raises :class:`Wrong` for a wrong answer and returns the ✓ message 
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import numbers
 import textwrap
@@ -45,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 __all__ = ["___", "Placeholder", "Printed", "Result", "Wrong", "checker", "hint", "revealed", "as_number", "as_bool",
-           "is_placeholder", "call_learner", "NOT_ATTEMPTED", "WRONG", "RIGHT", "close"]
+           "is_placeholder", "call_learner", "unchanged_source", "NOT_ATTEMPTED", "WRONG", "RIGHT", "close"]
 
 NOT_ATTEMPTED, WRONG, RIGHT = "not attempted", "wrong", "right"
 
@@ -199,6 +200,17 @@ def call_learner(fn: Callable[..., Any], *args: Any) -> Any:
     if is_placeholder(out) or (out is None and _mentions_placeholder(fn)):
         raise NotImplementedError
     return out
+
+
+def unchanged_source(fn: Callable[..., Any], given: str) -> bool:
+    """True when ``fn``'s source is a bug hunt's code as given (trailing spaces and blank edges aside), so the
+    checker can answer with the symptom only; False when it was edited or its source cannot be read (a lambda
+    typed at a prompt, a builtin): then the checker judges by behaviour alone."""
+    norm = lambda text: "\n".join(line.rstrip() for line in text.strip().splitlines())  # noqa: E731
+    try:
+        return norm(inspect.getsource(fn)) == norm(given)
+    except (OSError, TypeError):
+        return False
 
 
 def _scalar(answer: Any) -> Any:
