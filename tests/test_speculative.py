@@ -228,6 +228,19 @@ def test_widget_reports_and_reacts(model):
     assert ("abcab", 0.0, 3) in w.cache and len(w.cache) == 2
 
 
+def test_widget_tags_only_its_inputs_for_the_page(model):
+    """The prompt limits and the busy line are HTML a learner reads: the browser suite drives every element tagged
+    dsv3-control-*, and it failed on 'limits' ("no way to drive a HTML") before display-only text was left out."""
+    import ipywidgets
+    from dsv3_lessons.course.ch08_speculative.widget import SpeculativeWidget
+
+    w = SpeculativeWidget(model, _Tok(), prompt="abcab", max_new_tokens=12)
+    tagged = {c for part in vars(w).values() if isinstance(part, ipywidgets.Widget)
+              for c in part._dom_classes if c.startswith("dsv3-control-")}
+    assert tagged == {"dsv3-control-prompt", "dsv3-control-temperature", "dsv3-control-k"}
+    assert list(w.controls) == ["prompt", "temperature", "k"]
+
+
 def test_widget_caches_settings_and_gives_the_same_numbers_again(model):
     from dsv3_lessons.course.ch08_speculative.widget import SpeculativeWidget
 

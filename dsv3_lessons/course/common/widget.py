@@ -84,8 +84,10 @@ class ReportWidget(widgets.VBox):
         """``{attribute name: control}`` for ``controls``; tags every input (controls and e.g. a Play linked to
         one) and the outputs with CSS classes for the browser tests."""
         names: dict[int, str] = {}
+        shown_only = (widgets.HTML, widgets.HTMLMath, widgets.Label)     # text a learner reads, not an input
         for name, value in vars(self).items():
-            if isinstance(value, widgets.ValueWidget) and value is not self.readout and value is not self.image:
+            if (isinstance(value, widgets.ValueWidget) and not isinstance(value, shown_only)
+                    and value is not self.readout and value is not self.image):
                 names.setdefault(id(value), name)
         unnamed = [type(c).__name__ for c in controls if id(c) not in names]
         if unnamed:
