@@ -239,6 +239,10 @@ def test_widget_tags_only_its_inputs_for_the_page(model):
               for c in part._dom_classes if c.startswith("dsv3-control-")}
     assert tagged == {"dsv3-control-prompt", "dsv3-control-temperature", "dsv3-control-k"}
     assert list(w.controls) == ["prompt", "temperature", "k"]
+    before = w.readout.value
+    w.prompt.value = "bcab"              # the readout names the prompt, so a new prompt always shows, even when
+    assert "continuation of &#x27;bcab&#x27;" in w.readout.value or "continuation of 'bcab'" in w.readout.value
+    assert w.readout.value != before     # a briefly trained model continues two prompts with the same text
 
 
 def test_widget_caches_settings_and_gives_the_same_numbers_again(model):

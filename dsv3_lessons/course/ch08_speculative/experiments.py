@@ -57,7 +57,7 @@ def speculative_report(model, tokenizer, prompt: str, temperature: float, k: int
                        seed: int = 0) -> dict:
     """What the chapter-08 widget shows for one setting: decode ``prompt`` speculatively, count what it saves.
 
-    Returns ``text`` (the continuation), ``k``, ``temperature``, ``acceptance_rates`` (per draft position: the
+    Returns ``prompt``, ``text`` (the continuation), ``k``, ``temperature``, ``acceptance_rates`` (per draft position: the
     fraction of verify steps that accepted d_1 … d_j), ``mean_accepted_length`` (1 + Σ rates, tokens per verify
     step), ``tokens_per_forward`` (new tokens per main-model forward, the prefill included), ``main_forwards``
     and ``plain_forwards`` (what plain decoding needs for the same tokens: one forward per token). All counts:
@@ -69,7 +69,7 @@ def speculative_report(model, tokenizer, prompt: str, temperature: float, k: int
         raise ValueError("prompt is empty: type at least one character")
     ids = torch.tensor([tokenizer.encode(prompt)])
     out, stats = speculative_generate(model, ids, max_new_tokens, k=k, temperature=temperature, seed=seed)
-    return {"text": tokenizer.decode(out[0, ids.shape[1]:]), "k": k, "temperature": temperature,
+    return {"prompt": prompt, "text": tokenizer.decode(out[0, ids.shape[1]:]), "k": k, "temperature": temperature,
             "acceptance_rates": stats.acceptance_rates, "mean_accepted_length": stats.mean_accepted_length,
             "tokens_per_forward": stats.tokens_per_forward, "main_forwards": stats.main_forwards,
             "plain_forwards": stats.new_tokens, "new_tokens": stats.new_tokens}

@@ -165,7 +165,7 @@ class SpeculativeWidget(ReportWidget):
                 f"{report['new_tokens']} new tokens took {report['main_forwards']} main-model forwards "
                 f"(plain decoding: {report['plain_forwards']}). These are counts, the same on any machine;\n"
                 f"wall-clock speed also pays for the drafts and the longer verify: section 6 measures it.\n"
-                f"continuation:\n{_wrap(repr(report['text']))}")
+                f"continuation of {report['prompt']!r}:\n{_wrap(repr(report['text']))}")
 
     def render_error(self, exc: ValueError) -> bytes:
         """A rejected prompt greys the figure: the bars are hidden and the figure says why."""
