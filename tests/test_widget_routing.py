@@ -170,3 +170,21 @@ def test_explore_route_at_every_corner_of_the_controls(snap):
                     assert abs(sum(r.weights) - cfg.routed_scaling_factor) < 1e-5
                     n += 1
     assert n == 2 ** 5 * len(valid_group_counts(cfg.n_routed_experts)) * 4
+
+
+def test_captions_follow_the_last_row_when_the_figure_is_padded(snap):
+    """The explorer keeps one image height for every n_group (the tallest layout's), so with n_group = 2 the
+    figure has room to spare: the captions stay under the last row and the spare room is at the bottom (the
+    browser review saw a blank band between the rows and the captions)."""
+    from dsv3_lessons.course.ch05_routing.figures import RoutingFigure, routing_canvas
+
+    w = routing_explorer(snap)
+    w.n_group.value = 2
+    fig = w._drawings[(2, 4)]
+    assert fig.height > routing_canvas(2, 4)[1] + 1.0           # padded: this layout is shorter than n_group = 4's
+    last_row_bottom = fig.top - fig.row_h - fig.row_h * 0.4
+    first, *_, last = (t.get_position()[1] for t in fig.caption)
+    assert 0.5 < last_row_bottom - first < 2.0                  # right under the rows (as unpadded)
+    assert last > 0.5                                           # and inside the canvas
+    natural = RoutingFigure(2, 4, pyplot=False)                 # unpadded: the chapter's figures keep their place
+    assert natural.caption[0].get_position()[1] == pytest.approx(1.15)

@@ -123,7 +123,11 @@ class RoutingFigure:
         x_side = _X_CELLS + per_group * cw + 0.7
         self.side_text = ax.text(x_side, top + 0.35, "", ha="left", va="top", fontsize=9.5, zorder=3,
                                  family="DejaVu Sans") if self.side else None
-        self.caption = [ax.text(0.3, 1.15 - 0.5 * k, "", ha="left", va="center", fontsize=9.5) for k in range(3)]
+        # the captions sit right under the last row, so a figure padded to a taller layout's height (the widget
+        # keeps one height for every n_group) has its blank space at the bottom, not between rows and captions
+        y_caption = top - (n_group - 1) * row_h - row_h - 0.75
+        self.caption = [ax.text(0.3, y_caption - 0.5 * k, "", ha="left", va="center", fontsize=9.5)
+                        for k in range(3)]
 
     def update(self, report, token_label: str = "token $u_t$", title: str | None = None,
                bias_expert: int | None = None, bias_delta: float = 0.0):
