@@ -24,7 +24,11 @@ from dsv3_lessons.course.ch09_fp8.experiments import (_FMT_LABEL, GRANULARITIES,
                                                      outlier_label)
 
 __all__ = ["draw_fp8_grids", "plot_representable_values", "ErrorReportFigure", "plot_error_report", "share_label",
-           "plot_accumulation_sweep", "draw_promotion", "plot_loss_curves"]
+           "plot_accumulation_sweep", "draw_promotion", "draw_mixed_precision", "plot_loss_curves"]
+
+#: box colours by number format in :func:`draw_mixed_precision` (FP8 light orange, BF16 the activation blue,
+#: FP32 light green); operations stay white.
+PRECISION_COLOURS = {"FP8": "#fde0b0", "BF16": PALETTE["tensor"], "FP32": "#c8ead9"}
 
 
 def _grid(ax, rows: int, cols: int, br: int, bc: int, face: str, y0: float, partial_face: str) -> None:
@@ -276,6 +280,60 @@ def draw_promotion(k: int = 7168, n_c: int = fp8.BLOCK, bits: int = 14):
     dg.text(prev + 1.8, y_acc, "C[m, n]", fontsize=10.5, ha="left")
     dg.text(11.5, 0.45, "s_x: scale of token m's 1×128 activation tile c;  s_w: scale of the 128×128 weight block "
                         "(row block of n, column block c)", fontsize=9.5)
+    return dg
+
+
+def draw_mixed_precision(block: int = fp8.BLOCK):
+    """V3 Fig. 6 as a diagram: the number formats around one linear layer in training.
+
+    Three lanes, one per GEMM, each with its two inputs on the left, the FP8 GEMM (products of FP8 inputs, sums
+    kept in FP32, §3.3.2) in the middle and its output on the right:
+
+    - Fprop: the BF16 input x, quantized in 1×``block`` tiles, times the FP32 master weight W, quantized in
+      ``block``×``block`` blocks; the output y leaves in BF16. The FP8 x is cached for Wgrad (§3.3.3).
+    - Dgrad: the output gradient ∂y (BF16, quantized in 1×``block`` tiles) times the same FP8 W gives ∂x (BF16)
+      for the layer below.
+    - Wgrad: ∂y and the cached FP8 x, both re-tiled ``block``×1 (along the tokens, the dimension this GEMM sums
+      over), give ∂W in FP32; AdamW, with its moments in BF16, updates the FP32 master weight.
+
+    Box colours give the format (:data:`PRECISION_COLOURS`), rounded white boxes are operations. The course's
+    :class:`dsv3_lessons.model.fp8.FP8Linear` follows this dataflow with fake quantization and exact FP32 sums.
+    Returns the :class:`Diagram`. Raises ValueError for ``block`` < 1.
+    Source: V3 report §3.3, Fig. 6; §3.3.3 (BF16 optimizer moments, FP32 master weights and gradients).
+    """
+    from matplotlib.patches import Patch
+
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}")
+    c = PRECISION_COLOURS
+    dg = Diagram(width=21.0, height=11.0, title="FP8 around one linear layer in training (V3 Fig. 6)")
+    tile, blk, col = f"1×{block} tiles", f"{block}×{block} blocks", f"{block}×1 tiles"
+    lanes = (
+        ("Fprop", 9.0, ("input x", "BF16", tile), ("master W", "FP32", blk), ("output y", "BF16"),
+         "to the layer above;\nx kept in FP8\nfor Wgrad"),
+        ("Dgrad", 5.6, ("gradient ∂y", "BF16", tile), ("W (from Fprop)", "FP8", "transposed:\nthe same blocks"), ("gradient ∂x", "BF16"),
+         "to the layer below"),
+        ("Wgrad", 2.2, ("gradient ∂y", "BF16", col), ("cached x", "FP8", f"re-tiled\n{col}"),
+         ("gradient ∂W", "FP32"), "AdamW (moments\nBF16) updates the\nFP32 master W"),
+    )
+    for name, y, in_a, in_b, out, after in lanes:
+        gemm = dg.box(10.0, y, 3.4, 1.9, f"{name}\nFP8 × FP8 GEMM\nsums in FP32", "op", name=name, fontsize=10)
+        for (label, fmt, how), dy in zip((in_a, in_b), (0.75, -0.75)):
+            src = dg.box(1.9, y + dy, 3.2, 1.1, f"{label}\n{fmt}", "tensor", name=f"{name}:{label}", color=c[fmt],
+                         fontsize=10)
+            text = how if fmt == "FP8" else f"→ FP8 E4M3\n{how}"    # an FP8 input is only reused or re-laid out
+            q = dg.box(5.7, y + dy, 3.0, 1.1, text, "op", name=f"{name}:{label}:q", fontsize=9.5)
+            dg.arrow(src.right, q.left)
+            dg.arrow(q.right, (gemm.left[0], y + dy * 0.6), color=PALETTE["orange"])
+        label, fmt = out
+        o = dg.box(14.2, y, 2.8, 1.1, f"{label}\n{fmt}", "tensor", name=f"{name}:out", color=c[fmt], fontsize=10)
+        dg.arrow(gemm.right, o.left)
+        dg.arrow(o.right, (16.1, y))
+        dg.text(16.2, y, after, fontsize=9.5, ha="left")
+    dg.text(10.5, 0.35, f"orange arrows carry FP8 (E4M3) operands; every 1×{block} tile and {block}×{block} block "
+                        "has its own FP32 scale", fontsize=9.5)
+    handles = [Patch(facecolor=c[f], edgecolor="#333333", label=f) for f in ("FP32", "BF16", "FP8")]
+    dg.ax.legend(handles=handles, loc="upper right", fontsize=9.5, framealpha=0.95, ncols=3)
     return dg
 
 
