@@ -262,6 +262,25 @@ def test_padded_balance_loss_checker():
 
     assert_wrong(check_padded_balance_loss(mask_only_f), "P_i averages the normalised scores over the padding")
 
+    def mask_one(s, i, m, a, mask_f=True, mask_p=True):        # one n for both; the mask in one of the sums only
+        b, t, n_r = s.shape
+        mf = m.float()
+        n = mf.sum(1, keepdim=True)
+        hits = torch.zeros(b, t, n_r).scatter_(2, i, 1.0)
+        f = (hits * mf[..., None] if mask_f else hits).sum(1) * n_r / (i.shape[-1] * n)
+        s_norm = s / s.sum(-1, keepdim=True)
+        p = (s_norm * mf[..., None] if mask_p else s_norm).sum(1) / n
+        return (a * (f * p).sum(-1))[m.any(1)].mean()
+
+    # learner report (round 2): masking only P, or only f, got a generic "differs"; each is named now
+    r = check_padded_balance_loss(lambda s, i, m, a: mask_one(s, i, m, a, mask_f=False))
+    assert_wrong(r, "f_i still counts the masked (padding) positions as load")
+    assert "P_i" not in r.message
+    r = check_padded_balance_loss(lambda s, i, m, a: mask_one(s, i, m, a, mask_p=False))
+    assert_wrong(r, "P_i still sums the normalised scores over the masked (padding) positions")
+    assert "f_i" not in r.message
+    assert check_padded_balance_loss(mask_one).status == RIGHT
+
     def all_rows(s, i, m, a):                                  # the empty row counts as 0
         per = [sequence_balance_loss(s[b][m[b]][None], i[b][m[b]][None], a) if m[b].any() else s.sum() * 0
                for b in range(s.shape[0])]

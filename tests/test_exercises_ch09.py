@@ -82,7 +82,10 @@ def test_92_dequantize_rows():
     assert ex.check_dequantize_rows(ex.___).status == NOT_ATTEMPTED
     stub = notebook_cell(NOTEBOOK, "def dequantize_rows")
     scope = {"check_dequantize_rows": lambda fn: None, "torch": torch}
-    exec(stub.split("\n", 1)[1], scope)                                 # the stored cell, without its import line
+    body = stub.split("\n")
+    while not body[0].startswith("def "):                              # the stored cell, without its import
+        body.pop(0)
+    exec("\n".join(body), scope)
     assert ex.check_dequantize_rows(scope["dequantize_rows"]).status == NOT_ATTEMPTED
     assert ex.check_dequantize_rows(lambda q, s, st: q.float() * ex.___).status == NOT_ATTEMPTED
     r = ex.check_dequantize_rows(_right_rows)
@@ -96,6 +99,9 @@ def test_92_the_shard_counted_as_its_own_matrix_is_named():
     assert_wrong(r, "multiple of 128", "shifted by 64 rows", "start = 192")
     from_zero = lambda q, s, st: q.float() * _spread_from(s, 0, q.shape[0], q.shape[1])
     assert_wrong(ex.check_dequantize_rows(from_zero), "as if it started at row 0")
+    one_block_row = lambda q, s, st: q.float() * s.float()[st // 128].repeat_interleave(128)[:q.shape[1]]
+    assert_wrong(ex.check_dequantize_rows(one_block_row), "start = 0", "scales of one block row",
+                 "from shard row 128 on (global row 128)")
 
 
 def test_92_other_mistakes_are_named():
@@ -183,7 +189,7 @@ def test_93_other_wrong_fixes_are_named():
     no_floor = _exec_function(fixed.replace(".clamp(min=1e-4)", ""))
     assert_wrong(ex.check_block_quantizer(no_floor), "NaN", "all-zero block", "floor")
     floor_grid = _exec_function(fixed.replace("ceil_mode=True", "ceil_mode=False"))
-    assert_wrong(ex.check_block_quantizer(floor_grid), "⌈rows/128⌉")
+    assert_wrong(ex.check_block_quantizer(floor_grid), "last 44 columns lie in no block", "get no scale")
     per_elem_wrong = _exec_function(fixed.replace("scale_inv.repeat_interleave(block, 0)[:R].repeat_interleave(block, 1)",
                                                   "scale_inv.repeat(block, block)[:R]"))   # tiled, not spread
     assert_wrong(ex.check_block_quantizer(per_elem_wrong), "scale_inv now equals the library's", "own block's scale")
@@ -191,6 +197,41 @@ def test_93_other_wrong_fixes_are_named():
     assert_wrong(ex.check_block_quantizer(fp32), "float8_e4m3fn")
     assert ex.check_block_quantizer(ex.___).status == NOT_ATTEMPTED
     assert_wrong(ex.check_block_quantizer(lambda w: w), "pair (q, scale_inv)")
+
+
+FLOOR_GRIDS = {"R // block": "(R // block, C // block)", "int(R / block)": "(int(R / block), int(C / block))",
+               "math.floor(R / block)": "(math.floor(R / block), math.floor(C / block))"}
+
+
+@pytest.mark.parametrize("grid", list(FLOOR_GRIDS))
+def test_93_a_grid_rounded_down_is_named_by_its_symptom(grid):
+    """Learner report (round 2): a fix that takes the floor after the division got a generic ✗ (the RuntimeError
+    and the checkpoint's grid formula). It now says which rows/columns lie in no block; no formula, no fix."""
+    old = "(-(-R // block), -(-C // block))"
+    src = _unfixed_source()
+    assert old in src
+    r = ex.check_block_quantizer(_exec_function(src.replace(old, FLOOR_GRIDS[grid])))
+    assert_wrong(r, "576×300", "your block grid stops at the last whole block", "the last 44 columns lie in no block",
+                 "get no scale")
+    assert "⌈" not in r.message and "ceil" not in r.message and "//" not in r.message
+    only_rows = _exec_function(src.replace(old, FLOOR_GRIDS[grid].replace("C / block", "C / block + 0.999")
+                                           .replace("C // block", "-(-C // block)")))
+    assert_wrong(ex.check_block_quantizer(only_rows), "the last 64 rows lie in no block")
+
+
+def test_93_a_returned_grid_rounded_down_or_one_too_large_is_named():
+    old = "(-(-R // block), -(-C // block))"
+    src = _unfixed_source()
+    line = "repeat_interleave(block, 1)[:, :C]\n"
+    padded_s = src.replace(line, line + "    s = F.pad(s, (0, C - s.shape[1], 0, R - s.shape[0]), value=1.0)\n")
+    assert padded_s != src
+    r = ex.check_block_quantizer(_exec_function(padded_s.replace(old, "(R // block, C // block)")))
+    assert_wrong(r, "scale_inv is 4 × 2", "the last 64 rows and the last 44 columns lie in no block")
+    r = ex.check_block_quantizer(_exec_function(src.replace(old, "(R // block + 1, C // block + 1)")))
+    assert_wrong(r, "256×384 weight (a multiple of 128 both ways)", "scale_inv is 3 × 4", "covering no element")
+    r = ex.check_block_quantizer(_exec_function(src.replace("F.adaptive_max_pool2d(weight.abs()[None], grid)[0]",
+                                                            "F.max_pool2d(weight.abs()[None], block)[0]")))
+    assert_wrong(r, "lie in no block")
 
 
 def test_93_shapes_include_the_authors_and_partial_blocks():
@@ -225,6 +266,7 @@ def test_94_answer_and_each_named_mistake_are_what_they_claim():
     assert m["exact"] == sum(terms) == 2.96875
     assert m["round to nearest"] == _by_hand(terms, nearest=True) == 3.1875
     assert m["first chunk lost"] == 7 * 8 / 32
+    assert m["nine-term first chunk"] == _by_hand(terms[:9], promote=None) + _by_hand(terms[9:]) == 1 + 55 / 32
     assert len(set(m.values()) | {2.75}) == len(m) + 1                # every diagnosis is told apart
 
 
@@ -237,6 +279,7 @@ def test_94_promoted_sum():
     assert_wrong(ex.check_promoted_sum(2.96875), "exact sum")
     assert_wrong(ex.check_promoted_sum(3.1875), "rounding to nearest", "truncates")
     assert_wrong(ex.check_promoted_sum(1.75), "first chunk does not hand over 0")
+    assert_wrong(ex.check_promoted_sum(2.71875), "the 1 is itself one of the first chunk's 8 terms")
     for unexplained in (1.5, 1.125, 3.0):                             # no story invented for these
         r = ex.check_promoted_sum(unexplained)
         assert_wrong(r, "is not it")

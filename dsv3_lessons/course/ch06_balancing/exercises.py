@@ -52,7 +52,7 @@ BUG_6_1 = '''def rebalance_(bias, expert_ids, gamma):
 #: Exercise 6.1: the author's test, shown under the function in the notebook (it passes).
 AUTHOR_TEST_6_1 = '''b = torch.zeros(3)                                          # 6 tokens, one expert each, 3 experts
 rebalance_(b, torch.tensor([[0], [0], [0], [1], [1], [2]]), gamma=0.1)
-assert torch.allclose(b, torch.tensor([-0.1, 0.0, 0.1]))   # busiest down, at the mean stays, idle up
+assert torch.allclose(b, torch.tensor([-0.1, 0.0, 0.1]))  # busiest down, at the mean stays, idle up
 print("the author's test passes:", [round(v, 2) for v in b.tolist()])
 '''
 
@@ -387,8 +387,9 @@ def _per_sequence_oracle(scores, indices, mask, alpha) -> torch.Tensor:
 
 def _variants(scores, indices, mask, alpha) -> dict[tuple[str, str, str], torch.Tensor]:
     """Every combination of how f_i and P_i treat padding and how the sequences are combined, keyed by
-    ``(f, P, average)``: f/P in {"real/n", "real/T", "all/T"} (sum over the real tokens divided by their number n,
-    the same sum divided by the padded T, every position over T); average in {"mean", "mean of all rows",
+    ``(f, P, average)``: f/P in {"real/n", "real/T", "all/T", "all/n"} (sum over the real tokens divided by their
+    number n, the same sum divided by the padded T, every position over T, every position over n: the mask applied
+    to the count but not to the sum); average in {"mean", "mean of all rows",
     "length-weighted", "sum"}; plus ("pooled", "pooled", "pooled") = the batch-wise loss of the real tokens."""
     from dsv3_lessons.model.moe import batch_balance_loss
 
@@ -401,10 +402,12 @@ def _variants(scores, indices, mask, alpha) -> dict[tuple[str, str, str], torch.
     with torch.no_grad():
         f = {"real/n": (hits * m[..., None]).sum(1) * n_r / (k * n[:, None]),
              "real/T": (hits * m[..., None]).sum(1) * n_r / (k * t),
-             "all/T": hits.sum(1) * n_r / (k * t)}
+             "all/T": hits.sum(1) * n_r / (k * t),
+             "all/n": hits.sum(1) * n_r / (k * n[:, None])}
         p = {"real/n": (s_norm * m[..., None]).sum(1) / n[:, None],
              "real/T": (s_norm * m[..., None]).sum(1) / t,
-             "all/T": s_norm.mean(1)}
+             "all/T": s_norm.mean(1),
+             "all/n": s_norm.sum(1) / n[:, None]}
         nonempty = n > 0
         out = {}
         for fk, fv in f.items():
@@ -412,7 +415,7 @@ def _variants(scores, indices, mask, alpha) -> dict[tuple[str, str, str], torch.
                 per_seq = alpha * (fv * pv).sum(-1)                          # [B], NaN for an empty row (real/n)
                 real = per_seq[nonempty]
                 out[(fk, pk, "mean")] = real.mean()
-                out[(fk, pk, "mean of all rows")] = torch.nan_to_num(per_seq, nan=0.0).mean()
+                out[(fk, pk, "mean of all rows")] = torch.where(nonempty, per_seq, 0.0).mean()
                 out[(fk, pk, "length-weighted")] = (real * n[nonempty]).sum() / n.sum()
                 out[(fk, pk, "sum")] = real.sum()
         out[("pooled", "pooled", "pooled")] = batch_balance_loss(scores[mask], indices[mask], alpha)
@@ -422,10 +425,16 @@ def _variants(scores, indices, mask, alpha) -> dict[tuple[str, str, str], torch.
 _F_WORDS = {"real/T": "f_i counts the real tokens but divides by the padded length T: each sequence's T is its own "
                       "number of real tokens, so a short sequence's load comes out too small",
             "all/T": "f_i counts the padding positions as load: the forward pass routed them (here to the first "
-                     "K_r experts), but they are not tokens of the sequence"}
+                     "K_r experts), but they are not tokens of the sequence",
+            "all/n": "f_i still counts the masked (padding) positions as load: you divide by the number of real "
+                     "tokens, but the count of selections runs over every position, so the experts the padding "
+                     "was routed to look busier (a short sequence's f_i no longer sums to N_r)"}
 _P_WORDS = {"real/T": "P_i sums the real tokens' normalised scores but divides by the padded length T instead of "
                       "the sequence's own number of real tokens",
-            "all/T": "P_i averages the normalised scores over the padding positions too"}
+            "all/T": "P_i averages the normalised scores over the padding positions too",
+            "all/n": "P_i still sums the normalised scores over the masked (padding) positions: you divide by the "
+                     "number of real tokens, but the sum runs over every position, so a short sequence's P_i "
+                     "no longer sums to 1"}
 _AVG_WORDS = {"mean of all rows": "the row that is all padding counts in your average (as 0): it is not a "
                                   "sequence; average over the rows that have real tokens",
               "length-weighted": "you weighted each sequence by its length (a mean over tokens); the loss is a plain "

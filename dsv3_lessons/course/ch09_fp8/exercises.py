@@ -14,13 +14,16 @@ fire for the answer the mistake really gives.
   library's dequantize functions are switched off while it runs;
 * 9.3 (bug hunt, code) a block quantizer that takes its block maxima with ``adaptive_max_pool2d``: right on
   every shape that is a multiple of 128 (the author's test), wrong on partial blocks (SPEC §9, "block grid for
-  non-divisible shapes"); the ✗ on the unfixed code states the symptom only;
+  non-divisible shapes"); the ✗ on the unfixed code states the symptom only, and so does the ✗ on a "fix" whose
+  grid rounds down (``n // 128``, ``int(n / 128)``, pooling without the partial window): which rows and columns
+  lie in no block;
 * 9.4 (by hand, two steps) a 4-bit truncating accumulator with promotion every 8 terms summing 1 and 63 × 1/32:
   swamping inside the first chunk, exact sums in the fresh ones.
 """
 from __future__ import annotations
 
 import contextlib
+import re
 
 import torch
 
@@ -181,6 +184,11 @@ def check_dequantize_rows(fn):
                         f"but on {where} your scales are shifted by {start % fp8.BLOCK} rows: you count the shard's "
                         f"rows in blocks of 128 from its own first row, first wrong at shard row {first_bad} "
                         f"(global row {start + first_bad}, which lies in block row {(start + first_bad) // fp8.BLOCK})")
+        one_row = q_rows.float() * _scales_from(s, start // fp8.BLOCK, 0, 1, cols).expand(length, cols)
+        if torch.allclose(got, one_row, rtol=1e-6):
+            raise Wrong(f"on {where} every row of your shard gets the scales of one block row, the one its first "
+                        f"row lies in; from shard row {first_bad} on (global row {start + first_bad}) the rows lie "
+                        f"in the next block row, with other scales")
         if torch.allclose(got, from_zero, rtol=1e-6):
             raise Wrong(f"on {where} your shard uses the scales of block rows 0, 1, … as if it started at row 0 of the "
                         f"weight: start says where it really starts")
@@ -213,6 +221,25 @@ def _divisible(shape) -> bool:
     return all(n % fp8.BLOCK == 0 for n in shape)
 
 
+def _dropped_edges(shape, error: str | None) -> str | None:
+    """The diagnosis of a block grid that rounds DOWN (``n // 128``, ``int(n / 128)``, pooling without the last
+    partial window): the rows and columns past the last whole block get no block, hence no scale. ``error``: the
+    message of the exception the learner's function raised (it names the short extent, a multiple of 128), or None
+    when the grid was returned (its shape already says so). None when the symptom does not fit."""
+    short = [(n // fp8.BLOCK) * fp8.BLOCK for n in shape]
+    partial = [n % fp8.BLOCK for n in shape]
+    sizes = set(short) if error is None else {int(x) for x in re.findall(r"\d+", error)}
+    dropped = [bool(p) and n in sizes for p, n in zip(partial, short)]
+    if not any(dropped):
+        return None
+    if error is None:
+        dropped = [bool(p) for p in partial]
+    edges = [f"the last {p} {what}" for p, what, d in zip(partial, ("rows", "columns"), dropped) if d]
+    return (f"your block grid stops at the last whole block, so {' and '.join(edges)} lie in no block: nothing "
+            f"ever computes their maximum, and they get no scale (the checkpoint's grid keeps the partial "
+            f"block at each edge, smaller than 128 but a block of its own)")
+
+
 @checker("9.3", hint="the author tested one shape. Run the function on other shapes and compare q·scale_inv with "
                      "the weight (or scale_inv with the library's) block by block: where does it go wrong first?",
          more=["try a weight of 576×300 (V3's kv_a_proj_with_mqa has 576 rows): compare scale_inv with "
@@ -233,6 +260,10 @@ def check_block_quantizer(fn):
         except NotImplementedError:
             raise
         except (RuntimeError, IndexError) as exc:
+            dropped = _dropped_edges(w.shape, str(exc))
+            if dropped:
+                raise Wrong(f"on a {shape} weight your function raised {type(exc).__name__} ({exc}): {dropped}") \
+                    from None
             raise Wrong(f"on a {shape} weight your function raised {type(exc).__name__} ({exc}); the checkpoint's "
                         f"grid for it is ⌈rows/128⌉ × ⌈cols/128⌉ = {fp8.block_grid(w.shape)}") from None
         if not (isinstance(out, tuple) and len(out) == 2 and all(isinstance(t, torch.Tensor) for t in out)):
@@ -240,6 +271,14 @@ def check_block_quantizer(fn):
         q, s = out
         q_ref, s_ref = fp8.quantize_blocks(w)
         if tuple(q.shape) != tuple(w.shape) or tuple(s.shape) != tuple(s_ref.shape):
+            grid = tuple(s.shape)
+            if len(grid) == 2 and grid == tuple(n // fp8.BLOCK for n in w.shape) != tuple(s_ref.shape):
+                raise Wrong(f"on a {shape} weight your scale_inv is {grid[0]} × {grid[1]}: "
+                            + _dropped_edges(w.shape, None))
+            if len(grid) == 2 and _divisible(w.shape) and grid == tuple(n // fp8.BLOCK + 1 for n in w.shape):
+                raise Wrong(f"on a {shape} weight (a multiple of 128 both ways) your scale_inv is {grid[0]} × "
+                            f"{grid[1]}: one block row and one block column more than the weight has, each "
+                            f"covering no element at all. A weight that divides evenly has no partial block")
             raise Wrong(f"on a {shape} weight: q {tuple(q.shape)} (want {tuple(w.shape)}), scale_inv "
                         f"{tuple(s.shape)} (the checkpoint's grid is ⌈rows/128⌉ × ⌈cols/128⌉ = {tuple(s_ref.shape)})")
         if q.dtype != torch.float8_e4m3fn:
@@ -289,6 +328,9 @@ SWAMP_MISTAKES = {
     "exact": sum(SWAMP_TERMS),                                                  # ignoring the 4 bits
     "round to nearest": _swamp(promote_every=SWAMP_PROMOTE, mode="nearest"),    # halves away from zero
     "first chunk lost": _swamp(terms=[0.0] * 8 + SWAMP_TERMS[8:], promote_every=SWAMP_PROMOTE),
+    # the 1 not counted among the first chunk's 8 terms: a first chunk of 1 + 8 × 1/32, then chunks of 8
+    "nine-term first chunk": _swamp(terms=SWAMP_TERMS[:SWAMP_PROMOTE + 1])
+                             + _swamp(terms=SWAMP_TERMS[SWAMP_PROMOTE + 1:], promote_every=SWAMP_PROMOTE),
 }
 
 
@@ -322,5 +364,9 @@ def check_promoted_sum(answer):
     if x == m["first chunk lost"]:
         raise Wrong(f"the first chunk does not hand over 0: the 1 is the first term of an empty accumulator and is "
                     f"kept exactly; only the 1/32s after it are lost")
+    if x == m["nine-term first chunk"]:
+        raise Wrong(f"{x:g} is what you get when the 1 starts the sum and {SWAMP_PROMOTE} terms of 1/32 follow "
+                    f"before the first promotion: the 1 is itself one of the first chunk's {SWAMP_PROMOTE} terms, "
+                    f"so one more 1/32 lands in a fresh accumulator")
     raise Wrong(f"{x:g} is not it: take the chunks of {SWAMP_PROMOTE} terms one at a time, truncating to "
                 f"{SWAMP_BITS} mantissa bits after every addition, and add what each chunk hands to FP32")
