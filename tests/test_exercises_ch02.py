@@ -233,6 +233,38 @@ def test_2_3_wrong_fixes_are_named(expr, causal, words, capsys):
     assert 'hint("2.3")' in capsys.readouterr().out
 
 
+def _with_scale_and_factor(expr: str, factor: str, on: str = "q"):
+    """The notebook's function with ``scale=<expr>`` passed AND ``q`` (or ``k``) multiplied by ``factor``: a fix
+    that applies a scaling twice."""
+    line = {"q": "q = torch.cat([q_c, q_r], dim=-1).transpose(1, 2)",
+            "k": "k = torch.cat([k_c, k_r.unsqueeze(2).expand_as(q_r)], dim=-1).transpose(1, 2)"}[on]
+    source = BUGGY_MLA_FORWARD.replace("is_causal=True)", f"is_causal=True, scale={expr})")
+    assert line in source and f"scale={expr}" in source
+    return _exec(source.replace(line, f"{line} * ({factor})"))
+
+
+@pytest.mark.parametrize("expr, factor, on, words", [
+    ("layer.softmax_scale", "mscale_of(layer) ** 2", "q", ["YaRN temperature is applied twice", "already holds"]),
+    ("layer.softmax_scale", "mscale_of(layer) ** 2", "k", ["YaRN temperature is applied twice"]),
+    (f"{WIDTH} ** -0.5 * mscale_of(layer) ** 2", "mscale_of(layer) ** 2", "q",
+     ["YaRN temperature is applied twice"]),
+    ("layer.softmax_scale", "mscale_of(layer)", "q", ["on top of a scale that already holds it"]),
+    ("layer.softmax_scale", "layer.softmax_scale", "q", ["softmax scale is applied twice", "scale="]),
+], ids=["q_mscale2", "k_mscale2", "explicit_scale_q_mscale2", "q_mscale", "q_softmax_scale"])
+def test_2_3_scaling_applied_twice_is_named(expr, factor, on, words, capsys):
+    r = check_mla_forward(_with_scale_and_factor(expr, factor, on))
+    _status(r, WRONG, *words)
+    assert "layer.softmax_scale" not in r.message and "0.26" not in r.message       # no fix, no number
+    assert 'hint("2.3")' in capsys.readouterr().out
+
+
+def test_2_3_mscale_squared_on_q_without_scale_is_right():
+    """The other correct fix: no scale=, q multiplied by mscale² (the kernel's default supplies the width)."""
+    fixed = _exec(BUGGY_MLA_FORWARD.replace("q = torch.cat([q_c, q_r], dim=-1).transpose(1, 2)",
+                                            "q = torch.cat([q_c, q_r], dim=-1).transpose(1, 2) * mscale_of(layer) ** 2"))
+    _status(check_mla_forward(fixed), RIGHT)
+
+
 def test_2_3_malformed():
     _status(check_mla_forward("mla_forward"), WRONG, "pass your fixed function")
     _status(check_mla_forward(lambda layer, h: h[:, :, :3]), WRONG, "must return the layer's output")
@@ -248,8 +280,9 @@ def test_2_3_hint_ladder_never_states_the_fix():
 
 
 # ------------------------------------------------------------------------------------------------ 2.4
-def _chunk_oracle(q, c_kv, k_r, w_uk, w_uv, scale, *, start=None, see_own=True):
-    """Independent oracle: one query and one head at a time, positions written out (query i at P + i)."""
+def _chunk_oracle(q, c_kv, k_r, w_uk, w_uv, scale, *, start=None, see_own=True, rope=True):
+    """Independent oracle: one query and one head at a time, positions written out (query i at P + i).
+    ``rope=False``: the keys without k^R and the queries without q^R (a named mistake)."""
     b, T, n_h, _ = q.shape
     S = c_kv.shape[1]
     P = S - T if start is None else start
@@ -259,7 +292,10 @@ def _chunk_oracle(q, c_kv, k_r, w_uk, w_uv, scale, *, start=None, see_own=True):
         n_visible = P + i + (1 if see_own else 0)
         for h in range(n_h):
             keys = torch.cat([c_kv[:, :n_visible] @ w_uk[h].T, k_r[:, :n_visible]], dim=-1)    # [b, n, d_h + d_r]
-            w = (keys @ q[:, i, h, :, None]).squeeze(-1).mul(scale).softmax(-1)                  # [b, n]
+            q_ih = q[:, i, h]
+            if not rope:
+                keys, q_ih = keys[..., :d_h], q_ih[..., :d_h]
+            w = (keys @ q_ih[..., None]).squeeze(-1).mul(scale).softmax(-1)                      # [b, n]
             out[:, i, h] = (w[:, :, None] * (c_kv[:, :n_visible] @ w_uv[h].T)).sum(1)
     return out
 
@@ -315,7 +351,24 @@ def _heads_mixed(q, c_kv, k_r, w_uk, w_uv, scale):
                          w_uv.sum(0, keepdim=True).expand(n_h, -1, -1), scale)
 
 
+def _content_only(q, c_kv, k_r, w_uk, w_uv, scale):
+    """A learner's answer that forgets k^R: W^UK folded into q^C, scores against the latent alone, right mask."""
+    b, T, n_h, _ = q.shape
+    S, d_h = c_kv.shape[1], w_uk.shape[1]
+    q_lat = torch.einsum("btih,ihc->btic", q[..., :d_h], w_uk)                 # W^UK folded into the query
+    scores = torch.einsum("btic,bjc->bitj", q_lat, c_kv) * scale
+    visible = torch.arange(S)[None, :] <= S - T + torch.arange(T)[:, None]
+    probs = scores.masked_fill(~visible, float("-inf")).softmax(-1)
+    return torch.einsum("bitj,bjc,ivc->btiv", probs, c_kv, w_uv)
+
+
 @pytest.mark.parametrize("fn, words", [
+    (_content_only, ["rope part of the score is missing", "k^R", "q^R"]),
+    (lambda *a: _chunk_oracle(*a, rope=False), ["rope part of the score is missing"]),
+    (lambda *a: _chunk_oracle(*a, start=0, rope=False),
+     ["rope part of the score is missing", "as if the chunk started at position 0"]),
+    (lambda *a: _chunk_oracle(*a, start=10 ** 6, rope=False),
+     ["rope part of the score is missing", "every query sees every key"]),
     (_square_mask, ["as if the chunk started at position 0", "P + i = 3 + i"]),
     (lambda *a: _chunk_oracle(*a, start=10 ** 6), ["every query sees every key"]),
     (lambda *a: _chunk_oracle(*a, see_own=False), ["kept from its own key"]),

@@ -344,6 +344,30 @@ def test_3_4_wrong_answers(which, hint):
     assert r.status == WRONG and hint in r.message, r.message
 
 
+@pytest.mark.parametrize("which, words", [
+    ("v3_width", ["you used 192", "V3's query/key head width", "128 + 64", "take them from its config"]),
+    ("v3_width_mscale_field", ["you used 192", "not `mscale`"]),
+    ("v3_width_not_squared", ["you used 192", "square it"]),
+    ("v3_width_no_temperature", ["you used 192", "temperature is missing"]),
+    ("v3_scale", ["V3's softmax scale", "its own head widths"]),
+], ids=lambda x: x if isinstance(x, str) else "")
+def test_3_4_v3_width_192_is_named(which, words):
+    """The head width carried over from V3 (192 = 128 + 64, the chapter's number) instead of this model's."""
+    scale, factor, ratio, m, width = closed_3_4()
+    rs = SCALE_EXERCISE_CONFIG["rope_scaling"]
+    m_all, m_rope = m(rs["mscale_all_dim"]), m(rs["mscale"])
+    v3_scale = 192 ** -0.5 * (0.1 * 1.0 * math.log(40) + 1) ** 2                 # the chapter's 0.1352338
+    assert v3_scale == pytest.approx(0.1352338, abs=1e-7)
+    answer = {"v3_width": 192 ** -0.5 * m_all ** 2, "v3_width_mscale_field": 192 ** -0.5 * m_rope ** 2,
+              "v3_width_not_squared": 192 ** -0.5 * m_all, "v3_width_no_temperature": 192 ** -0.5,
+              "v3_scale": v3_scale}[which]
+    r = check_softmax_scale((answer, factor))
+    assert r.status == WRONG and all(w in r.message for w in words), r.message
+    assert "rope-part factor" not in r.message                                 # the right factor is not blamed
+    for leak in (str(width), f"{scale:.4f}", f"{scale:.3f}", "^-1/2"):         # neither the width nor the answer
+        assert leak not in r.message, (leak, r.message)
+
+
 def test_3_4_malformed_never_raises():
     assert "pair" in check_softmax_scale(0.146).message
     assert "must be a number" in check_softmax_scale((True, 1.0)).message
@@ -371,7 +395,7 @@ def _exec(source):
 
 
 ANGLES = "angles = torch.arange(T)[:, None] * theta[None, :]"
-START = "start = keys.shape[0] - T                                       # position of the first new token"
+START = "start = keys.shape[0] - T                                 # position of the first new token"
 
 
 def _edit(*pairs):

@@ -33,13 +33,14 @@ The formulas are in the worked solutions (``notebooks/solutions/02_mla_latent_sp
 from __future__ import annotations
 
 import math
+import textwrap
 
 import torch
 
 from dsv3_lessons.course.common.checking import Wrong, as_number, call_learner, checker
 
 __all__ = ["check_key_rank_prediction", "check_keys_first_rows", "BUGGY_MLA_FORWARD", "plain_config_test",
-           "check_mla_forward", "check_chunk_attention"]
+           "check_mla_forward", "check_chunk_attention", "SPECTRA_READING", "MEAN_KEY_READING"]
 
 
 def _v3():
@@ -107,6 +108,35 @@ def check_key_rank_prediction(prediction, trained, init, d_c: int = 32):
                 f"enough, and it is. But {guess} is nearer to what random, untrained keys need ({at_init}) than to "
                 f"what training left ({measured}): training concentrated the keys far more than you expected "
                 f"{tail}. Why so few: the chapter's cell after this checker shows where the energy went.")
+
+
+def _paragraphs(text: str) -> str:
+    """``text``'s paragraphs (separated by blank lines) each joined and wrapped at 100 characters."""
+    return "\n\n".join(textwrap.fill(" ".join(p.split()), 100, break_long_words=False, break_on_hyphens=False)
+                       for p in text.strip().split("\n\n"))
+
+
+#: What the spectrum figure of exercise 2.1 shows, printed under it once the prediction is written: the chapter's
+#: prose around the exercise says what to look at, never what is there (the spectrum cell asserts each claim).
+SPECTRA_READING = _paragraphs("""
+What the figure shows. After training, the keys of all heads sit close to a subspace of a few dimensions and
+the values to a somewhat larger one, while at initialisation the energy is spread over many more directions:
+compare the dashed and solid r90 in each legend.
+
+The right panel is the one MLA's design answers: keys and values together need fewer than d_c = 32 directions
+for 90 % of their energy in both layers (the cell asserts it), so one shared latent for both is not a tighter
+squeeze than two separate ones would be. The heads did not coordinate to make this happen. Training made their
+keys and values redundant, and MLA turns that redundancy into a design: one shared latent, read by every head.
+""")
+
+#: Why layer 1's trained keys need so few directions, printed under the split into average key and rest once
+#: exercise 2.1 has a prediction (the cell asserts the claims).
+MEAN_KEY_READING = _paragraphs("""
+Why so few. In the left panel one direction of the trained layer-1 keys is far larger than all the others: this
+average key, the same for every token. Most of layer 1's keys' energy is that fixed, positional part (the
+markdown below shows why a fixed key still carries position), and the content that remains needs only a few
+directions more. Both are small next to d_c = 32.
+""")
 
 
 # ----------------------------------------------------------------------------------------------- 2.2
@@ -217,10 +247,12 @@ def check_keys_first_rows(answer):
 #: mscale²"). The layer's own ``query``/``latent`` are used, so the rotation itself is right.
 BUGGY_MLA_FORWARD = '''\
 def mla_forward(layer, h):
-    """The MLA layer's output for a whole sequence h [b, T, d] at positions 0..T-1, with PyTorch's fused attention."""
+    """The MLA layer's output for a whole sequence h [b, T, d] at positions 0..T-1,
+    with PyTorch's fused attention."""
     b, T, _ = h.shape
     pos = torch.arange(T)
-    q_c, q_r = layer.query(h, pos)                        # [b, T, n_h, d_h], [b, T, n_h, d_h^R] (rotated)
+    # [b, T, n_h, d_h], [b, T, n_h, d_h^R] (rotated)
+    q_c, q_r = layer.query(h, pos)
     c_kv, k_r = layer.latent(h, pos)                      # [b, T, d_c], [b, T, d_h^R] (rotated)
     k_c, v = layer.kv_b_proj(c_kv).unflatten(-1, (layer.n_heads, -1)).split(
         [layer.qk_nope_head_dim, layer.v_head_dim], dim=-1)
@@ -305,7 +337,9 @@ def check_mla_forward(fn):
     Run on two YaRN configs (:func:`_mla_forward_cases`) against the library layer. The unfixed code (the default
     scale 1/sqrt(d_h + d_h^R)) gets the symptom only: where the outputs agree and by how much they differ.
     Wrong fixes are named: mscale once instead of squared, the scale from the cached width d_c + d_h^R, from the
-    content width d_h alone, a scale applied on top of the default one (twice), the causal mask dropped.
+    content width d_h alone, a scale applied on top of the default one (twice), the right scale passed AND q (or
+    k, or the scores) multiplied by mscale², mscale or the softmax scale once more (twice), the causal mask
+    dropped.
     """
     from dsv3_lessons.model.rope import softmax_scale, yarn_mscale
 
@@ -338,6 +372,14 @@ def check_mla_forward(fn):
                  f"d_h + d_h^R = {width} wide"),
                 (right * width ** -0.5, "the logits are scaled twice: once by your factor and once more by the "
                                         "fused kernel's own default"),
+                (right * mscale ** 2, "the YaRN temperature is applied twice: the scale you pass already holds "
+                                      "mscale², and your extra factor on q, k or the scores multiplies the "
+                                      "logits by mscale² once more"),
+                (right * mscale, "the YaRN temperature is applied on top of a scale that already holds it: the "
+                                 "scale you pass includes mscale², and your extra factor mscale on q, k or the "
+                                 "scores multiplies the logits once more"),
+                (right * right, "the softmax scale is applied twice: once through scale= and once more on q, k "
+                                "or the scores"),
             ]
             for scale, why in variants:
                 if torch.allclose(out, _forward_with_scale(layer, h, scale), atol=1e-5):
@@ -372,11 +414,12 @@ def _chunk_inputs(b: int, P: int, T: int, n_h: int, d_h: int, d_r: int, d_c: int
 
 
 def chunk_attention_reference(q, c_kv, k_r, w_uk, w_uv, scale, *, offset: int | None = None,
-                              mask: str = "causal") -> torch.Tensor:
+                              mask: str = "causal", rope: bool = True) -> torch.Tensor:
     """Oracle of exercise 2.4: per head, explicit keys ``[k^C ; k^R]`` and a visibility mask, ``o [b, T, n_h, d_v]``.
 
     ``mask``: ``"causal"`` (query i at position P + i sees keys j <= P + i, P = ``offset`` or S − T), or, for the
-    named mistakes, ``"none"`` (every key visible) and ``"own_excluded"`` (j < P + i).
+    named mistakes, ``"none"`` (every key visible) and ``"own_excluded"`` (j < P + i). ``rope=False``, a named
+    mistake too: the score without its rope part q^R·k^R (the content part q^C·W^UK c^KV alone).
     """
     b, T, n_h, _ = q.shape
     S = c_kv.shape[1]
@@ -384,8 +427,10 @@ def chunk_attention_reference(q, c_kv, k_r, w_uk, w_uv, scale, *, offset: int | 
     d_h = w_uk.shape[1]
     k_c = torch.einsum("ihc,bjc->bjih", w_uk, c_kv)
     v_c = torch.einsum("ivc,bjc->bjiv", w_uv, c_kv)
-    logits = (torch.einsum("btih,bjih->bitj", q[..., :d_h], k_c)
-              + torch.einsum("btir,bjr->bitj", q[..., d_h:], k_r)) * scale
+    logits = torch.einsum("btih,bjih->bitj", q[..., :d_h], k_c)
+    if rope:
+        logits = logits + torch.einsum("btir,bjr->bitj", q[..., d_h:], k_r)
+    logits = logits * scale
     q_pos, k_pos = torch.arange(T)[:, None] + P, torch.arange(S)[None, :]
     if mask == "causal":
         visible = k_pos <= q_pos
@@ -419,8 +464,9 @@ def check_chunk_attention(fn):
     ``w_uk [n_h, d_h, d_c]``, ``w_uv [n_h, d_v, d_c]`` and the softmax ``scale``. Graded on :data:`CHUNK_CASES`
     against :func:`chunk_attention_reference`, then through a library layer with 8 heads and its
     :class:`~dsv3_lessons.model.mla.LatentCache` (a 5-token prompt, then a 3-token chunk). Named: the mask
-    aligned with the start of the cache (query i sees keys 0..i), no mask, each query's own key hidden, heads
-    mixed (right with one head, wrong with several), the scale left out or applied twice, wrong shapes.
+    aligned with the start of the cache (query i sees keys 0..i), no mask, each query's own key hidden, the rope
+    part q^R·k^R left out of the score (alone or with one of those masks), heads mixed (right with one head,
+    wrong with several), the scale left out or applied twice, wrong shapes.
     """
     if not callable(fn):
         raise Wrong(f"pass your function itself (check_chunk_attention(chunk_attention)), got {type(fn).__name__}")
@@ -459,6 +505,16 @@ def check_chunk_attention(fn):
         for variant, why in named:
             if torch.allclose(out, variant, atol=1e-5):
                 raise Wrong(f"{where}: {why}.")
+        no_rope = ("the rope part of the score is missing: your scores use only the content part (the latent "
+                   "through w_uk). Each key also carries the shared, rotated k^R (in k_r), which meets q^R, the "
+                   "last d_h^R channels of each query; without it the scores know no positions")
+        for extra, kwargs in (("", {}),
+                              (f"; and the mask lets query i see keys 0..i, as if the chunk started at position 0 "
+                               f"(it sits at P + i = {P} + i)", {"offset": 0}),
+                              ("; and every query sees every key", {"mask": "none"}),
+                              ("; and each query is kept from its own key", {"mask": "own_excluded"})):
+            if torch.allclose(out, chunk_attention_reference(*args, rope=False, **kwargs), atol=1e-5):
+                raise Wrong(f"{where}: {no_rope}{extra}.")
         if one_head_ok and n_h > 1:
             raise Wrong(f"{where}: right with one head, wrong with several: head i's query must meet head i's keys "
                         f"(w_uk[i]) and head i's values (w_uv[i]) only; check the head letters of your einsums")

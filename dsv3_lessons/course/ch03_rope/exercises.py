@@ -25,6 +25,7 @@ solutions.
 from __future__ import annotations
 
 import math
+import textwrap
 
 import torch
 
@@ -32,7 +33,7 @@ from dsv3_lessons.course.common.checking import ___, Wrong, as_bool, as_number, 
 
 __all__ = ["___", "YARN_EXERCISE_CONFIGS", "PLACEMENTS", "SCALE_EXERCISE_CONFIG", "BUGGY_ROPE_SCORES_STEP",
            "check_rope_spread_prediction", "check_yarn_paper_ramp", "check_rope_placements", "check_softmax_scale",
-           "prompt_test", "check_rope_scores_step", "yarn_paper_inv_freq"]
+           "prompt_test", "check_rope_scores_step", "yarn_paper_inv_freq", "ROPE_CHANNELS_READING"]
 
 
 # ================================================================================================ 3.1
@@ -73,6 +74,22 @@ def check_rope_spread_prediction(prediction, spread_rope, spread_content):
         raise Wrong(f"you predicted {guess:g}: the right direction, the rope part varies more. But it dominates far "
                     f"more than that {tail}. The figure and the weight on the previous character show why.")
     raise Wrong(f"you predicted {guess:g}: the rope part does dominate, but not by that much {tail}.")
+
+
+#: What the run of exercise 3.1 shows, printed under its figure once the prediction is written: the chapter's prose
+#: around the exercise says what to look at, never what is there (the experiment cells assert each claim).
+ROPE_CHANNELS_READING = "\n\n".join(textwrap.fill(" ".join(p.split()), 100, break_long_words=False,
+                                                break_on_hyphens=False) for p in ["""
+What the run shows. In both layers the rope part of the trained model's logits spreads wider than the content
+part, though it has only a third of the query-key channels (8 of 24); at initialisation both stay close to zero
+at every distance (the grey curves; the printed bound says how close).""", """
+Averaged over the probe, the trained rope part swings with the distance while the content part stays nearly
+flat: the content part cannot know the distance, it only sees which characters meet. Layer 0's rope part peaks at
+distance 1, and with it the attention gives the previous character more than twice the weight it gets from the
+content part alone.""", """
+A character model learned "look one step back" and put that rule in the 8 rope channels, the only place where
+position exists in MLA. That is the job V3's 64 rope channels per head do at scale, beside 128 content channels:
+the decoupled key has to be wide enough to carry the model's positional rules."""])
 
 
 # ================================================================================================ 3.2
@@ -275,6 +292,16 @@ def _temperature(s: float, coef: float) -> float:
     return 0.1 * coef * math.log(s) + 1.0
 
 
+def _v3_widths_and_scale() -> tuple[int, int, float]:
+    """V3's d_h, d_h^R (qk_nope_head_dim 128, qk_rope_head_dim 64) and softmax scale (0.1352338), from the
+    library's config: the numbers the chapter printed, which a learner may carry over to exercise 3.4's model."""
+    from dsv3_lessons.model.config import deepseek_v3_671b
+    from dsv3_lessons.model.rope import softmax_scale
+
+    c = deepseek_v3_671b()
+    return c.qk_nope_head_dim, c.qk_rope_head_dim, softmax_scale(c.qk_head_dim, c.rope_scaling)
+
+
 @checker("3.4", hint="two numbers: what multiplies the whole logit, and by how much the rope part q^R·k^R grows "
                      "relative to the content part once cos and sin carry a factor. Which vectors do cos and sin "
                      "touch?",
@@ -312,7 +339,20 @@ def check_softmax_scale(answer):
 
     problems = []
     if not near(scale, right_scale):
+        v3_d_h, v3_d_r, v3_scale = _v3_widths_and_scale()
+        v3_width = v3_d_h + v3_d_r
+        used_v3 = (f"you used {v3_width}, V3's query/key head width (d_h + d_h^R = {v3_d_h} + {v3_d_r}, the "
+                   f"chapter's number). This model's heads have their own widths: take them from its config "
+                   f"(the scale counts the channels of one query, the same as of one key)")
         scale_wrongs = [
+            (v3_scale, "that is V3's softmax scale, the chapter's number; this model has its own head widths and "
+                       "its own YaRN settings"),
+            (v3_width ** -0.5 * m_all ** 2, used_v3),
+            (v3_width ** -0.5 * m_rope ** 2, f"{used_v3}; and the softmax uses `mscale_all_dim`, not "
+                                             f"`mscale`"),
+            (v3_width ** -0.5 * m_all, f"{used_v3}; and mscale enters twice (once per side, q and k): "
+                                        f"square it"),
+            (v3_width ** -0.5, f"{used_v3}; and the YaRN temperature is missing"),
             (width ** -0.5 * m_rope ** 2, "you used the `mscale` field; the softmax uses `mscale_all_dim`"),
             (width ** -0.5 * m_all, "mscale is applied twice (once per side, q and k): square it"),
             (width ** -0.5, "the YaRN temperature is missing: the logit carries mscale(s, mscale_all_dim)²"),
@@ -360,17 +400,19 @@ def check_softmax_scale(answer):
 #: all"), and its scores against earlier keys depend on their positions instead of the distance.
 BUGGY_ROPE_SCORES_STEP = '''\
 def rope_scores_step(cache, q_raw, k_raw, theta):
-    """One serving step of the rope scores q^R·k^R: the prompt's tokens in one call, then one token per call.
-    cache: list of the rotated k^R of earlier calls ([n, d] each), extended here; q_raw, k_raw: [T, d] unrotated,
-    the T new tokens; theta: [d/2] rad/token. Returns [T, tokens so far], -inf for keys after each query."""
+    """One serving step of the rope scores q^R·k^R: the prompt's tokens in one call, then one
+    token per call. cache: list of the rotated k^R of earlier calls ([n, d] each), extended
+    here; q_raw, k_raw: [T, d] unrotated, the T new tokens; theta: [d/2] rad/token.
+    Returns [T, tokens so far], -inf for keys after each query."""
     T = q_raw.shape[0]
-    angles = torch.arange(T)[:, None] * theta[None, :]              # rotation angles of the new tokens, [T, d/2]
+    angles = torch.arange(T)[:, None] * theta[None, :]        # the new tokens' angles, [T, d/2]
     cos, sin = angles.cos(), angles.sin()
-    cache.append(apply_rope_interleaved(k_raw, cos, sin))           # keys enter the cache already rotated
-    keys = torch.cat(cache)                                         # [tokens so far, d]
-    start = keys.shape[0] - T                                       # position of the first new token
+    cache.append(apply_rope_interleaved(k_raw, cos, sin))     # keys enter the cache already rotated
+    keys = torch.cat(cache)                                   # [tokens so far, d]
+    start = keys.shape[0] - T                                 # position of the first new token
     scores = apply_rope_interleaved(q_raw, cos, sin) @ keys.T
-    later = torch.arange(start + T)[None, :] > start + torch.arange(T)[:, None]   # keys after each query
+    # keys after each query, [T, tokens so far]
+    later = torch.arange(start + T)[None, :] > start + torch.arange(T)[:, None]
     return scores.masked_fill(later, float("-inf"))
 '''
 
