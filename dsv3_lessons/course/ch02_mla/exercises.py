@@ -292,7 +292,7 @@ def plain_config_test(fn) -> str:
     with torch.no_grad():
         assert torch.allclose(fn(layer, h), layer(h), atol=1e-5)
     return ("the author's test passes: on the tiny config without YaRN, mla_forward equals the library layer "
-            "(max |difference| <= 1e-5)")
+            "(|difference| <= 1e-5)")
 
 
 def _mla_forward_cases():
