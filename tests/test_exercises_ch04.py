@@ -307,7 +307,7 @@ def test_check_mqa_decode(tmp_path, capsys):
     by_hand = MQA_DECODE_WITH_BUG.replace(_BUG, "scale=softmax_scale(mla.qk_head_dim, mla.cfg.rope_scaling))")
     assert check_mqa_decode(_define("from dsv3_lessons.model.rope import softmax_scale\n" + by_hand, tmp_path,
                                     "by_hand")).status == RIGHT
-    default = MQA_DECODE_WITH_BUG.replace(",\n                                       " + _BUG, ")")
+    default = MQA_DECODE_WITH_BUG.replace(",\n        " + _BUG, ")")
     assert default != MQA_DECODE_WITH_BUG
     assert_wrong(check_mqa_decode(_define(default, tmp_path, "default")), "1/√(d_c + d_h^R)", "default")
     twice = fixed.replace('rows = torch.cat(cache.append(*mla.latent(x, pos)), dim=-1)',

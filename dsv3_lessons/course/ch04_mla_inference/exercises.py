@@ -385,16 +385,18 @@ def check_ragged_decode(ragged_decode):
 # ---------------------------------------------------------------------------------------------- 4.4
 #: the function of exercise 4.4 as the notebook shows it, with its bug (the tests run this very text)
 MQA_DECODE_WITH_BUG = '''def mqa_decode(mla, x, cache, t):
-    """Absorbed decode as MQA: x [1, 1, d] is token t; the cache holds rows 0..t-1. Returns [1, 1, d]."""
+    """Absorbed decode as MQA: x [1, 1, d] is token t, the cache rows 0..t-1; returns [1, 1, d]."""
     n_h, d_h, d_c = mla.n_heads, mla.qk_nope_head_dim, mla.kv_lora_rank
-    w_kv = mla.kv_b_proj.weight.view(n_h, -1, d_c)                   # per head: [W^UK_i ; W^UV_i]
+    w_kv = mla.kv_b_proj.weight.view(n_h, -1, d_c)          # per head: [W^UK_i ; W^UV_i]
     pos = torch.tensor([t])
-    q_nope, q_rope = mla.query(x, pos)                                # [1, 1, n_h, d_h], [1, 1, n_h, d_h^R]
-    rows = torch.cat(cache.append(*mla.latent(x, pos)), dim=-1)      # [1, t+1, d_c + d_h^R]: MQA's one key head
-    q = torch.cat([torch.einsum("bshd,hdc->bhsc", q_nope, w_kv[:, :d_h]), q_rope.transpose(1, 2)], dim=-1)
-    o = F.scaled_dot_product_attention(q, rows[:, None], rows[:, None, :, :d_c], enable_gqa=True,
-                                       scale=mla.qk_head_dim ** -0.5)   # the 192-wide dot product's scale
-    o = torch.einsum("bhsc,hvc->bshv", o, w_kv[:, d_h:])               # W^UV_i after attention
+    q_nope, q_rope = mla.query(x, pos)                      # [1, 1, n_h, d_h], [1, 1, n_h, d_h^R]
+    rows = torch.cat(cache.append(*mla.latent(x, pos)), dim=-1)  # [1, t+1, d_c + d_h^R]: MQA's key
+    q = torch.cat([torch.einsum("bshd,hdc->bhsc", q_nope, w_kv[:, :d_h]), q_rope.transpose(1, 2)],
+                  dim=-1)
+    o = F.scaled_dot_product_attention(
+        q, rows[:, None], rows[:, None, :, :d_c], enable_gqa=True,
+        scale=mla.qk_head_dim ** -0.5)   # the 192-wide dot product's scale
+    o = torch.einsum("bhsc,hvc->bshv", o, w_kv[:, d_h:])    # W^UV_i after attention
     return mla.o_proj(o.flatten(2))
 '''
 

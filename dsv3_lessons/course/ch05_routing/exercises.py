@@ -236,12 +236,13 @@ def check_group_mask(group_mask_fn) -> str:
 # ---------------------------------------------------------------------------------------------- 5.3
 #: the function of exercise 5.3 as the notebook shows it, with its bug (the tests run this very text)
 ROUTE_WITH_BUG = '''def route(gate, u):
-    """Group-limited routing as a fused MoE kernel takes it: (weights [n, K_r], expert ids [n, K_r])."""
+    """Group-limited routing as a fused MoE kernel takes it:
+    (weights [n, K_r], expert ids [n, K_r])."""
     scores = torch.sigmoid(u.float() @ gate.weight.float().T)            # s_{i,t}, float32
     choice = scores + gate.e_score_correction_bias                        # chooses, never weighs
     per_group = choice.unflatten(-1, (gate.n_group, -1))                  # [n, G, N_r / G]
     best = per_group.topk(2, dim=-1).values.sum(-1).topk(gate.topk_group, dim=-1).indices
-    keep = torch.zeros_like(per_group[..., 0]).scatter(1, best, 1.0)     # [n, G]: 1.0 for the kept groups
+    keep = torch.zeros_like(per_group[..., 0]).scatter(1, best, 1.0)     # [n, G]: 1.0 = kept group
     ids = (per_group * keep[..., None]).flatten(1).topk(gate.top_k, dim=-1).indices
     w = scores.gather(1, ids)                                             # unbiased affinities
     return w / w.sum(-1, keepdim=True) * gate.routed_scaling_factor, ids

@@ -33,12 +33,14 @@ EX73 = {"lam": 0.3, "D": 1, "T": 64, "ce_sum": 118.0, "depth1_labels": 59, "main
 
 #: Exercise 7.4: the code shown in the notebook, with its one mistake.
 BUG_7_4 = '''def depth_loss(logits_k, targets, depth, doc_ids):
-    """Mean cross-entropy of MTP depth k over its own labels. logits_k: [b, T-k, V], row i predicts t_{i+k+1};
-    targets: [b, T] with targets[:, i] = t_{i+1} (-100 = ignore); doc_ids: [b, T] document of each input t_i."""
+    """Mean cross-entropy of MTP depth k over its own labels.
+    logits_k: [b, T-k, V], row i predicts t_{i+k+1};
+    targets: [b, T] with targets[:, i] = t_{i+1} (-100 = ignore);
+    doc_ids: [b, T] document of each input t_i."""
     T = targets.shape[1]
     labels = torch.full(logits_k.shape[:2], -100)                          # [b, T-k]
     labels[:, :T - depth - 1] = targets[:, depth + 1:]                      # t_{i+k+1}
-    labels[doc_ids[:, depth:] != doc_ids[:, :T - depth]] = -100             # never across a document
+    labels[doc_ids[:, depth:] != doc_ids[:, :T - depth]] = -100             # never across documents
     return F.cross_entropy(logits_k.flatten(0, 1), labels.flatten(), ignore_index=-100)
 '''
 

@@ -23,8 +23,9 @@ __all__ = ["___", "check_eh_proj_converter", "check_activated_params", "check_tp
 
 #: the converter shown in exercise 10.1, exactly as the notebook prints it (the tests run this text)
 BUGGY_EH_PROJ = '''def eh_proj_from_paper(W_h, W_e):
-    """M_k of V3 eq. 21 from its two halves: W_h [d, d] acts on hnorm(h^{k-1}), W_e [d, d] on enorm(Emb)."""
-    return torch.cat([W_h, W_e], dim=1)           # [d, 2d] = [out, in]: eq. 21's two halves side by side
+    """M_k of V3 eq. 21 from its two halves: W_h [d, d] acts on hnorm(h^{k-1}),
+    W_e [d, d] on enorm(Emb)."""
+    return torch.cat([W_h, W_e], dim=1)  # [d, 2d] = [out, in]: eq. 21's two halves side by side
 
 # the author's test: the right shape, and each half lands in a block of its own
 M = eh_proj_from_paper(torch.eye(4), 2 * torch.eye(4))
