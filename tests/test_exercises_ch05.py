@@ -192,6 +192,20 @@ def test_route_checker(tmp_path, capsys):
     capsys.readouterr()
 
 
+def test_route_checker_rejects_a_finite_fill(tmp_path, capsys):
+    """The round-3 learner's probe: -0.5 or -1.0 in place of −inf passed while every trial gate's biased scores stayed
+    above -0.3. A gate whose bias has drifted to about -1000 tells any small finite fill from −inf."""
+    for i, fill in enumerate(("-0.5", "-1.0", "-100.0")):
+        source = ROUTE_WITH_BUG.replace(_BUGGY_LINE, _FIX.replace('float("-inf")', fill))
+        assert_wrong(check_route(_define(source, tmp_path, f"fill{i}")), "the value the dropped groups get is finite")
+    huge = ROUTE_WITH_BUG.replace(_BUGGY_LINE, _FIX.replace('float("-inf")', "-1e9"))
+    assert check_route(_define(huge, tmp_path, "huge")).status == RIGHT     # below every score any gate reaches
+    # the weights changed to the biased scores, the 0/1 multiply left in place: the dropped groups are named
+    both = ROUTE_WITH_BUG.replace("w = scores.gather", "w = choice.gather")
+    assert_wrong(check_route(_define(both, tmp_path, "both")), "still picks experts of groups the limit dropped")
+    capsys.readouterr()
+
+
 def test_bug_hunt_text_is_the_notebooks():
     """The chapter shows this very function, its author's (passing) test, and the checker's ✗ on it."""
     nb = json.loads(NOTEBOOK.read_text())
@@ -218,7 +232,7 @@ def test_bias_threshold_checker(capsys):
     assert_wrong(check_bias_threshold(0.15), "still not chosen, by a hair")       # was accepted before
     assert_wrong(check_bias_threshold(0.151), "still not chosen, by a hair")
     assert_wrong(check_bias_threshold(0.16), "already at a smaller")             # "to 2 decimals" was accepted
-    assert_wrong(check_bias_threshold(0.096), "GROUP kept")
+    assert_wrong(check_bias_threshold(0.096), "GROUP is kept")
     r = check_bias_threshold(0.229)             # passes e5 only (the learner report), not every expert
     assert_wrong(r, "passes e5", "without a group limit")
     assert "every expert" not in r.message

@@ -269,14 +269,17 @@ def route_reference(gate, u: torch.Tensor, fill: float = float("-inf"), weights_
 
 def _trial_gates():
     """Gates of two layouts with random centroids and a balancing bias that has moved (some biased scores below
-    0, as an expert that stays overloaded drifts), plus one fresh gate (bias 0)."""
+    0, as an expert that stays overloaded drifts), one fresh gate (bias 0), and one whose bias sits near -1000
+    (every biased score far below any small finite fill: -1 or -0.5 would pass on the others)."""
     from dsv3_lessons.model.config import tiny
     from dsv3_lessons.model.moe import Gate
 
     out = []
     with torch.random.fork_rng(devices=[]):      # the learner's global random state is left as it was
         for seed, overrides, shift in ((1, {}, -0.8), (2, dict(n_routed_experts=16, n_group=4, topk_group=2,
-                                                               num_experts_per_tok=4), -0.7), (3, {}, None)):
+                                                               num_experts_per_tok=4), -0.7), (3, {}, None),
+                                       (4, {}, -1000.0)):   # far drifted: no finite fill of the dropped groups
+            # at or above -1000 is beaten by every biased score; the right fill (−inf) still equals the Gate
             torch.manual_seed(seed)
             gate = Gate(tiny(**overrides)).eval()
             with torch.no_grad():
@@ -285,6 +288,24 @@ def _trial_gates():
                     gate.e_score_correction_bias.normal_(shift, 0.3)
             out.append(gate)
     return out
+
+
+@torch.no_grad()
+def _lowest_biased(gate, u: torch.Tensor) -> float:
+    """The lowest biased score s + b of any token of ``u`` and any expert of ``gate``."""
+    return float((torch.sigmoid(u.float() @ gate.weight.float().T) + gate.e_score_correction_bias).min())
+
+
+@torch.no_grad()
+def _dropped_group_picks(gate, u: torch.Tensor, ids: torch.Tensor) -> int:
+    """How many tokens of ``u`` have a chosen expert (``ids [n, K_r]``) in a group that V3's group limit drops
+    (groups: consecutive blocks of N_r / n_group experts, scored by their 2 best biased scores)."""
+    choice = torch.sigmoid(u.float() @ gate.weight.float().T) + gate.e_score_correction_bias
+    per_group = choice.unflatten(-1, (gate.n_group, -1))
+    best = per_group.topk(2, dim=-1).values.sum(-1).topk(gate.topk_group, dim=-1).indices
+    keep = torch.zeros_like(per_group[..., 0], dtype=torch.bool).scatter(1, best, True)
+    group = ids.clamp(0, choice.shape[1] - 1) // per_group.shape[-1]
+    return int((~keep.gather(1, group)).any(-1).sum())
 
 
 def _as_sets(w: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -311,6 +332,7 @@ def check_route(route_fn) -> str:
         raise Wrong(f"pass your function itself (route), got {type(route_fn).__name__}")
     g = torch.Generator().manual_seed(7)
     given, differs, tokens = unchanged_source(route_fn, ROUTE_WITH_BUG), 0, 0
+    bug_like: list[float] = []      # lowest biased score of each gate on which the function routes as given
     for gate in _trial_gates():
         u = torch.randn(64, gate.weight.shape[1], generator=g)
         with torch.no_grad():
@@ -330,6 +352,7 @@ def check_route(route_fn) -> str:
         bug_w, bug_ids = _as_sets(*route_reference(gate, u, fill=0.0))
         if given or (torch.equal(ids, bug_ids) and torch.allclose(w, bug_w, atol=1e-6, rtol=1e-5)):
             differs, tokens = differs + int((~same_ids).sum()), tokens + len(u)
+            bug_like.append(_lowest_biased(gate, u))
             continue
         variants = [
             (dict(weights_from_biased=True), "the weights now come from the biased scores s + b: the bias "
@@ -345,6 +368,12 @@ def check_route(route_fn) -> str:
             v_w, v_ids = _as_sets(*route_reference(gate, u, **flags))
             if torch.equal(ids, v_ids) and torch.allclose(w, v_w, atol=1e-6, rtol=1e-5):
                 raise Wrong(message)
+        in_dropped = _dropped_group_picks(gate, u, ids)
+        if in_dropped:
+            raise Wrong(f"your route still picks experts of groups the limit dropped, for {in_dropped} of {len(u)} "
+                        f"tokens, on a gate whose biased scores go down to {_lowest_biased(gate, u):.0f}: the value "
+                        f"the dropped "
+                        f"groups get still beats some scores. Which value can no score beat?")
         if bool(same_ids.all()):
             raise Wrong(f"the right experts, but weights off by up to {float((w - want_w).abs().max()):.2g}: the "
                         f"weights are the chosen experts' unbiased s, normalised to sum to 1, times the factor")
@@ -355,11 +384,16 @@ def check_route(route_fn) -> str:
         raise Wrong(f"this is the function as given: it passes its author's test (a fresh gate), but on gates that "
                     f"have trained for a while it chooses other experts than the library Gate for {differs} of "
                     f"{tokens} tokens. Find the line and fix it.")
+    if differs and max(bug_like) < -100:      # right on the usual gates, wrong only on the far one
+        raise Wrong(f"on a gate whose bias has drifted far (biased scores down to {min(bug_like):.0f}) your function "
+                    f"still routes like the given one ({differs} of {tokens} tokens differ from the library): the "
+                    f"value the dropped groups get is finite, and there every score lies below it. Which value can "
+                    f"no score beat?")
     if differs:
         raise Wrong(f"your function still routes like the given one (other experts than the library for "
                     f"{differs} of {tokens} tokens): the bug is still there")
-    return ("equal to the library Gate, on gates whose bias has moved and on a fresh one. Multiplying by the 0/1 "
-            "keep flag fills the dropped groups with 0 -- and 0 beats every biased score below 0, so a token "
+    return ("equal to the library Gate, on gates whose bias has moved (one far) and on a fresh one. Multiplying by "
+            "the 0/1 keep flag fills the dropped groups with 0 -- and 0 beats every biased score below 0, so a token "
             "reached a group (a node) the limit had dropped. A fresh gate cannot show it: its bias is 0 and every "
             "sigmoid is positive. Fill with −inf (masked_fill), as section 3 does.")
 
@@ -411,8 +445,8 @@ def check_bias_threshold(answer) -> str:
     beat_free = float(b[free.chosen[-1]] - b[expert])
     beat_best = float(b.max() - b[expert])
     wrong = [
-        (group_gap, f"that gets expert {expert}'s GROUP kept, but the expert itself must then also reach the top "
-                    f"K_r among the kept groups' experts"),
+        (group_gap, f"from about Δb = {group_gap:.4f} on, expert {expert}'s GROUP is kept, but the expert itself "
+                    f"must then also reach the top K_r among the kept groups' experts"),
         (beat_free, f"that passes e{free.chosen[-1]}, the K_r-th best expert of the whole layer: the threshold "
                     f"without a group limit. With the limit, expert {expert}'s rising group pushes e"
                     f"{free.chosen[-1]}'s group out, so a weaker rival is left"),
