@@ -207,3 +207,25 @@ def test_hint_ladders_never_print_the_formula():
         assert texts[0].startswith("Hint 1/") and "solutions" in texts[-1]
         for t in texts:
             assert "cumsum" not in t and "targets[:, depth:]" not in t and "118" not in t
+
+
+# ---------------------------------------------------------------- round-3 learner probes: the last position
+def _mask_one_short(labels, doc, depth):
+    """The learner's mask: compares doc[i] with doc[i + k + 1], so the last row is never checked."""
+    t = doc.shape[1]
+    labels[:, :t - depth - 1][doc[:, depth + 1:] != doc[:, :t - depth - 1]] = IGNORE_INDEX
+    return labels
+
+
+def test_a_mask_that_skips_the_last_row_is_caught():
+    def depth_loss(lg, t, k, d):
+        return F.cross_entropy(lg.flatten(0, 1), _mask_one_short(t[:, k:].clone(), d, k).flatten(),
+                               ignore_index=IGNORE_INDEX)
+
+    assert_wrong(check_depth_loss(depth_loss), "all labels right but the last one")
+
+    def eos_labels(ids, t, k, eos):
+        return _mask_one_short(t[:, k:].clone(), _doc_ids_from_eos(ids, eos), k)
+
+    assert_wrong(check_eos_labels(eos_labels), "should be -100")
+

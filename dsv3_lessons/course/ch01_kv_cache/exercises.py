@@ -95,7 +95,8 @@ def _diagnose_1_1(name: str, cfg: dict[str, Any], context: int, b: int, got: flo
     layers, per_layer = cfg["num_hidden_layers"], _per_layer_elements(cfg)
     n_slide = _sliding_layers(cfg)
     window = cfg.get("sliding_window")
-    where = f"for {name} at {context:,} tokens with bytes_per_element={b} you return {got:,.0f}, expected {right:,}"
+    where = (f"for {name} at {context:,} tokens with bytes_per_element={b} you return {got:,.{0 if got >= 1 else 3}f}, "
+             f"expected {right:,}")
     full = per_layer * layers * context * b
     if window and n_slide and math.isclose(got, full) and context > window:
         return (f"{where}: that keeps all {context:,} tokens in every layer, but a sliding-window layer keeps only "
@@ -277,9 +278,9 @@ def check_last_token_attention(fn: Callable[..., Any]):
                 raise Wrong(f"for {shape} the scores miss the 1/sqrt(d_h) scale")
         bad = [i for i in range(n_h) if not torch.allclose(out[i], right[i], atol=1e-5)]
         earlier = f"right for {' and '.join(passed)}; " if passed else ""
+        agree = f"; the other {n_h - len(bad)} heads agree" if len(bad) < n_h else "; no head agrees"
         raise Wrong(f"{earlier}for {shape} the outputs of query heads {', '.join(map(str, bad))} differ from "
-                    f"grouped-query attention (by up to {float((out - right).abs().max()):.2f}); the other "
-                    f"{n_h - len(bad)} heads agree")
+                    f"grouped-query attention (by up to {float((out - right).abs().max()):.2f}){agree}")
     return (f"right for all {len(GQA_SHAPES)} head counts, MHA, MQA and GQA: each key/value head serves a block of "
             f"g consecutive query heads, as the GQA checkpoints (and the chapter's i // g) lay them out.")
 

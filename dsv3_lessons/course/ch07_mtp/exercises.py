@@ -93,6 +93,8 @@ def _eos_cases():
     yield eos_window((5, 4, 6), masked=(6, 8), seed=1)
     yield eos_window((9, 3, 1, 7), seed=2)
     yield eos_window((4, 12), masked=(1, 3), seed=3)
+    yield eos_window((5, 4, 2), seed=4)     # a boundary inside the last k positions: their labels stop there too
+    yield eos_window((6, 3, 3), seed=5)
 
 
 @checker("7.1", hint="without doc_ids, how can you tell from input_ids which document position i belongs to? "
@@ -125,7 +127,8 @@ def check_eos_labels(fn) -> str:
             next_doc = torch.cumsum(ids == 0, dim=1)                    # EOS counted in the NEXT document
             if torch.equal(got, mtp_labels(targets, depth, next_doc)) and depth > 1:
                 raise Wrong("your document ids put each EOS in the next document: the EOS ENDS its document, so "
-                            "the position holding it must not learn tokens beyond it, and a position before it may")
+                            "the position holding it must not learn tokens beyond it, while the positions before it may still "
+                            "learn the EOS itself")
             if torch.equal(got, mtp_labels(targets, depth)):
                 raise Wrong("your labels cross document boundaries: after an EOS a new document starts, and a "
                             "position must not learn a token of the next document")
@@ -138,7 +141,7 @@ def check_eos_labels(fn) -> str:
             diff = (got != want).nonzero()[0, 1].item()
             raise Wrong(f"at depth {depth}, position {diff} your label is {got[0, diff].item()} and should be "
                         f"{want[0, diff].item()} (window of {t} positions, EOS = 0: {ids[0].tolist()})")
-    return ("depth 1 and 2 labels right on three EOS-packed windows: document ids rebuilt from the EOS tokens, no "
+    return ("depth 1 and 2 labels right on five EOS-packed windows: document ids rebuilt from the EOS tokens, no "
             "label across a document, the tail dropped, the −100 inside a document kept.")
 
 
@@ -244,7 +247,8 @@ def check_mtp_term(answer) -> str:
 # ------------------------------------------------------------------------------------------- 7.4 (bug hunt)
 def _loss_cases():
     g = torch.Generator().manual_seed(74)
-    for lengths in ((6, 5, 7), (10,), (3, 1, 9, 4)):
+    # (7, 4, 2) and (5, 3, 1, 2): a document boundary inside the last k positions
+    for lengths in ((6, 5, 7), (10,), (3, 1, 9, 4), (7, 4, 2), (5, 3, 1, 2)):
         docs = [torch.randint(0, 30, (n,), generator=g).tolist() for n in lengths]
         stream = torch.cat([torch.tensor(d) for d in docs])
         doc = torch.cat([torch.full((len(d),), j) for j, d in enumerate(docs)])
@@ -293,6 +297,12 @@ def check_depth_loss(fn) -> str:
         if depth >= 1 and torch.allclose(value, mtp_cross_entropy(
                 logits, mtp_labels(targets, depth - 1, doc_ids)[:, :targets.shape[1] - depth]), atol=1e-5):
             raise Wrong("one shift short: row i now learns t_{i+k}, what depth k − 1 learns")
+        t = targets.shape[1]
+        short = labels.clone()                       # the last label left unmasked (a mask one position short)
+        short[:, -1] = targets[:, -1]
+        if not torch.equal(short, labels) and torch.allclose(value, mtp_cross_entropy(logits, short), atol=1e-5):
+            raise Wrong(f"all labels right but the last one (row {t - depth - 1}): your document mask never looks at "
+                        f"it, and its label lies in another document (documents {doc_ids[0].tolist()})")
         raise Wrong(f"depth {depth}: your loss {value.item():.5f}, the library's {want.item():.5f} (documents "
                     f"{doc_ids[0].tolist()}); compare your labels with mtp_labels(targets, depth, doc_ids)")
     return ("equal to the library's depth loss on packed windows at depths 1 and 2: labels shifted once "

@@ -311,7 +311,8 @@ def draw_mixed_precision(block: int = fp8.BLOCK):
     lanes = (
         ("Fprop", 9.0, ("input x", "BF16", tile), ("master W", "FP32", blk), ("output y", "BF16"),
          "to the layer above;\nx kept in FP8\nfor Wgrad"),
-        ("Dgrad", 5.6, ("gradient ∂y", "BF16", tile), ("W (from Fprop)", "FP8", "transposed:\nthe same blocks"), ("gradient ∂x", "BF16"),
+        ("Dgrad", 5.6, ("gradient ∂y", "BF16", tile), ("W (from Fprop)", "FP8", "transposed:\nthe same blocks"),
+         ("gradient ∂x", "BF16"),
          "to the layer below"),
         ("Wgrad", 2.2, ("gradient ∂y", "BF16", col), ("cached x", "FP8", f"re-tiled\n{col}"),
          ("gradient ∂W", "FP32"), "AdamW (moments\nBF16) updates the\nFP32 master W"),

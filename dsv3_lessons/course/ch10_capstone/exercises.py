@@ -237,9 +237,9 @@ def check_tpf_prediction(prediction, measured):
                    "100 %; even a high acceptance compounds: draft 3 counts only when drafts 1 and 2 both were")
         else:
             why = ("draft j counts only when drafts 1 … j−1 were all accepted, so the rates multiply along the "
-                   "drafts: draft 3 needs drafts 1, 2 and 3 all accepted, and a verify step's extra tokens stay well "
-                   "under 3 × the per-draft acceptance; the prefill forward emits just one token")
-        raise Wrong(f"you predicted {x:.2f}, measured {m:.2f}: too optimistic. {why}.{rates}")
+                   "drafts: draft 3 needs drafts 1, 2 and 3 all accepted, and a verify step's extra tokens stay under "
+                   "3 × the per-draft acceptance; the prefill forward emits just one token")
+        raise Wrong(f"you predicted {x:.2f}, measured {m:.2f}: too optimistic. {why[0].upper() + why[1:]}.{rates}")
     if cond is None:
         why = ("a rejected draft never costs a token (the main model's own token is emitted anyway), so every "
                "accepted draft is a token gained; count how many drafts a verify step gets through on average")
@@ -251,7 +251,7 @@ def check_tpf_prediction(prediction, measured):
         why = ("if you assumed the later drafts are accepted much less often than the first (the module reads its "
                "own drafts), the measurement says otherwise for this model: once the earlier drafts were right, the "
                "later ones are accepted as often as the first or more, so the tokens a verify step emits compound")
-    raise Wrong(f"you predicted {x:.2f}, measured {m:.2f}: too pessimistic. {why}.{rates}")
+    raise Wrong(f"you predicted {x:.2f}, measured {m:.2f}: too pessimistic. {why[0].upper() + why[1:]}.{rates}")
 
 
 #: exercise 10.4: the 2-process run's sizes
@@ -266,7 +266,7 @@ DISPATCH_CASE = dict(hidden_size=64, num_experts_per_tok=2, element_bytes=4)
 def check_dispatch_bytes(answer):
     """One token, both experts on the other rank: bytes its forward dispatch sends (d + 2·K_r float32, once)."""
     d, k, b = DISPATCH_CASE["hidden_size"], DISPATCH_CASE["num_experts_per_tok"], DISPATCH_CASE["element_bytes"]
-    x = as_number(answer, "the bytes (a number)")
+    x = as_number(answer, "your answer (bytes)")
     right = (d + 2 * k) * b
     if x == right:
         return (f"{right} bytes: one row of d + 2·K_r = {d} + {2 * k} float32 (hidden state, the K_r combine "
