@@ -96,9 +96,12 @@ def test_figures_draw(results):
 
 
 
-def test_a_worker_killed_while_shutting_down_keeps_complete_results(monkeypatch):
+def test_a_worker_killed_while_shutting_down_keeps_complete_results(monkeypatch, capfd):
     """gloo can abort a process while the group is torn down (seen once in 25 runs): the results rank 0 wrote
-    after every part had arrived are kept; a worker killed before they exist still fails the run."""
+    after every part had arrived are kept, and the notebook sees nothing of it (no stderr line: nbval fails a
+    cell on any); a worker killed before they exist still fails the run, and then the message says it all."""
+    import logging
+
     import torch.multiprocessing as mp
 
     cases = node_limit_sweep(seed=0)[:1]
@@ -106,18 +109,50 @@ def test_a_worker_killed_while_shutting_down_keeps_complete_results(monkeypatch)
     killed = mp.ProcessExitedException("process 3 terminated with signal SIGABRT", error_index=3, error_pid=1,
                                        exit_code=-6, signal_name="SIGABRT")
     start = mp.start_processes
+    spawn_log = logging.getLogger("torch.multiprocessing.spawn")
 
     def complete_then_killed(fn, args, nprocs, join, start_method):
         start(fn, args=args, nprocs=nprocs, join=join, start_method=start_method)    # the workers finish
+        spawn_log.warning("Terminating process 4242 via signal SIGTERM")             # as torch does then
         raise killed                                                                 # then one "dies"
 
+    capfd.readouterr()
     monkeypatch.setattr(mp, "start_processes", complete_then_killed)
     kept = run_expert_parallel(cases)[0]
     assert torch.equal(kept.output, real.output) and kept.total_bytes == real.total_bytes
+    assert capfd.readouterr() == ("", "")
 
     def killed_early(fn, args, nprocs, join, start_method):
+        spawn_log.warning("Terminating process 4242 via signal SIGTERM")
         raise killed                                                                 # no results written
 
     monkeypatch.setattr(mp, "start_processes", killed_early)
-    with pytest.raises(mp.ProcessExitedException, match="SIGABRT"):
+    with pytest.raises(mp.ProcessExitedException, match="(?s)SIGABRT.*Terminating process 4242"):
         run_expert_parallel(cases)
+    assert not spawn_log.filters                                                     # the filter is removed
+
+
+def test_workers_print_nothing_to_the_notebook(capfd):
+    """A notebook shows whatever a child writes to its file descriptors 1 and 2 (gloo's C++ messages too), and
+    nbval fails the cell on it: a real run leaves both empty in the parent."""
+    capfd.readouterr()
+    run_expert_parallel(node_limit_sweep(seed=0)[:2])
+    assert capfd.readouterr() == ("", "")
+
+
+def test_a_worker_sends_python_and_cpp_output_to_its_log(tmp_path):
+    """``_write_output_to`` moves the descriptors themselves, so C-level writes (os.write, as C++ does) and
+    Python prints both land in the log, not on the process's own stdout/stderr."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "rank0.log"
+    code = ("import os, sys\n"
+            "from dsv3_lessons.tools.expert_parallel import _write_output_to\n"
+            f"_write_output_to({str(log)!r})\n"
+            "print('from python'); sys.stdout.flush()\n"
+            "os.write(2, b'terminate called without an active exception\\n')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (done.stdout, done.stderr) == ("", "")
+    assert log.read_text().splitlines() == ["from python", "terminate called without an active exception"]

@@ -751,6 +751,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dist.init_process_group(backend, timeout=timeout, **kwargs)
         try:
             hist = train_rank(args, rank, world, device)
+            dist.barrier()  # every rank done (rank 0 has written its files) before any tears the group down
         finally:
             dist.destroy_process_group()
     if hist is not None and not args.quiet:

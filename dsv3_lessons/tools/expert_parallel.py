@@ -33,13 +33,15 @@ Processes and output
 The worker :func:`_worker` lives in this module because ``spawn`` (the only start method that works the
 same on Linux, macOS and Windows, and inside Jupyter) pickles the function by reference: a function
 defined in a notebook cell cannot be spawned. Processes rendezvous through a fresh ``file://`` path (no
-TCP port to collide with a parallel test run), use one thread each, never print; rank 0 gathers every
-rank's numbers with ``gather_object`` and writes them to a temporary file the parent reads, so nothing a
-child does interleaves with a notebook's output. A child's exception re-raises in the parent.
+TCP port to collide with a parallel test run) and use one thread each. Each child sends its file
+descriptors 1 and 2 to a log file of its own at start, so nothing it (or gloo's C++ code) writes reaches
+the notebook; rank 0 gathers every rank's numbers with ``gather_object`` and writes them to a temporary
+file the parent reads. A child's exception re-raises in the parent, with the tail of every child's log.
 """
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import tempfile
 import time
@@ -344,6 +346,7 @@ def _ep_forward(rank: int, world: int, case: EPCase, state: dict, x_local: torch
 def _worker(rank: int, world: int, init_file: str, result_file: str, cases: list, states: list,
             inputs: list, timeout_s: float) -> None:
     """Entry point of each spawned process (must live in a module: ``spawn`` pickles it by name)."""
+    _write_output_to(_log_path(result_file, rank))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
                             timeout=timedelta(seconds=timeout_s))
@@ -363,6 +366,45 @@ def _worker(rank: int, world: int, init_file: str, result_file: str, cases: list
         dist.barrier()     # every rank done talking before any tears the group down (else gloo may abort a peer)
     finally:
         dist.destroy_process_group()
+
+
+def _log_path(result_file: str, rank: int) -> str:
+    return os.path.join(os.path.dirname(result_file), f"rank{rank}.log")
+
+
+def _write_output_to(path: str) -> None:
+    """Point this process's file descriptors 1 and 2 at ``path`` (Python's prints and C++ messages alike:
+    gloo may write to stderr while a group is torn down, and a notebook shows a child's stderr)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    for target in (1, 2):
+        os.dup2(fd, target)
+    os.close(fd)
+
+
+def _logs_tail(result_file: str, world: int, chars: int = 1500) -> str:
+    parts = []
+    for rank in range(world):
+        try:
+            with open(_log_path(result_file, rank), encoding="utf-8", errors="replace") as fh:
+                text = fh.read().strip()
+        except OSError:
+            continue
+        if text:
+            parts.append(f"--- rank {rank} wrote:\n{text[-chars:]}")
+    return "\n".join(parts)
+
+
+class _Collect(logging.Filter):
+    """Holds back the records of torch's spawn logger (it warns on stderr when it stops the other children
+    after one died); they are shown only if the run fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.messages.append(record.getMessage())
+        return False
 
 
 def _result(case: EPCase, parts: list[dict]) -> EPResult:
@@ -411,6 +453,8 @@ def run_expert_parallel(cases: Sequence[EPCase], timeout_s: float = 120.0) -> li
         inputs.append(x)
     with tempfile.TemporaryDirectory(prefix="dsv3_ep_") as tmp:
         init_file, result_file = os.path.join(tmp, "rendezvous"), os.path.join(tmp, "result.pt")
+        spawn_log, held = logging.getLogger("torch.multiprocessing.spawn"), _Collect()
+        spawn_log.addFilter(held)
         try:
             mp.start_processes(_worker, args=(world, init_file, result_file, cases, states, inputs, timeout_s),
                                nprocs=world, join=True, start_method="spawn")
@@ -421,10 +465,22 @@ def run_expert_parallel(cases: Sequence[EPCase], timeout_s: float = 120.0) -> li
             try:
                 gathered = torch.load(result_file, weights_only=False)
             except Exception:
-                raise exited from None
+                raise _with_logs(exited, held.messages, _logs_tail(result_file, world)) from None
+        except mp.ProcessRaisedException as raised:
+            raise _with_logs(raised, held.messages, _logs_tail(result_file, world)) from None
         else:
             gathered = torch.load(result_file, weights_only=False)
+        finally:
+            spawn_log.removeFilter(held)
     return [_result(case, parts) for case, parts in zip(cases, gathered)]
+
+
+def _with_logs(exc: Exception, messages: list[str], logs: str) -> Exception:
+    """``exc`` with the spawn logger's held-back messages and the children's logs added to its message."""
+    extra = "\n".join(messages + ([logs] if logs else []))
+    if extra:
+        exc.args = (f"{exc.args[0] if exc.args else ''}\n{extra}",) + tuple(exc.args[1:])
+    return exc
 
 
 def node_limit_sweep(seed: int = 0, tokens_per_rank: tuple[int, ...] = (40, 64, 17, 90),
