@@ -463,7 +463,10 @@ def test_1_3_prediction():
     status(check_fit_prediction(np.int64(3)), RIGHT)
     status(check_fit_prediction(7), WRONG, "8 times the cache")
     status(check_fit_prediction(0), WRONG, "some designs cache less")
-    status(check_fit_prediction(5), WRONG, "the run says 3", "76.3 KB per token")
+    status(check_fit_prediction(5), WRONG, "the run says 3", "76.3 KB per token",
+           f"LLaMA-3.1-70B, caches {80 * 2 * 8 * 128 * 2 / 1e3:.1f} KB per token")
+    status(check_fit_prediction(2), WRONG, "the run says 3", f"DeepSeek-V3 ({61 * 576 * 2 / 1e3:.1f} KB)",
+           f"Falcon-7B ({32 * 2 * 64 * 2 / 1e3:.1f} KB)", "Which of them did you leave out")
     status(check_fit_prediction(2.5), WRONG, "not a count")
 
 
@@ -484,7 +487,7 @@ def test_1_4_oracle_by_brute_force():
     (7639, ["V3 is not yet the larger one"]),
     (7641, ["give the FIRST context length"]),
     (0, ["does overtake"]),
-    (3820, ["keys AND values"]),
+    (3820, ["keys AND values", "V3's twice", "one latent serves both"]),
     (30560, ["32 query heads share 8 key/value heads"]),
     (15280, ["BF16 (2 B per element)"]),
     (8595, ["rotated key k^R"]),

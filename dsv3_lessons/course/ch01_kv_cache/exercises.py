@@ -325,8 +325,19 @@ def check_fit_prediction(prediction):
     if x == 0:
         raise Wrong(f"the run says {len(fit)}: some designs cache less than {per_token / 1e3:.1f} KB per token "
                     f"(80 GB / 8 sequences / 131,072 tokens)")
-    raise Wrong(f"you predicted {x:g}, the run says {len(fit)}: the budget is {per_token / 1e3:.1f} KB per token; "
-                f"compare it with each model's bar in section 4")
+    from dsv3_lessons.course.ch01_kv_cache.kv_cache import cache_bytes
+
+    def kb(name: str) -> str:                           # one token, all layers, BF16
+        return f"{cache_bytes(load_model_configs()[name], 1, 1, s['dtype']) / 1e3:.1f} KB"
+
+    if x < len(fit):
+        raise Wrong(f"you predicted {x:g}, the run says {len(fit)}: "
+                    f"{', '.join(f'{n} ({kb(n)})' for n in fit)} all stay under the budget of {per_token / 1e3:.1f} "
+                    f"KB per token. Which of them did you leave out, and what makes its token cheap?")
+    nearest = min((n for n in load_model_configs() if n not in fit),
+                  key=lambda n: cache_bytes(load_model_configs()[n], 1, 1, s["dtype"]))
+    raise Wrong(f"you predicted {x:g}, the run says {len(fit)}: the budget is {per_token / 1e3:.1f} KB per token, "
+                f"and the cheapest model past it, {nearest}, caches {kb(nearest)} per token")
 
 
 # ---------------------------------------------------------------------------------------------------------- 1.4
@@ -393,7 +404,9 @@ def check_window_crossover(answer):
         return limit // per + 1
 
     named = {
-        first_above(cap // 2, per_v3): "Mistral caches keys AND values for each of its key/value heads",
+        first_above(cap // 2, per_v3): "half of Mistral's cache against V3's, or V3's twice against Mistral's: "
+                                        "Mistral caches keys AND values for each of its key/value heads, while "
+                                        "MLA's one latent serves both (only it and k^R are cached)",
         first_above(cap * m["num_attention_heads"] // m["num_key_value_heads"], per_v3):
             f"Mistral's {m['num_attention_heads']} query heads share {m['num_key_value_heads']} key/value heads: "
             f"only those are cached",
