@@ -164,6 +164,7 @@ def test_load_errors(tmp_path):
     ({"n_routed_experts": 4}, "n_routed_experts / n_group = 4 / 4 = 1; raise n_routed_experts or lower n_group"),
     ({"n_routed_experts": 4, "n_group": 2, "topk_group": 1, "num_experts_per_tok": 3},
      r"topk_group·\(n_routed_experts/n_group\) = 1·\(4/2\) = 2; lower num_experts_per_tok"),
+    ({"num_experts_per_tok": 0}, r"= 4; raise num_experts_per_tok to at least 1$"),   # not "lower"
 ])
 def test_validation_names_the_field(changes, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):

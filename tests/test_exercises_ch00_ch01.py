@@ -383,6 +383,7 @@ def test_1_1_wrong_functions_get_their_diagnosis(fn, words, capsys):
 def test_1_1_hint_ladder_steps_and_never_states_the_formula(capsys):
     shown = [hint("1.1") for _ in range(4)]
     assert shown[0].startswith("Hint 1/3") and shown[2].startswith("Hint 3/3") and "last hint" in shown[3]
+    assert "notebooks/solutions/01_kv_cache_solutions.ipynb" in shown[3]      # the file's own name, no pattern
     for text in shown + [check_kv_cache_bytes_function.hint]:
         assert "2 * n_kv" not in text and "min(" not in text
 
@@ -464,7 +465,8 @@ def test_1_3_prediction():
     status(check_fit_prediction(7), WRONG, "8 times the cache")
     status(check_fit_prediction(0), WRONG, "some designs cache less")
     status(check_fit_prediction(5), WRONG, "the run says 3", "76.3 KB per token",
-           f"LLaMA-3.1-70B, caches {80 * 2 * 8 * 128 * 2 / 1e3:.1f} KB per token")
+           f"LLaMA-3.1-70B and Qwen2.5-72B, cache {80 * 2 * 8 * 128 * 2 / 1e3:.1f} KB per token")
+    status(check_fit_prediction(0), WRONG, "you predicted 0, the run says 3")
     status(check_fit_prediction(2), WRONG, "the run says 3", f"DeepSeek-V3 ({61 * 576 * 2 / 1e3:.1f} KB)",
            f"Falcon-7B ({32 * 2 * 64 * 2 / 1e3:.1f} KB)", "Which of them did you leave out")
     status(check_fit_prediction(2.5), WRONG, "not a count")
@@ -487,7 +489,10 @@ def test_1_4_oracle_by_brute_force():
     (7639, ["V3 is not yet the larger one"]),
     (7641, ["give the FIRST context length"]),
     (0, ["does overtake"]),
-    (3820, ["keys AND values", "V3's twice", "one latent serves both"]),
+    (3820, ["half of Mistral's capped cache", "keys AND values", "counted twice", "one latent for both"]),
+    (536870912, ["536,870,912 looks like the size of Mistral's capped cache"]),
+    (0.537, ["0.537 looks like the size of Mistral's capped cache (in bytes or GB)"]),
+    (-7640, ["not a context length"]),
     (30560, ["32 query heads share 8 key/value heads"]),
     (15280, ["BF16 (2 B per element)"]),
     (8595, ["rotated key k^R"]),

@@ -5,6 +5,7 @@ One spawn runs every case (process start-up dominates: a few seconds). The oracl
 choices (:func:`expected_traffic`), independent of the distributed code path.
 """
 import matplotlib
+import numpy as np
 import pytest
 import torch
 
@@ -74,6 +75,19 @@ def test_sweep_and_bad_input():
         EPCase(tokens_per_rank=(0, 0))
     with pytest.raises(ValueError, match="skew"):
         EPCase(skew=-1.0)
+    with pytest.raises(ValueError, match="whole token counts"):
+        EPCase(tokens_per_rank=(10.5, 20, 5, 5))
+    with pytest.raises(ValueError, match=r"node_limit \(M\) must be a whole number of nodes from 1 to 4"):
+        EPCase(node_limit=5)
+    with pytest.raises(ValueError, match="experts_per_node must be a whole number >= 1, got 0"):
+        EPCase(experts_per_node=0)
+    with pytest.raises(ValueError, match=r"top_k \(K_r\) must be a whole number from 1 to 16"):
+        EPCase(top_k=0)                       # node_limit 2 x 8 experts per node
+    with pytest.raises(ValueError, match="from 1 to 8"):
+        EPCase(node_limit=1, top_k=9)
+    assert EPCase(tokens_per_rank=(np.int64(3), 4)).tokens_per_rank == (3, 4)
+    with pytest.raises(TypeError, match=r"pass \[case\]"):
+        run_expert_parallel(EPCase())
     with pytest.raises(ValueError, match="same number of nodes"):
         run_expert_parallel([EPCase(tokens_per_rank=(1, 2)), EPCase(tokens_per_rank=(1, 2, 3))])
     with pytest.raises(ValueError, match="at least one EPCase"):

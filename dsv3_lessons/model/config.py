@@ -226,7 +226,9 @@ class DeepseekV3Config:
             need(1 <= self.num_experts_per_tok <= reachable,
                  f"num_experts_per_tok ({self.num_experts_per_tok}) must be between 1 and the experts left after "
                  f"group limiting, topk_group·(n_routed_experts/n_group) = {self.topk_group}·({self.n_routed_experts}"
-                 f"/{self.n_group}) = {reachable}; lower num_experts_per_tok or raise topk_group or n_routed_experts")
+                 f"/{self.n_group}) = {reachable}; "
+                 + ("raise num_experts_per_tok to at least 1" if self.num_experts_per_tok < 1 else
+                    "lower num_experts_per_tok or raise topk_group or n_routed_experts"))
             need(is_num(self.routed_scaling_factor) and 0 < self.routed_scaling_factor <= _MAX_ROUTED_SCALE,
                  f"routed_scaling_factor must be a number in (0, {_MAX_ROUTED_SCALE:g}] (it multiplies the routed "
                  f"experts' output; published configs use 1.0 to 16, V3 2.5), got {self.routed_scaling_factor!r}")

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import numbers
 import os
 import tempfile
 import time
@@ -100,13 +101,29 @@ class EPCase:
     top_k: int = 8
 
     def __post_init__(self) -> None:
-        if len(self.tokens_per_rank) < 2 or any(int(n) < 0 for n in self.tokens_per_rank):
-            raise ValueError(f"tokens_per_rank must list >= 2 non-negative token counts (one per node), "
+        def whole(n) -> bool:  # int or numpy integer, never bool or float
+            return isinstance(n, numbers.Integral) and not isinstance(n, bool)
+
+        counts = tuple(self.tokens_per_rank)
+        if len(counts) < 2 or not all(whole(n) and n >= 0 for n in counts):
+            raise ValueError(f"tokens_per_rank must list >= 2 non-negative whole token counts (one per node), "
                              f"got {self.tokens_per_rank!r}")
-        if sum(self.tokens_per_rank) == 0:
+        if sum(counts) == 0:
             raise ValueError("tokens_per_rank must hold at least one token in total")
         if self.skew < 0:
             raise ValueError(f"skew must be >= 0 (a standard deviation), got {self.skew}")
+        n = len(counts)
+        if self.node_limit is not None and not (whole(self.node_limit) and 1 <= self.node_limit <= n):
+            raise ValueError(f"node_limit (M) must be a whole number of nodes from 1 to {n} = len(tokens_per_rank), "
+                             f"or None for no limit; got {self.node_limit!r}")
+        if not (whole(self.experts_per_node) and self.experts_per_node >= 1):
+            raise ValueError(f"experts_per_node must be a whole number >= 1, got {self.experts_per_node!r}")
+        reach = (self.node_limit or n) * self.experts_per_node
+        if not (whole(self.top_k) and 1 <= self.top_k <= reach):
+            raise ValueError(f"top_k (K_r) must be a whole number from 1 to {reach}, the experts a token can reach "
+                             f"(node_limit {self.node_limit or n} x experts_per_node {self.experts_per_node}); "
+                             f"got {self.top_k!r}")
+        object.__setattr__(self, "tokens_per_rank", tuple(int(c) for c in counts))
 
     @property
     def world_size(self) -> int:
@@ -430,6 +447,8 @@ def run_expert_parallel(cases: Sequence[EPCase], timeout_s: float = 120.0) -> li
     """Run every case on ``world_size`` spawned gloo processes (one spawn for all cases); return results.
 
     All cases must share a world size. Costs a few seconds of process start-up (each child imports torch).
+    From a plain script, call it under ``if __name__ == "__main__":``: ``spawn`` starts each child by
+    importing the script again, and without the guard every child would run the script's top level too.
 
     Raises:
         ValueError: no case, or cases with different world sizes.
@@ -439,6 +458,8 @@ def run_expert_parallel(cases: Sequence[EPCase], timeout_s: float = 120.0) -> li
     """
     import torch.multiprocessing as mp
 
+    if isinstance(cases, EPCase):
+        raise TypeError("cases must be a list of EPCase; for one case pass [case]")
     cases = list(cases)
     if not cases:
         raise ValueError("cases must hold at least one EPCase")

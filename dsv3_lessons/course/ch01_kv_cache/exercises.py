@@ -323,8 +323,8 @@ def check_fit_prediction(prediction):
         raise Wrong(f"the run says {len(fit)}, not all {n_models}: at batch 1 every model fits 128K tokens, but 8 "
                     f"sequences need 8 times the cache; the budget is {per_token / 1e3:.1f} KB per token")
     if x == 0:
-        raise Wrong(f"the run says {len(fit)}: some designs cache less than {per_token / 1e3:.1f} KB per token "
-                    f"(80 GB / 8 sequences / 131,072 tokens)")
+        raise Wrong(f"you predicted 0, the run says {len(fit)}: some designs cache less than {per_token / 1e3:.1f} KB "
+                    f"per token (80 GB / 8 sequences / 131,072 tokens)")
     from dsv3_lessons.course.ch01_kv_cache.kv_cache import cache_bytes
 
     def kb(name: str) -> str:                           # one token, all layers, BF16
@@ -334,10 +334,12 @@ def check_fit_prediction(prediction):
         raise Wrong(f"you predicted {x:g}, the run says {len(fit)}: "
                     f"{', '.join(f'{n} ({kb(n)})' for n in fit)} all stay under the budget of {per_token / 1e3:.1f} "
                     f"KB per token. Which of them did you leave out, and what makes its token cheap?")
-    nearest = min((n for n in load_model_configs() if n not in fit),
-                  key=lambda n: cache_bytes(load_model_configs()[n], 1, 1, s["dtype"]))
+    past = {n: kb(n) for n in load_model_configs() if n not in fit}
+    cheapest = [n for n in past if past[n] == min(past.values(), key=lambda v: float(v.split()[0]))]
+    who = (f"the cheapest model past it, {cheapest[0]}, caches" if len(cheapest) == 1 else
+           f"the cheapest models past it, {' and '.join(cheapest)}, cache")
     raise Wrong(f"you predicted {x:g}, the run says {len(fit)}: the budget is {per_token / 1e3:.1f} KB per token, "
-                f"and the cheapest model past it, {nearest}, caches {kb(nearest)} per token")
+                f"and {who} {past[cheapest[0]]} per token")
 
 
 # ---------------------------------------------------------------------------------------------------------- 1.4
@@ -374,8 +376,8 @@ def window_crossover(mistral: dict[str, Any] | None = None, v3_bytes_per_token: 
 def check_window_crossover(answer):
     """Exercise 1.4 (explain with a number): from which context length on (the smallest T, tokens) does one
     DeepSeek-V3 sequence hold more BF16 KV cache than one Mistral-7B v0.1 sequence? Two facts combined: Mistral's
-    sliding window stops its cache at 4,096 tokens (2·8·128·32·2 B per token until then), V3's MLA cache grows by
-    61·576·2 B per token for ever. Expected: :func:`window_crossover` (7,640)."""
+    sliding window stops its cache at 4,096 tokens, and V3's MLA cache grows with every token for ever. The
+    expected value comes from :func:`window_crossover`."""
     x = as_number(answer, "the context length (a whole number of tokens)")
     right = window_crossover()
     per_v3 = _v3_bytes_per_token()
@@ -388,11 +390,17 @@ def check_window_crossover(answer):
                 f"{per_v3:,}, so V3 holds less; then Mistral's window stops its cache at {cap / 1e9:.3f} GB, while V3 "
                 f"keeps every token and passes that at {right:,} tokens (about {right / window:.2f}x the window). "
                 f"A window caps the cache by forgetting; MLA shrinks each token and remembers them all.")
+    if abs(x - cap) <= 1 or abs(x - cap / 1e9) < 5e-4 or abs(x - cap / 2**30) < 5e-4:
+        shown = f"{x:,.0f}" if x >= 100 else f"{x:g}"
+        raise Wrong(f"{shown} looks like the size of Mistral's capped cache (in bytes or GB), not a context "
+                    f"length: give the number of tokens at which V3's cache passes it")
     if 1 < x < 10:
         raise Wrong(f"{x:g} looks like a ratio of the two caches, not a context length: give a number of tokens")
     if x != int(x):
         raise Wrong(f"{x:g} is not a whole number of tokens: give the first context length at which V3's cache is "
                     f"the larger one")
+    if x < 0:
+        raise Wrong(f"{x:g} is not a context length: give a positive number of tokens")
     if x <= 1:
         raise Wrong(f"{x:g}: V3's cache does overtake Mistral's. Below {window:,} tokens Mistral grows faster, but "
                     f"its window stops it there, and V3's grows for ever")
@@ -404,9 +412,10 @@ def check_window_crossover(answer):
         return limit // per + 1
 
     named = {
-        first_above(cap // 2, per_v3): "half of Mistral's cache against V3's, or V3's twice against Mistral's: "
-                                        "Mistral caches keys AND values for each of its key/value heads, while "
-                                        "MLA's one latent serves both (only it and k^R are cached)",
+        first_above(cap // 2, per_v3): "that is where V3 passes half of Mistral's capped cache. Either Mistral's "
+                                        "values were left out (it caches keys AND values for each key/value "
+                                        "head), or V3's latent was counted twice (MLA caches one latent for both, "
+                                        "plus k^R)",
         first_above(cap * m["num_attention_heads"] // m["num_key_value_heads"], per_v3):
             f"Mistral's {m['num_attention_heads']} query heads share {m['num_key_value_heads']} key/value heads: "
             f"only those are cached",

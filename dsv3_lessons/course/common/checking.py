@@ -43,6 +43,7 @@ import math
 import numbers
 import textwrap
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 __all__ = ["___", "Placeholder", "Printed", "Result", "Wrong", "checker", "hint", "revealed", "as_number", "as_bool",
@@ -137,12 +138,20 @@ def hint(exercise: str) -> Printed:
         _SHOWN[key] = i + 1
         text = f"Hint {i + 1}/{len(ladder)} for exercise {key}: {ladder[i]}"
     else:
-        chapter = key.split(".")[0].zfill(2)
         text = (f"That was the last hint for exercise {key}. The worked solution, with the reasoning, is in "
-                f"notebooks/solutions/{chapter}_*_solutions.ipynb.")
+                f"{_solutions_path(key)}.")
     text = _wrap(text)
     print(text)
     return Printed(text)
+
+
+def _solutions_path(exercise: str) -> str:
+    """``notebooks/solutions/NN_<name>_solutions.ipynb`` of the exercise's chapter, named as it is on disk when
+    the course's notebooks sit beside the package (a pattern with ``*`` otherwise)."""
+    chapter = exercise.split(".")[0].zfill(2)
+    folder = Path(__file__).resolve().parents[3] / "notebooks" / "solutions"
+    found = sorted(folder.glob(f"{chapter}_*_solutions.ipynb"))
+    return f"notebooks/solutions/{found[0].name if found else chapter + '_*_solutions.ipynb'}"
 
 
 def revealed(exercise: str, prediction: Any) -> bool:
